@@ -1,0 +1,74 @@
+// Package config reads jailgate's YAML configuration: strict decoding (an
+// unknown key is an error), explicit defaults, {user} templates and
+// validation that reports every problem as FILE:LINE: field: message.
+//
+// A *Config is an immutable snapshot: a reload builds a new one and live
+// sessions keep the one they started with.
+package config
+
+import (
+	"sort"
+	"time"
+
+	"github.com/jailgate/jailgate/keys"
+)
+
+// Environment modes: which sessions share one environment.
+const (
+	EnvTenant     = "tenant"     // one environment per tenant (default)
+	EnvConnection = "connection" // one per SSH connection
+	EnvSession    = "session"    // one per session channel
+)
+
+// Pos is a position in a configuration file.
+type Pos struct {
+	File string
+	Line int
+	Col  int
+}
+
+// Config is one validated snapshot of the configuration. Treat it as
+// read-only once Parse or Load returned it.
+type Config struct {
+	File     string           // the file it was read from
+	Listen   string           // address:port to listen on
+	HostKey  string           // path of the ed25519 host key
+	StateDir string           // where id ranges and other state persist
+	Defaults User             // the defaults section as written (templates unexpanded)
+	Users    map[string]*User // every tenant, defaults applied and {user} expanded
+	Keys     *keys.Index      // every tenant's keys, built once per snapshot
+}
+
+// User is one tenant's effective settings.
+type User struct {
+	Name        string        // the tenant name (the SSH user name)
+	Pos         Pos           // where the tenant is defined
+	Keys        []keys.Key    // from keys: and keys_file:, in order
+	KeysFile    string        // keys_file as written, expanded
+	Rootfs      string        // absolute host path of her root filesystem
+	Shell       string        // login shell inside the environment
+	Hostname    string        // hostname inside the environment
+	Environment string        // EnvTenant, EnvConnection or EnvSession
+	Linger      time.Duration // how long a tenant environment outlives its last session
+	Network     string        // "none"
+	Limits      Limits        // cgroup limits; zero fields mean unlimited
+	UIDBase     uint32        // explicit host id base; 0 means allocate from the pool
+	IDRange     uint32        // number of host ids mapped (default 65536)
+}
+
+// Limits are a tenant's resource limits. Zero means unlimited.
+type Limits struct {
+	Memory int64   // bytes
+	Pids   int64   // tasks
+	CPU    float64 // CPUs
+}
+
+// Names returns the tenant names in sorted order.
+func (c *Config) Names() []string {
+	names := make([]string, 0, len(c.Users))
+	for n := range c.Users {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

@@ -1,0 +1,99 @@
+// Package jail runs tenant environments: fresh Linux namespaces, the tenant's
+// root filesystem pivot_root'ed as "/", a cgroup, and a small resident init as
+// PID 1 that spawns the tenant's processes and dials connections for her.
+//
+// The gateway sees only the narrow seam in this file: a Manager hands out
+// Envs, an Env spawns Processes. Everything behind it is Linux-specific.
+package jail
+
+import (
+	"context"
+	"io"
+	"net"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Manager hands out environments.
+type Manager interface {
+	// Environment returns the live environment for key (a tenant, connection
+	// or session id, per the tenant's environment mode), starting it from
+	// spec if there is none. Every successful call must be paired with one
+	// Env.Release.
+	Environment(ctx context.Context, key string, spec *EnvSpec) (Env, error)
+}
+
+// IDMap is the host id range the tenant's ids 0..Size-1 map to.
+type IDMap struct {
+	UID  uint32 // host uid of the tenant's root
+	GID  uint32 // host gid of the tenant's root
+	Size uint32 // number of ids mapped (default 65536)
+}
+
+// Limits are the cgroup limits of an environment. Zero means unlimited.
+type Limits struct {
+	Memory int64   // bytes
+	Pids   int64   // number of tasks
+	CPU    float64 // CPUs, fractions allowed
+}
+
+// EnvSpec says how to build an environment.
+type EnvSpec struct {
+	Tenant   string        // tenant name, for logs and cgroup names
+	Rootfs   string        // absolute host path of the tenant's root filesystem
+	Hostname string        // hostname inside the UTS namespace
+	IDMap    IDMap         // uid/gid mapping of the user namespace
+	Limits   Limits        // cgroup limits
+	Caps     []string      // capabilities kept, e.g. "CAP_CHOWN"; nil means DefaultCaps
+	Network  string        // "none": own network namespace with loopback only
+	Linger   time.Duration // how long the environment outlives its last Release
+}
+
+// TTY asks for a pseudo-terminal allocated inside the environment.
+type TTY struct {
+	Term  string           // TERM from the pty-req
+	Rows  uint16           // initial height in characters
+	Cols  uint16           // initial width in characters
+	Modes map[uint8]uint32 // SSH terminal modes (RFC 4254 section 8), opcode to value
+}
+
+// ProcSpec says what to run inside an environment.
+type ProcSpec struct {
+	Argv []string // Argv[0] is resolved inside the environment
+	Env  []string // the complete environment, KEY=value
+	Dir  string   // working directory inside the environment
+	TTY  *TTY     // nil runs the process with pipes
+}
+
+// Env is a live environment. Its methods are safe for concurrent use.
+type Env interface {
+	// Spawn starts a process inside the environment.
+	Spawn(ctx context.Context, p *ProcSpec) (Process, error)
+	// Dial connects to addr from inside the environment's network namespace.
+	Dial(ctx context.Context, network, addr string) (net.Conn, error)
+	// Release says one user of the environment is done with it; the
+	// environment ends when its last user released it and Linger passed.
+	Release()
+}
+
+// ExitStatus is how a process ended: by exit code, or by a signal.
+type ExitStatus struct {
+	Code   int         // exit code when Signal is 0
+	Signal unix.Signal // the signal that killed the process, or 0
+}
+
+// Process is a process running inside an environment.
+type Process interface {
+	Stdin() io.WriteCloser // with a TTY: the terminal's input
+	Stdout() io.Reader     // with a TTY: the terminal's output
+	Stderr() io.Reader     // nil with a TTY
+	// Resize sets the terminal size; an error without a TTY.
+	Resize(rows, cols uint16) error
+	// Signal sends sig to the process.
+	Signal(sig unix.Signal) error
+	// Wait waits for the process to end. It may be called once.
+	Wait() (ExitStatus, error)
+	// Kill hangs up and then kills the process's group; it is idempotent.
+	Kill() error
+}

@@ -1,0 +1,114 @@
+package jail
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// capNames maps capability names to numbers (capabilities(7)).
+var capNames = map[string]uintptr{
+	"CAP_CHOWN": 0, "CAP_DAC_OVERRIDE": 1, "CAP_DAC_READ_SEARCH": 2, "CAP_FOWNER": 3,
+	"CAP_FSETID": 4, "CAP_KILL": 5, "CAP_SETGID": 6, "CAP_SETUID": 7, "CAP_SETPCAP": 8,
+	"CAP_LINUX_IMMUTABLE": 9, "CAP_NET_BIND_SERVICE": 10, "CAP_NET_BROADCAST": 11,
+	"CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13, "CAP_IPC_LOCK": 14, "CAP_IPC_OWNER": 15,
+	"CAP_SYS_MODULE": 16, "CAP_SYS_RAWIO": 17, "CAP_SYS_CHROOT": 18, "CAP_SYS_PTRACE": 19,
+	"CAP_SYS_PACCT": 20, "CAP_SYS_ADMIN": 21, "CAP_SYS_BOOT": 22, "CAP_SYS_NICE": 23,
+	"CAP_SYS_RESOURCE": 24, "CAP_SYS_TIME": 25, "CAP_SYS_TTY_CONFIG": 26, "CAP_MKNOD": 27,
+	"CAP_LEASE": 28, "CAP_AUDIT_WRITE": 29, "CAP_AUDIT_CONTROL": 30, "CAP_SETFCAP": 31,
+	"CAP_MAC_OVERRIDE": 32, "CAP_MAC_ADMIN": 33, "CAP_SYSLOG": 34, "CAP_WAKE_ALARM": 35,
+	"CAP_BLOCK_SUSPEND": 36, "CAP_AUDIT_READ": 37, "CAP_PERFMON": 38, "CAP_BPF": 39,
+	"CAP_CHECKPOINT_RESTORE": 40,
+}
+
+// CapMask turns capability names into a bit mask; an unknown name is an error.
+func CapMask(names []string) (uint64, error) {
+	var mask uint64
+	for _, n := range names {
+		c, ok := capNames[strings.ToUpper(n)]
+		if !ok {
+			return 0, fmt.Errorf("unknown capability %q", n)
+		}
+		mask |= 1 << c
+	}
+	return mask, nil
+}
+
+// allThreads runs a syscall on every thread of the init. Capabilities and
+// no_new_privs are per-thread kernel state, and the init is a multithreaded
+// Go process: changing only the calling thread would leave the others with
+// the full set, and any of them may fork the next tenant process. x/sys/unix
+// has no equivalent of syscall.AllThreadsSyscall; it needs CGO_ENABLED=0.
+func allThreads(trap, a1, a2, a3 uintptr) error {
+	_, _, errno := syscall.AllThreadsSyscall(trap, a1, a2, a3)
+	if errno == unix.ENOTSUP {
+		return fmt.Errorf("%w (the jailgate binary must be built with CGO_ENABLED=0)", errno)
+	}
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// lastCap reads the highest capability the kernel knows.
+func lastCap() uintptr {
+	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
+	if err != nil {
+		return 40
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 40
+	}
+	return uintptr(n)
+}
+
+// dropPrivileges leaves the init with no more than the tenant's own root
+// has, so that everything it starts inherits that and nothing more:
+// non-dumpable (so /proc/1/{mem,fd,exe} and ptrace of PID 1 are closed to
+// the tenant: CVE-2019-5736 class), the bounding and ambient sets cut, the
+// effective, permitted and inheritable sets reduced to the tenant's caps,
+// and no_new_privs set, so setuid and file-capability binaries gain nothing.
+func dropPrivileges(cfg *initConfig) *StepError {
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return stepErr("caps", "prctl PR_SET_DUMPABLE 0", "", err)
+	}
+	keep, err := CapMask(cfg.Caps)
+	if err != nil {
+		return stepErr("caps", "parse", "", err)
+	}
+	for c := uintptr(0); c <= lastCap(); c++ {
+		if keep&(1<<c) != 0 {
+			continue
+		}
+		if err := allThreads(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, c, 0); err != nil {
+			return stepErr("caps", fmt.Sprintf("prctl PR_CAPBSET_DROP %d", c), "", err)
+		}
+	}
+	if err := allThreads(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); err != nil {
+		return stepErr("caps", "prctl PR_CAP_AMBIENT_CLEAR_ALL", "", err)
+	}
+	// Heap-allocated, so the addresses stay valid through the call.
+	hdr := &unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	data := new([2]unix.CapUserData)
+	for i := range data {
+		v := uint32(keep >> (32 * i))
+		data[i] = unix.CapUserData{Effective: v, Permitted: v, Inheritable: v}
+	}
+	err = allThreads(unix.SYS_CAPSET, uintptr(unsafe.Pointer(hdr)), uintptr(unsafe.Pointer(&data[0])), 0)
+	runtime.KeepAlive(hdr)
+	runtime.KeepAlive(data)
+	if err != nil {
+		return stepErr("caps", "capset", "", err)
+	}
+	if err := allThreads(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); err != nil {
+		return stepErr("caps", "prctl PR_SET_NO_NEW_PRIVS 1", "", err)
+	}
+	return nil
+}

@@ -1,0 +1,104 @@
+package jail
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// cgroupManager creates, fills and removes environments' cgroups. There is
+// one implementation per hierarchy (cgroup_v1_linux.go, cgroup_v2_linux.go),
+// picked at start by what /sys/fs/cgroup is.
+//
+// Layout: <prefix>/<tenant> holds the tenant's limits, shared by all her
+// environments; <prefix>/<tenant>/<env> holds one environment's processes.
+type cgroupManager interface {
+	// Version names the hierarchy for logs: "v1", "v2" or "none".
+	Version() string
+	// Create makes the environment's cgroup and writes the tenant's limits.
+	Create(tenant, env string, l Limits) (cgroupHandle, error)
+	// Sweep kills and removes environment cgroups left behind by a crash.
+	Sweep() error
+}
+
+// cgroupHandle is one environment's cgroup.
+type cgroupHandle interface {
+	// Start starts cmd so that its first instruction already runs inside
+	// the cgroup (and so that its cgroup namespace is rooted there).
+	Start(cmd *exec.Cmd) error
+	// Destroy kills what is left inside and removes the cgroup.
+	Destroy() error
+}
+
+// writeFile writes one value into a cgroup control file.
+func writeFile(dir, name, value string) error {
+	p := filepath.Join(dir, name)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(value)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write %q to %s: %w", value, p, err)
+	}
+	return nil
+}
+
+// readPids reads a cgroup.procs file.
+func readPids(dir string) ([]int, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		if n, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, n)
+		}
+	}
+	return pids, nil
+}
+
+// removeCgroup removes dir, retrying while its last processes exit.
+func removeCgroup(dir string, kill func() error) error {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		if kill != nil {
+			kill()
+		}
+		err := os.Remove(dir)
+		if err == nil || errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("remove cgroup: %w", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// noCgroups is used where no cgroup hierarchy is usable and no limit is set.
+type noCgroups struct{}
+
+func (noCgroups) Version() string { return "none" }
+func (noCgroups) Sweep() error    { return nil }
+func (noCgroups) Create(tenant, _ string, l Limits) (cgroupHandle, error) {
+	if l != (Limits{}) {
+		return nil, fmt.Errorf("cgroup for %s: no usable cgroup hierarchy under /sys/fs/cgroup; mount one or unset limits", tenant)
+	}
+	return noHandle{}, nil
+}
+
+type noHandle struct{}
+
+func (noHandle) Start(cmd *exec.Cmd) error { return cmd.Start() }
+func (noHandle) Destroy() error            { return nil }

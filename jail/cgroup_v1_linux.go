@@ -1,0 +1,271 @@
+package jail
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// v1Controllers are the controllers jailgate uses on a v1 hierarchy.
+var v1Controllers = []string{"memory", "pids", "cpu", "freezer"}
+
+// cgroupV1 drives the per-controller v1 hierarchies (also hybrid hosts,
+// where the controllers are v1 and /sys/fs/cgroup/unified has none).
+type cgroupV1 struct {
+	prefix string
+	mounts map[string]string // controller -> mount point
+}
+
+// newCgroupV1 finds the v1 controllers' mount points in mountinfo.
+func newCgroupV1(root, prefix string) (*cgroupV1, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	m := &cgroupV1{prefix: prefix, mounts: map[string]string{}}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// 36 35 98:0 / /sys/fs/cgroup/pids rw,relatime shared:5 - cgroup cgroup rw,pids
+		fields := strings.Fields(sc.Text())
+		i := indexOf(fields, "-")
+		if i < 0 || i+3 >= len(fields) || fields[i+1] != "cgroup" || !strings.HasPrefix(fields[4], root) {
+			continue
+		}
+		for _, opt := range strings.Split(fields[i+3], ",") {
+			for _, c := range v1Controllers {
+				if opt == c {
+					m.mounts[c] = fields[4]
+				}
+			}
+		}
+	}
+	return m, sc.Err()
+}
+
+// indexOf returns the index of s in list, or -1.
+func indexOf(list []string, s string) int {
+	for i, v := range list {
+		if v == s {
+			return i
+		}
+	}
+	return -1
+}
+
+func (m *cgroupV1) Version() string { return "v1" }
+
+// need fails with the fix when a limit needs a controller that is missing.
+func (m *cgroupV1) need(ctrl, field string) error {
+	if _, ok := m.mounts[ctrl]; ok {
+		return nil
+	}
+	return fmt.Errorf("cgroup v1 controller %q not mounted under /sys/fs/cgroup; mount it or set limits.%s: 0", ctrl, field)
+}
+
+func (m *cgroupV1) Create(tenant, env string, l Limits) (cgroupHandle, error) {
+	if l.Memory > 0 {
+		if err := m.need("memory", "memory"); err != nil {
+			return nil, err
+		}
+	}
+	if l.Pids > 0 {
+		if err := m.need("pids", "pids"); err != nil {
+			return nil, err
+		}
+	}
+	if l.CPU > 0 {
+		if err := m.need("cpu", "cpu"); err != nil {
+			return nil, err
+		}
+	}
+	h := &v1Handle{}
+	for _, ctrl := range v1Controllers {
+		mnt, ok := m.mounts[ctrl]
+		if !ok {
+			continue
+		}
+		tdir := filepath.Join(mnt, m.prefix, tenant)
+		if err := os.MkdirAll(tdir, 0o755); err != nil {
+			return nil, fmt.Errorf("create cgroup: %w", err)
+		}
+		if err := writeV1Limits(ctrl, tdir, l); err != nil {
+			return nil, err
+		}
+		edir := filepath.Join(tdir, env)
+		if err := os.Mkdir(edir, 0o755); err != nil {
+			return nil, fmt.Errorf("create cgroup: %w", err)
+		}
+		h.dirs = append(h.dirs, edir)
+		h.mounts = append(h.mounts, mnt)
+		if ctrl == "freezer" {
+			h.freezer = edir
+		}
+	}
+	return h, nil
+}
+
+// writeV1Limits writes the limits a controller enforces; 0 clears them.
+func writeV1Limits(ctrl, dir string, l Limits) error {
+	switch ctrl {
+	case "memory":
+		v := "-1"
+		if l.Memory > 0 {
+			v = strconv.FormatInt(l.Memory, 10)
+		}
+		return writeFile(dir, "memory.limit_in_bytes", v)
+	case "pids":
+		v := "max"
+		if l.Pids > 0 {
+			v = strconv.FormatInt(l.Pids, 10)
+		}
+		return writeFile(dir, "pids.max", v)
+	case "cpu":
+		const period = 100000
+		quota := "-1"
+		if l.CPU > 0 {
+			quota = strconv.FormatInt(int64(l.CPU*period), 10)
+		}
+		if err := writeFile(dir, "cpu.cfs_period_us", strconv.Itoa(period)); err != nil {
+			return err
+		}
+		return writeFile(dir, "cpu.cfs_quota_us", quota)
+	}
+	return nil
+}
+
+func (m *cgroupV1) Sweep() error {
+	var errs []error
+	for _, mnt := range m.mounts {
+		base := filepath.Join(mnt, m.prefix)
+		tenants, err := os.ReadDir(base)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		for _, t := range tenants {
+			if !t.IsDir() {
+				continue
+			}
+			envs, _ := os.ReadDir(filepath.Join(base, t.Name()))
+			for _, e := range envs {
+				if e.IsDir() {
+					d := filepath.Join(base, t.Name(), e.Name())
+					errs = append(errs, removeCgroup(d, func() error { return killPids(d) }))
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// v1Handle is one environment's directory in each v1 controller.
+type v1Handle struct {
+	dirs    []string // the environment's dir per controller
+	mounts  []string // the controller mount points, in the same order
+	freezer string
+}
+
+// Start starts cmd from a thread that joined the environment's cgroups
+// just for the clone: the new init is inside them from its first
+// instruction and its cgroup namespace is rooted there (v1 has no
+// CLONE_INTO_CGROUP). The thread then goes back to the cgroups it came
+// from; if it cannot, it stays locked and Go ends it with the goroutine.
+func (h *v1Handle) Start(cmd *exec.Cmd) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		tid := strconv.Itoa(unix.Gettid())
+		back, err := threadCgroups(h.mounts)
+		if err != nil {
+			errc <- err
+			return
+		}
+		moved := 0
+		for _, d := range h.dirs {
+			if err = writeFile(d, "tasks", tid); err != nil {
+				break
+			}
+			moved++
+		}
+		if err == nil {
+			err = cmd.Start()
+		} else {
+			err = fmt.Errorf("join cgroup: %w", err)
+		}
+		for _, d := range back[:moved] {
+			if werr := writeFile(d, "tasks", tid); werr != nil {
+				errc <- err
+				return // still locked: the thread dies with this goroutine
+			}
+		}
+		runtime.UnlockOSThread()
+		errc <- err
+	}()
+	return <-errc
+}
+
+// threadCgroups returns, for each controller dir of mounts (in order), the
+// calling thread's current cgroup directory in that controller.
+func threadCgroups(mounts []string) ([]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/cgroup", unix.Gettid()))
+	if err != nil {
+		return nil, err
+	}
+	cur := map[string]string{} // controller -> path
+	for _, line := range strings.Split(string(b), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) == 3 {
+			for _, c := range strings.Split(parts[1], ",") {
+				cur[c] = parts[2]
+			}
+		}
+	}
+	var dirs []string
+	for _, m := range mounts {
+		c := filepath.Base(m)
+		p, ok := cur[c]
+		if !ok {
+			return nil, fmt.Errorf("join cgroup: thread has no %s cgroup", c)
+		}
+		dirs = append(dirs, filepath.Join(m, p))
+	}
+	return dirs, nil
+}
+
+func (h *v1Handle) Destroy() error {
+	var errs []error
+	kill := func() error {
+		if h.freezer != "" {
+			writeFile(h.freezer, "freezer.state", "FROZEN")
+			defer writeFile(h.freezer, "freezer.state", "THAWED")
+		}
+		for _, d := range h.dirs {
+			killPids(d)
+		}
+		return nil
+	}
+	for _, d := range h.dirs {
+		errs = append(errs, removeCgroup(d, kill))
+	}
+	return errors.Join(errs...)
+}
+
+// killPids sends SIGKILL to every process listed in dir's cgroup.procs.
+func killPids(dir string) error {
+	pids, err := readPids(dir)
+	for _, p := range pids {
+		if p != os.Getpid() { // never the gateway itself
+			unix.Kill(p, unix.SIGKILL)
+		}
+	}
+	return err
+}

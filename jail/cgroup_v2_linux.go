@@ -1,0 +1,153 @@
+package jail
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// cgroupV2 drives a unified (v2) hierarchy.
+type cgroupV2 struct {
+	root, prefix string
+}
+
+func (m *cgroupV2) Version() string { return "v2" }
+
+// enable turns on the controllers a limit needs in dir's subtree_control,
+// with the fix in the message when the parent doesn't offer them.
+func (m *cgroupV2) enable(dir string, ctrls []string) error {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+	if err != nil {
+		return err
+	}
+	have := strings.Fields(string(b))
+	for _, c := range ctrls {
+		if indexOf(have, c) < 0 {
+			return fmt.Errorf("cgroup v2 controller %q is not available in %s; enable it in the parent's cgroup.subtree_control or unset the limit", c, dir)
+		}
+		if err := writeFile(dir, "cgroup.subtree_control", "+"+c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *cgroupV2) Create(tenant, env string, l Limits) (cgroupHandle, error) {
+	var ctrls []string
+	if l.Memory > 0 {
+		ctrls = append(ctrls, "memory")
+	}
+	if l.Pids > 0 {
+		ctrls = append(ctrls, "pids")
+	}
+	if l.CPU > 0 {
+		ctrls = append(ctrls, "cpu")
+	}
+	base := filepath.Join(m.root, m.prefix)
+	tdir := filepath.Join(base, tenant)
+	if err := os.MkdirAll(tdir, 0o755); err != nil {
+		return nil, fmt.Errorf("create cgroup: %w", err)
+	}
+	if err := m.enable(m.root, ctrls); err != nil {
+		return nil, err
+	}
+	if err := m.enable(base, ctrls); err != nil {
+		return nil, err
+	}
+	limits := [][2]string{{"memory.max", "max"}, {"pids.max", "max"}, {"cpu.max", "max 100000"}}
+	if l.Memory > 0 {
+		limits[0][1] = strconv.FormatInt(l.Memory, 10)
+	}
+	if l.Pids > 0 {
+		limits[1][1] = strconv.FormatInt(l.Pids, 10)
+	}
+	if l.CPU > 0 {
+		limits[2][1] = strconv.FormatInt(int64(l.CPU*100000), 10) + " 100000"
+	}
+	for _, kv := range limits {
+		err := writeFile(tdir, kv[0], kv[1])
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+	}
+	edir := filepath.Join(tdir, env)
+	if err := os.Mkdir(edir, 0o755); err != nil {
+		return nil, fmt.Errorf("create cgroup: %w", err)
+	}
+	return &v2Handle{dir: edir}, nil
+}
+
+func (m *cgroupV2) Sweep() error {
+	base := filepath.Join(m.root, m.prefix)
+	tenants, err := os.ReadDir(base)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	var errs []error
+	for _, t := range tenants {
+		if !t.IsDir() {
+			continue
+		}
+		envs, _ := os.ReadDir(filepath.Join(base, t.Name()))
+		for _, e := range envs {
+			if e.IsDir() {
+				h := &v2Handle{dir: filepath.Join(base, t.Name(), e.Name())}
+				errs = append(errs, h.Destroy())
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// v2Handle is one environment's cgroup directory.
+type v2Handle struct {
+	dir string
+}
+
+// Start starts cmd with CLONE_INTO_CGROUP, so the init runs inside the
+// cgroup from its first instruction and its cgroup namespace is rooted there.
+func (h *v2Handle) Start(cmd *exec.Cmd) error {
+	fd, err := unix.Open(h.dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open cgroup: %w", err)
+	}
+	defer unix.Close(fd)
+	cmd.SysProcAttr.UseCgroupFD = true
+	cmd.SysProcAttr.CgroupFD = fd
+	return cmd.Start()
+}
+
+func (h *v2Handle) Destroy() error {
+	return removeCgroup(h.dir, func() error {
+		if err := writeFile(h.dir, "cgroup.kill", "1"); err != nil {
+			return killPids(h.dir)
+		}
+		return nil
+	})
+}
+
+// newCgroups picks the hierarchy /sys/fs/cgroup holds.
+func newCgroups(root, prefix string) (cgroupManager, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(root, &st); err != nil {
+		return noCgroups{}, nil
+	}
+	if st.Type == unix.CGROUP2_SUPER_MAGIC {
+		return &cgroupV2{root: root, prefix: prefix}, nil
+	}
+	v1, err := newCgroupV1(root, prefix)
+	if err != nil {
+		return nil, err
+	}
+	if len(v1.mounts) == 0 {
+		return noCgroups{}, nil
+	}
+	return v1, nil
+}

@@ -1,0 +1,126 @@
+package jail
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+
+	"golang.org/x/sys/unix"
+)
+
+// Fds the init inherits from the gateway (ExtraFiles order).
+const (
+	initCtlFd    = 3 // the control socket
+	initRootfsFd = 4 // the tenant's rootfs, O_PATH
+)
+
+// IsInit reports whether this process was started as an environment's init.
+// cmd/jailgate's main, and the TestMain of packages whose tests start
+// environments, call it first: `if jail.IsInit() { jail.InitMain() }`.
+func IsInit() bool {
+	return len(os.Args) == 2 && os.Args[1] == "init" && os.Getenv("_JAILGATE_INIT") == "1"
+}
+
+// InitMain runs the environment's init: it sets up the jail from inside the
+// new namespaces, then serves the gateway's requests as PID 1. It never
+// returns.
+func InitMain() {
+	// All setup happens on one thread; namespaces and mounts are per process
+	// here (they were created by clone), but chdir/pivot_root are not racy
+	// with other goroutines on a locked thread (runc Init does the same).
+	runtime.LockOSThread()
+	// A tenant may signal PID 1 from inside; ignore what would otherwise end
+	// it (SIGKILL and SIGSTOP from inside the namespace are dropped by the kernel).
+	signal.Ignore(unix.SIGHUP, unix.SIGINT, unix.SIGTERM, unix.SIGQUIT, unix.SIGUSR1,
+		unix.SIGUSR2, unix.SIGPIPE, unix.SIGALRM, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU)
+	os.Unsetenv("_JAILGATE_INIT")
+
+	ctl, err := newCtlConn(os.NewFile(initCtlFd, "control"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "jailgate init:", err)
+		os.Exit(1)
+	}
+	m, _, err := ctl.recv()
+	if err != nil || m.Op != opConfig || m.Config == nil {
+		fmt.Fprintln(os.Stderr, "jailgate init: no configuration on the control socket")
+		os.Exit(1)
+	}
+	cfg := m.Config
+	if serr := setup(cfg); serr != nil {
+		ctl.send(&message{Op: opFailed, Step: serr})
+		os.Exit(1)
+	}
+	if err := ctl.send(&message{Op: opReady}); err != nil {
+		os.Exit(1)
+	}
+	serve(ctl, cfg)
+	os.Exit(0)
+}
+
+// setup runs every step that turns a process in fresh namespaces into a
+// jail, in order. Each step returns a StepError naming what failed.
+func setup(cfg *initConfig) *StepError {
+	steps := []func(*initConfig) *StepError{
+		mountRootfs,    // rslave /, bind the rootfs, proc, sys, dev, devpts, shm, tmp
+		maskPaths,      // hide and freeze the dangerous parts of /proc and /sys
+		pivotRoot,      // no path to the host remains
+		setHostname,    // UTS namespace
+		loopbackUp,     // the network namespace has lo only
+		closeFds,       // nothing of the gateway's stays open (CVE-2024-21626)
+		dropPrivileges, // non-dumpable, caps, no_new_privs
+	}
+	for _, step := range steps {
+		if err := step(cfg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setHostname sets the environment's hostname.
+func setHostname(cfg *initConfig) *StepError {
+	if cfg.Hostname == "" {
+		return nil
+	}
+	if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
+		return stepErr("hostname", "sethostname "+cfg.Hostname, "", err)
+	}
+	return nil
+}
+
+// loopbackUp brings up lo in the environment's network namespace.
+func loopbackUp(*initConfig) *StepError {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return stepErr("network", "socket", "", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return stepErr("network", "ifreq lo", "", err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return stepErr("network", "SIOCGIFFLAGS lo", "", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return stepErr("network", "SIOCSIFFLAGS lo up", "", err)
+	}
+	return nil
+}
+
+// closeFds closes every fd but the control socket, so no host file, socket
+// or directory stays reachable from inside (CVE-2024-21626: a leaked
+// directory fd is a way out of the new root).
+func closeFds(*initConfig) *StepError {
+	// Go's runtime holds fds of its own (epoll, pidfds) that must stay open,
+	// so every fd past the control socket becomes close-on-exec rather than
+	// closed; the rootfs fd is closed outright. Spawned processes get 0-2
+	// explicitly and nothing else.
+	unix.Close(initRootfsFd)
+	if err := unix.CloseRange(initCtlFd+1, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return stepErr("fds", "close_range", "", err)
+	}
+	return nil
+}

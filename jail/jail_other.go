@@ -1,0 +1,28 @@
+//go:build !linux
+
+package jail
+
+import (
+	"context"
+	"errors"
+)
+
+// Supervisor is unavailable outside Linux.
+type Supervisor struct{}
+
+// New reports that jails need Linux.
+func New(Options) (*Supervisor, error) { return nil, errors.ErrUnsupported }
+
+// Environment reports that jails need Linux.
+func (*Supervisor) Environment(context.Context, string, *EnvSpec) (Env, error) {
+	return nil, errors.ErrUnsupported
+}
+
+// Close does nothing outside Linux.
+func (*Supervisor) Close() error { return nil }
+
+// IsInit reports false outside Linux.
+func IsInit() bool { return false }
+
+// InitMain is never reached outside Linux.
+func InitMain() {}

@@ -1,0 +1,283 @@
+package jail
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// stagingDir is where the init binds the tenant's rootfs before pivot_root.
+// It is a host directory every uid can search; the bind happens in the
+// environment's own mount namespace (made rslave first), so the host never
+// sees it.
+const stagingDir = "/tmp"
+
+// rootFd is the staged rootfs, opened once mountRootfs has bound it.
+var rootFd = -1
+
+// procFdPath names an fd through /proc/self/fd; mounting onto such a path
+// mounts onto exactly the inode we opened, with no path re-resolution
+// (the runc fix for CVE-2019-19921 does the same).
+func procFdPath(fd int) string { return fmt.Sprintf("/proc/self/fd/%d", fd) }
+
+// openInRoot opens rel inside the tenant's tree without following any
+// symlink and without leaving the tree (openat2 RESOLVE_IN_ROOT |
+// RESOLVE_NO_SYMLINKS): the tree belongs to the tenant, who may have left a
+// "proc -> /etc" link for the next login to follow. With mkdir, a missing
+// last component is created as a directory.
+func openInRoot(rel string, mkdir bool) (int, error) {
+	how := &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_CLOEXEC | unix.O_NOFOLLOW,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	}
+	fd, err := unix.Openat2(rootFd, rel, how)
+	if errors.Is(err, unix.ENOENT) && mkdir {
+		if merr := unix.Mkdirat(rootFd, rel, 0o755); merr != nil && !errors.Is(merr, unix.EEXIST) {
+			return -1, merr
+		}
+		fd, err = unix.Openat2(rootFd, rel, how)
+	}
+	if errors.Is(err, unix.ELOOP) {
+		return -1, errors.New("is a symlink in the tenant's tree; refusing to follow it")
+	}
+	return fd, err
+}
+
+// mountIn mounts onto rel inside the tenant's tree (see openInRoot). A
+// directory mount point must be a directory, a file one a regular file.
+func mountIn(rel string, dir bool, source, fstype string, flags uintptr, data string) *StepError {
+	op := fmt.Sprintf("mount %s on /%s (%s)", describeSource(source, fstype), rel, mountFlags(flags))
+	fd, err := openInRoot(rel, dir)
+	if err != nil {
+		return stepErr("mount", op, "/"+rel, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return stepErr("mount", op, "/"+rel, err)
+	}
+	isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
+	if dir != isDir {
+		want := "a directory"
+		if !dir {
+			want = "a regular file"
+		}
+		return stepErr("mount", op, "/"+rel, fmt.Errorf("mount point is not %s", want))
+	}
+	if err := unix.Mount(source, procFdPath(fd), fstype, flags, data); err != nil {
+		return stepErr("mount", op, "/"+rel, err)
+	}
+	return nil
+}
+
+// describeSource names a mount source for messages.
+func describeSource(source, fstype string) string {
+	if fstype != "" {
+		return fstype
+	}
+	return source
+}
+
+// mountFlags renders mount flags for messages, e.g. MS_NOSUID|MS_NODEV.
+func mountFlags(flags uintptr) string {
+	names := []struct {
+		f uintptr
+		n string
+	}{{unix.MS_BIND, "MS_BIND"}, {unix.MS_REC, "MS_REC"}, {unix.MS_RDONLY, "MS_RDONLY"},
+		{unix.MS_NOSUID, "MS_NOSUID"}, {unix.MS_NODEV, "MS_NODEV"}, {unix.MS_NOEXEC, "MS_NOEXEC"},
+		{unix.MS_REMOUNT, "MS_REMOUNT"}}
+	s := ""
+	for _, n := range names {
+		if flags&n.f != 0 {
+			if s != "" {
+				s += "|"
+			}
+			s += n.n
+		}
+	}
+	if s == "" {
+		return "0"
+	}
+	return s
+}
+
+// mountRootfs builds the tenant's tree: the rootfs bound at the staging
+// dir, then proc, sys, dev, devpts, shm and tmp inside it. proc is mounted
+// while the host's /proc is still attached: the kernel allows a new proc in
+// a user namespace only where a fully visible one exists (mount_too_revealing).
+func mountRootfs(cfg *initConfig) *StepError {
+	// Nothing we mount may propagate to the host (runsc setUpChroot).
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
+		return stepErr("mount", "make / rslave (MS_REC|MS_SLAVE)", "/", err)
+	}
+	// The bind source must be a path in this mount namespace (a bind from
+	// the gateway's fd would name a mount of the host's namespace: EINVAL).
+	// The fd the gateway opened then proves it is the same directory.
+	if err := unix.Mount(cfg.Rootfs, stagingDir, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return stepErr("mount", "bind rootfs on "+stagingDir+" (MS_BIND|MS_REC)", cfg.Rootfs, err)
+	}
+	if err := unix.Chdir(stagingDir); err != nil {
+		return stepErr("mount", "chdir", stagingDir, err)
+	}
+	var want, got unix.Stat_t
+	if err := unix.Fstat(initRootfsFd, &want); err != nil {
+		return stepErr("mount", "fstat rootfs fd", cfg.Rootfs, err)
+	}
+	if err := unix.Stat(".", &got); err != nil || got.Dev != want.Dev || got.Ino != want.Ino {
+		return stepErr("mount", "verify rootfs", cfg.Rootfs, errors.New("the directory changed while the environment started"))
+	}
+	fd, err := unix.Open(".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return stepErr("mount", "open rootfs", stagingDir, err)
+	}
+	rootFd = fd
+	const nsd = unix.MS_NOSUID | unix.MS_NODEV
+	steps := []struct {
+		rel, source, fstype string
+		flags               uintptr
+		data                string
+	}{
+		{"proc", "proc", "proc", nsd | unix.MS_NOEXEC, ""},
+		{"sys", "sysfs", "sysfs", nsd | unix.MS_NOEXEC | unix.MS_RDONLY, ""},
+		{"dev", "tmpfs", "tmpfs", unix.MS_NOSUID | unix.MS_NOEXEC, "mode=755,size=64k"},
+		{"dev/pts", "devpts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"},
+		{"dev/shm", "shm", "tmpfs", nsd, "mode=1777"},
+		{"tmp", "tmpfs", "tmpfs", nsd, "mode=1777"},
+	}
+	for _, s := range steps {
+		if err := mountIn(s.rel, true, s.source, s.fstype, s.flags, s.data); err != nil {
+			return err
+		}
+		if s.rel == "dev" {
+			if err := populateDev(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// devices are bound from the host's /dev into the tenant's tmpfs /dev. A
+// user namespace cannot mknod; binding the host's nodes is the only way, and
+// the list is deliberately short: no block devices, no /dev/mem, no kmsg.
+var devices = []string{"null", "zero", "full", "random", "urandom", "tty"}
+
+// populateDev fills the fresh tmpfs /dev: device binds, the devpts ptmx
+// link and the usual fd links.
+func populateDev() *StepError {
+	devFd, err := openInRoot("dev", false)
+	if err != nil {
+		return stepErr("dev", "open", "/dev", err)
+	}
+	defer unix.Close(devFd)
+	for _, name := range devices {
+		f, err := unix.Openat(devFd, name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o666)
+		if err != nil {
+			return stepErr("dev", "create", "/dev/"+name, err)
+		}
+		unix.Close(f)
+		if serr := mountIn("dev/"+name, false, "/dev/"+name, "", unix.MS_BIND, ""); serr != nil {
+			return serr
+		}
+	}
+	links := [][2]string{{"pts/ptmx", "ptmx"}, {"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"},
+		{"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"}}
+	for _, l := range links {
+		if err := unix.Symlinkat(l[0], devFd, l[1]); err != nil {
+			return stepErr("dev", "symlink "+l[0], "/dev/"+l[1], err)
+		}
+	}
+	return nil
+}
+
+// Paths hidden from the tenant (runc's default maskedPaths): kernel memory,
+// keys and timing information that leak across tenants.
+var maskedPaths = []string{
+	"proc/acpi", "proc/kcore", "proc/keys", "proc/latency_stats", "proc/timer_list",
+	"proc/timer_stats", "proc/sched_debug", "proc/scsi", "sys/firmware",
+	"sys/devices/virtual/powercap",
+}
+
+// Paths made read-only (runc's default readonlyPaths): kernel tunables and
+// the sysrq trigger. In a user namespace most writes there fail anyway; this
+// closes the rest.
+var readonlyPaths = []string{"proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger"}
+
+// maskPaths hides maskedPaths and freezes readonlyPaths.
+func maskPaths(*initConfig) *StepError {
+	const procFlags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+	for _, rel := range maskedPaths {
+		fd, err := openInRoot(rel, false)
+		if errors.Is(err, unix.ENOENT) {
+			continue
+		}
+		if err != nil {
+			return stepErr("mask", "open", "/"+rel, err)
+		}
+		var st unix.Stat_t
+		err = unix.Fstat(fd, &st)
+		if err == nil {
+			if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+				err = unix.Mount("tmpfs", procFdPath(fd), "tmpfs", unix.MS_RDONLY|procFlags, "size=0")
+			} else {
+				err = unix.Mount("/dev/null", procFdPath(fd), "", unix.MS_BIND, "")
+			}
+		}
+		unix.Close(fd)
+		if err != nil {
+			return stepErr("mask", "mount over", "/"+rel, err)
+		}
+	}
+	for _, rel := range readonlyPaths {
+		fd, err := openInRoot(rel, false)
+		if errors.Is(err, unix.ENOENT) {
+			continue
+		}
+		if err != nil {
+			return stepErr("readonly", "open", "/"+rel, err)
+		}
+		p := procFdPath(fd)
+		err = unix.Mount(p, p, "", unix.MS_BIND|unix.MS_REC, "")
+		unix.Close(fd)
+		if err == nil {
+			// The fd names the directory under the new bind; open it again
+			// to reach the bind itself. The remount must repeat the locked
+			// flags of the proc mount.
+			if fd, err = openInRoot(rel, false); err == nil {
+				err = unix.Mount("", procFdPath(fd), "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|procFlags, "")
+				unix.Close(fd)
+			}
+		}
+		if err != nil {
+			return stepErr("readonly", "bind-remount read-only", "/"+rel, err)
+		}
+	}
+	return nil
+}
+
+// pivotRoot makes the staged rootfs "/" and detaches the old root, so that
+// no path leads back to the host (runc pivotRoot; pivot_root(2) "."/"."
+// idiom).
+func pivotRoot(*initConfig) *StepError {
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return stepErr("pivot_root", "pivot_root . .", stagingDir, err)
+	}
+	if err := unix.Mount("", ".", "", unix.MS_SLAVE|unix.MS_REC, ""); err != nil {
+		return stepErr("pivot_root", "make old root rslave", "/", err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return stepErr("pivot_root", "umount2 old root (MNT_DETACH)", "/", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return stepErr("pivot_root", "chdir", "/", err)
+	}
+	unix.Close(rootFd)
+	rootFd = -1
+	// runc verifyCwd: the cwd must be inside the new root.
+	if wd, err := os.Getwd(); err != nil || wd != "/" {
+		return stepErr("pivot_root", "verify cwd", wd, fmt.Errorf("cwd outside the new root: %v", err))
+	}
+	return nil
+}

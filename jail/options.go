@@ -1,0 +1,25 @@
+package jail
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Options configure a Supervisor.
+type Options struct {
+	Logger       *slog.Logger  // nil: slog.Default()
+	CgroupRoot   string        // where cgroupfs is mounted; "" means /sys/fs/cgroup
+	CgroupPrefix string        // the parent cgroup of every environment; "" means "jailgate"
+	InitPath     string        // the binary re-executed as init; "" means /proc/self/exe
+	KillGrace    time.Duration // between a session's SIGHUP and SIGKILL; 0 means 2s
+}
+
+// DefaultCaps are the capabilities a tenant's root keeps when EnvSpec.Caps
+// is nil: what a root user needs to manage her own files and processes inside
+// her namespaces, close to Docker's default set. All of them act only within
+// the tenant's user namespace; nothing here reaches the host.
+var DefaultCaps = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+	"CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+	"CAP_SYS_CHROOT", "CAP_AUDIT_WRITE",
+}

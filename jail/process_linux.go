@@ -1,0 +1,393 @@
+package jail
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// handle is one user's reference to an environment; Release is once-only.
+type handle struct {
+	*environment
+	once sync.Once
+}
+
+// Release implements Env.
+func (h *handle) Release() { h.once.Do(h.environment.release) }
+
+// dialReply is the init's answer to a dial request.
+type dialReply struct {
+	conn net.Conn
+	err  error
+}
+
+// release drops one reference; the last one ends the environment now or
+// after its linger time.
+func (e *environment) release() {
+	s := e.sup
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e.refs--
+	if e.refs > 0 || e.state != envLive {
+		return
+	}
+	if e.spec.Linger <= 0 {
+		go e.close()
+		return
+	}
+	e.linger = time.AfterFunc(e.spec.Linger, func() {
+		s.mu.Lock()
+		idle := e.refs == 0 && e.state == envLive
+		s.mu.Unlock()
+		if idle {
+			e.close()
+		}
+	})
+}
+
+// close ends the environment: SIGKILL to its PID 1 takes the whole pid
+// namespace with it (the kernel kills and reaps every process in it before
+// the init's exit completes), then the cgroup is emptied and removed.
+func (e *environment) close() {
+	s := e.sup
+	s.mu.Lock()
+	if e.state == envClosed {
+		s.mu.Unlock()
+		<-e.done
+		return
+	}
+	e.state = envClosed
+	if e.linger != nil {
+		e.linger.Stop()
+	}
+	if s.envs[e.key] == e {
+		delete(s.envs, e.key)
+	}
+	s.mu.Unlock()
+
+	e.cmd.Process.Kill()
+	e.ctl.close()
+	e.cmd.Wait()
+	if err := e.cg.Destroy(); err != nil {
+		s.log.Warn("environment cgroup", "tenant", e.spec.Tenant, "env", e.name, "err", err)
+	}
+	e.pmu.Lock()
+	e.dead = true
+	procs, dials := e.procs, e.dials
+	e.procs, e.dials = map[uint64]*process{}, map[uint64]chan dialReply{}
+	e.pmu.Unlock()
+	for _, p := range procs {
+		p.finish(ExitStatus{Signal: unix.SIGKILL})
+	}
+	for _, c := range dials {
+		c <- dialReply{err: ErrClosed}
+	}
+	s.log.Info("environment end", "tenant", e.spec.Tenant, "env", e.name)
+	close(e.done)
+}
+
+// request sends one message to the init.
+func (e *environment) request(m *message, fds ...int) error {
+	e.sent.Lock()
+	defer e.sent.Unlock()
+	if err := e.ctl.send(m, fds...); err != nil {
+		return fmt.Errorf("%w: %v", ErrClosed, err)
+	}
+	return nil
+}
+
+// newID registers a request id, or fails if the environment is gone.
+func (e *environment) newID() (uint64, error) {
+	e.pmu.Lock()
+	defer e.pmu.Unlock()
+	if e.dead {
+		return 0, ErrClosed
+	}
+	e.nextID++
+	return e.nextID, nil
+}
+
+// dispatch handles one message from the init.
+func (e *environment) dispatch(m *message, files []*os.File) {
+	e.pmu.Lock()
+	defer e.pmu.Unlock()
+	switch m.Op {
+	case opSpawned:
+		p := e.procs[m.ID]
+		if p == nil || p.spawned {
+			closeAll(files)
+			return
+		}
+		p.spawned = true
+		if m.Err != "" {
+			delete(e.procs, m.ID)
+			closeAll(files)
+			p.ready <- errors.New(m.Err)
+			return
+		}
+		if p.tty {
+			if len(files) != 1 {
+				closeAll(files)
+				delete(e.procs, m.ID)
+				p.ready <- errors.New("init sent no terminal")
+				return
+			}
+			p.setMaster(files[0])
+		} else {
+			closeAll(files)
+		}
+		p.ready <- nil
+	case opExit:
+		closeAll(files)
+		p := e.procs[m.ID]
+		if p == nil || !p.spawned {
+			return
+		}
+		delete(e.procs, m.ID)
+		p.finish(ExitStatus{Code: m.Code, Signal: unix.Signal(m.Sig)})
+	case opDialed:
+		c := e.dials[m.ID]
+		if c == nil {
+			closeAll(files)
+			return
+		}
+		delete(e.dials, m.ID)
+		c <- dialResult(m, files)
+	default:
+		closeAll(files)
+	}
+}
+
+// dialResult turns a dialed message into a connection.
+func dialResult(m *message, files []*os.File) dialReply {
+	defer closeAll(files)
+	if m.Err != "" {
+		return dialReply{err: errors.New(m.Err)}
+	}
+	if len(files) != 1 {
+		return dialReply{err: errors.New("init sent no socket")}
+	}
+	c, err := net.FileConn(files[0])
+	return dialReply{conn: c, err: err}
+}
+
+// Spawn implements Env.
+func (e *environment) Spawn(ctx context.Context, ps *ProcSpec) (Process, error) {
+	id, err := e.newID()
+	if err != nil {
+		return nil, err
+	}
+	p := &process{env: e, id: id, tty: ps.TTY != nil, ready: make(chan error, 1), done: make(chan struct{})}
+	var fds []int
+	if !p.tty {
+		var theirs [3]*os.File
+		var ours [3]*os.File
+		for i := range theirs {
+			r, w, err := os.Pipe()
+			if err != nil {
+				closeAll(theirs[:])
+				closeAll(ours[:])
+				return nil, err
+			}
+			if i == 0 {
+				theirs[i], ours[i] = r, w
+			} else {
+				theirs[i], ours[i] = w, r
+			}
+		}
+		defer closeAll(theirs[:])
+		p.stdin, p.stdout, p.stderr = ours[0], ours[1], ours[2]
+		for _, f := range theirs {
+			fds = append(fds, int(f.Fd()))
+		}
+	}
+	e.pmu.Lock()
+	e.procs[id] = p
+	e.pmu.Unlock()
+	if err := e.request(&message{Op: opSpawn, ID: id, Proc: ps}, fds...); err != nil {
+		p.abandon()
+		return nil, err
+	}
+	select {
+	case err = <-p.ready:
+	case <-e.done:
+		err = ErrClosed
+	case <-ctx.Done():
+		err = ctx.Err()
+		p.Kill()
+	}
+	if err != nil {
+		p.abandon()
+		return nil, fmt.Errorf("spawn %s: %w", ps.Argv[0], err)
+	}
+	return p, nil
+}
+
+// Dial implements Env.
+func (e *environment) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	id, err := e.newID()
+	if err != nil {
+		return nil, err
+	}
+	c := make(chan dialReply, 1)
+	e.pmu.Lock()
+	e.dials[id] = c
+	e.pmu.Unlock()
+	if err := e.request(&message{Op: opDial, ID: id, Network: network, Addr: addr}); err != nil {
+		return nil, err
+	}
+	select {
+	case r := <-c:
+		return r.conn, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// process is a process inside an environment, seen from the gateway.
+type process struct {
+	env     *environment
+	id      uint64
+	tty     bool
+	spawned bool // guarded by env.pmu
+	ready   chan error
+
+	master               *os.File
+	stdin                io.WriteCloser
+	stdout, stderr       io.Reader
+	done                 chan struct{}
+	status               ExitStatus
+	finishOnce, killOnce sync.Once
+}
+
+// setMaster keeps the PTY master the init allocated, non-blocking so that
+// reads can be given a deadline once the process has exited.
+func (p *process) setMaster(f *os.File) {
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	f.Close()
+	if err == nil {
+		unix.SetNonblock(fd, true)
+		f = os.NewFile(uintptr(fd), "ptmx")
+	}
+	p.master = f
+	p.stdin = ttyInput{f}
+	p.stdout = ttyOutput{f}
+	go func() {
+		// Output still held open by background jobs is read for a short
+		// grace after the process exits, then ends (as sshd does).
+		<-p.done
+		f.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
+	}()
+}
+
+// abandon forgets a process whose spawn failed.
+func (p *process) abandon() {
+	p.env.pmu.Lock()
+	delete(p.env.procs, p.id)
+	p.env.pmu.Unlock()
+	p.closeFiles()
+}
+
+// finish records the exit status and wakes Wait.
+func (p *process) finish(st ExitStatus) {
+	p.finishOnce.Do(func() {
+		p.status = st
+		close(p.done)
+	})
+}
+
+// closeFiles closes the gateway's ends of the stdio.
+func (p *process) closeFiles() {
+	for _, c := range []any{p.stdin, p.stdout, p.stderr} {
+		if c, ok := c.(io.Closer); ok {
+			c.Close()
+		}
+	}
+	if p.master != nil {
+		p.master.Close()
+	}
+}
+
+func (p *process) Stdin() io.WriteCloser { return p.stdin }
+func (p *process) Stdout() io.Reader     { return p.stdout }
+
+func (p *process) Stderr() io.Reader {
+	if p.tty {
+		return nil
+	}
+	return p.stderr
+}
+
+func (p *process) Resize(rows, cols uint16) error {
+	if p.master == nil {
+		return errors.New("resize: no terminal")
+	}
+	// SyscallConn, not Fd: Fd would switch the master back to blocking mode.
+	rc, err := p.master.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = setWinsize(int(fd), rows, cols) }); err != nil {
+		return err
+	}
+	return serr
+}
+
+func (p *process) Signal(sig unix.Signal) error {
+	select {
+	case <-p.done:
+		return errors.New("signal: process already ended")
+	default:
+	}
+	return p.env.request(&message{Op: opSignal, ID: p.id, Sig: int(sig)})
+}
+
+func (p *process) Wait() (ExitStatus, error) {
+	<-p.done
+	return p.status, nil
+}
+
+func (p *process) Kill() error {
+	p.killOnce.Do(func() {
+		select {
+		case <-p.done:
+		default:
+			p.env.request(&message{Op: opKill, ID: p.id})
+		}
+		if p.stdin != nil {
+			p.stdin.Close()
+		}
+	})
+	return nil
+}
+
+// ttyInput writes to the PTY master; closing it does nothing, because the
+// master also carries the output (a client's EOF on a terminal session is
+// not a hangup, as with sshd).
+type ttyInput struct{ f *os.File }
+
+func (t ttyInput) Write(b []byte) (int, error) { return t.f.Write(b) }
+func (t ttyInput) Close() error                { return nil }
+
+// ttyOutput reads the PTY master. EIO (every slave fd closed) and the
+// deadline set after the exit are the end of the output.
+type ttyOutput struct{ f *os.File }
+
+func (t ttyOutput) Read(b []byte) (int, error) {
+	n, err := t.f.Read(b)
+	if err != nil && (errors.Is(err, unix.EIO) || errors.Is(err, os.ErrDeadlineExceeded)) {
+		err = io.EOF
+	}
+	return n, err
+}
+
+// Close closes the master.
+func (t ttyOutput) Close() error { return t.f.Close() }

@@ -22,6 +22,9 @@ var rootFd = -1
 // (the runc fix for CVE-2019-19921 does the same).
 func procFdPath(fd int) string { return fmt.Sprintf("/proc/self/fd/%d", fd) }
 
+// errSymlink refuses a mount point the tenant turned into a symlink.
+var errSymlink = errors.New("mount point is a symlink in the tenant's tree; refusing to follow it")
+
 // openInRoot opens rel inside the tenant's tree without following any
 // symlink and without leaving the tree (openat2 RESOLVE_IN_ROOT |
 // RESOLVE_NO_SYMLINKS): the tree belongs to the tenant, who may have left a
@@ -40,7 +43,7 @@ func openInRoot(rel string, mkdir bool) (int, error) {
 		fd, err = unix.Openat2(rootFd, rel, how)
 	}
 	if errors.Is(err, unix.ELOOP) {
-		return -1, errors.New("is a symlink in the tenant's tree; refusing to follow it")
+		return -1, errSymlink
 	}
 	return fd, err
 }
@@ -57,6 +60,9 @@ func mountIn(rel string, dir bool, source, fstype string, flags uintptr, data st
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return stepErr("mount", op, "/"+rel, err)
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		return stepErr("mount", op, "/"+rel, errSymlink)
 	}
 	isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
 	if dir != isDir {

@@ -1,0 +1,52 @@
+# jailgate — make help lists the targets.
+GO       ?= go
+BIN      := bin/jailgate
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+# The init applies capabilities to all its threads with AllThreadsSyscall,
+# which needs a binary without cgo.
+NOCGO    := CGO_ENABLED=0
+UNIT_PKGS := ./config/... ./keys/... ./gateway/... ./rootfs/... ./jail/jailtest/...
+ROOT_PKGS := ./jail/ ./cmd/...
+
+.PHONY: help build demo test test-unit test-root vet staticcheck fmt-check tidy-check lint fuzz bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## build bin/jailgate
+	$(NOCGO) $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/jailgate
+
+demo: build ## build a demo rootfs, keys and config, then serve on 127.0.0.1:2222
+	./scripts/demo.sh
+
+test: test-unit test-root ## run every test (as root: the jail tests need it)
+
+test-unit: ## tests of config, keys, gateway (fake jail) and rootfs, with -race
+	$(GO) test -race -count=1 $(UNIT_PKGS)
+
+test-root: ## jail and end-to-end tests: real namespaces, the built binary, OpenSSH
+	$(NOCGO) $(GO) test -count=1 -p 1 -timeout 20m $(ROOT_PKGS)
+
+vet: ## go vet
+	$(GO) vet ./...
+
+staticcheck: ## staticcheck, pinned in go.mod
+	$(GO) tool staticcheck ./...
+
+fmt-check: ## fail if gofmt would change a file
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+tidy-check: ## fail if go mod tidy would change go.mod or go.sum
+	@cp go.mod /tmp/jailgate-go.mod && cp go.sum /tmp/jailgate-go.sum && $(GO) mod tidy && \
+	  if ! cmp -s go.mod /tmp/jailgate-go.mod || ! cmp -s go.sum /tmp/jailgate-go.sum; then \
+	    echo "go mod tidy changed go.mod/go.sum"; cp /tmp/jailgate-go.mod go.mod; cp /tmp/jailgate-go.sum go.sum; exit 1; fi
+
+lint: vet staticcheck fmt-check ## vet, staticcheck and gofmt
+
+fuzz: ## run each fuzz target for 30s
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./config/
+	$(GO) test -run '^$$' -fuzz FuzzParseAuthorizedKeys -fuzztime 30s ./keys/
+	$(GO) test -run '^$$' -fuzz FuzzPtyModes -fuzztime 30s ./gateway/
+
+clean: ## remove build output
+	rm -rf bin

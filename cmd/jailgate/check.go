@@ -1,0 +1,69 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/jailgate/jailgate/config"
+)
+
+// configError carries every problem of a configuration, one per line.
+type configError struct{ lines []string }
+
+func (e *configError) Error() string { return fmt.Sprintf("%d configuration problems", len(e.lines)) }
+
+// loadConfig loads and validates path; a bad configuration becomes a
+// configError (exit 2) listing every problem as FILE:LINE: field: message.
+func loadConfig(path string) (*config.Config, error) {
+	c, err := config.Load(path)
+	if err != nil {
+		return nil, &configError{lines: errorLines(err)}
+	}
+	return c, nil
+}
+
+// errorLines flattens joined errors into one line each.
+func errorLines(err error) []string {
+	var j interface{ Unwrap() []error }
+	if errors.As(err, &j) {
+		var lines []string
+		for _, e := range j.Unwrap() {
+			lines = append(lines, errorLines(e)...)
+		}
+		return lines
+	}
+	return []string{err.Error()}
+}
+
+// configFlag parses the --config flag shared by serve and check.
+func configFlag(name string, args []string) (string, *flag.FlagSet, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	path := fs.String("config", "/etc/jailgate/jailgate.yaml", "configuration file")
+	if err := fs.Parse(args); err != nil {
+		return "", fs, &usageError{fmt.Sprintf("%s: %v", name, err)}
+	}
+	if fs.NArg() > 0 {
+		return "", fs, &usageError{fmt.Sprintf("%s: unexpected argument %q", name, fs.Arg(0))}
+	}
+	return *path, fs, nil
+}
+
+// cmdCheck validates a configuration and prints one summary line per tenant.
+func cmdCheck(args []string, stdout io.Writer) error {
+	path, _, err := configFlag("check", args)
+	if err != nil {
+		return err
+	}
+	c, err := loadConfig(path)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: ok, listen %s, %d tenants\n", path, c.Listen, len(c.Users))
+	for _, n := range c.Names() {
+		fmt.Fprintln(stdout, "  "+c.Users[n].Summary())
+	}
+	return nil
+}

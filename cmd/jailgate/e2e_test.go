@@ -1,0 +1,240 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jailgate/jailgate/jail"
+	"github.com/jailgate/jailgate/jail/jailtest"
+)
+
+func TestMain(m *testing.M) {
+	if jail.IsInit() {
+		jail.InitMain()
+	}
+	os.Exit(m.Run())
+}
+
+// buildOnce builds the jailgate binary once per test run.
+var buildOnce = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "jailgate-bin-")
+	if err != nil {
+		return "", err
+	}
+	os.Chmod(dir, 0o755)
+	bin := filepath.Join(dir, "jailgate")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// binary returns the built jailgate binary.
+func binary(t *testing.T) string {
+	t.Helper()
+	bin, err := buildOnce()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// e2eGateway is a `jailgate serve` process with two tenants.
+type e2eGateway struct {
+	cmd      *exec.Cmd
+	port     int
+	dir      string // keys, config, state
+	stateDir string
+	log      *syncBuffer
+}
+
+// syncBuffer is a bytes.Buffer safe for the process's writer and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// freePort finds a free loopback port.
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// sshKeygen makes an ed25519 key pair with OpenSSH's ssh-keygen.
+func sshKeygen(t *testing.T, path string) {
+	t.Helper()
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	}
+}
+
+// startServe writes a config for alice and bob and runs `jailgate serve`.
+func startServe(t *testing.T) *e2eGateway {
+	t.Helper()
+	jailtest.RequireRoot(t)
+	g := &e2eGateway{dir: jailtest.SearchableTempDir(t), port: freePort(t), log: &syncBuffer{}}
+	g.stateDir = filepath.Join(g.dir, "state")
+	var users strings.Builder
+	for _, u := range []string{"alice", "bob"} {
+		sshKeygen(t, filepath.Join(g.dir, u))
+		root := jailtest.Rootfs(t, u)
+		fmt.Fprintf(&users, "  %s:\n    keys_file: %s.pub\n    rootfs: %s\n", u, filepath.Join(g.dir, u), root)
+	}
+	cfg := fmt.Sprintf("listen: 127.0.0.1:%d\nstate_dir: %s\ndefaults:\n  hostname: \"{user}-lab\"\nusers:\n%s",
+		g.port, g.stateDir, users.String())
+	path := filepath.Join(g.dir, "jailgate.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g.cmd = exec.Command(binary(t), "serve", "--config", path)
+	g.cmd.Stderr = g.log
+	if err := g.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		g.cmd.Process.Kill()
+		g.cmd.Wait()
+		if t.Failed() {
+			t.Logf("gateway log:\n%s", g.log.String())
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", g.port))
+		if err == nil {
+			c.Close()
+			return g
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway not listening after 10s; log:\n%s", g.log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// ssh runs OpenSSH's ssh client as user with stdin, returning stdout,
+// stderr and the exit code.
+func (g *e2eGateway) ssh(t *testing.T, user, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	base := []string{"-i", filepath.Join(g.dir, user), "-p", strconv.Itoa(g.port),
+		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+		"-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", user + "@127.0.0.1"}
+	cmd := exec.Command("ssh", append(base, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("ssh: %v", err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// idBase reads a tenant's allocated host id base from the state dir.
+func (g *e2eGateway) idBase(t *testing.T, tenant string) uint32 {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(g.stateDir, "ids.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids map[string]struct{ Base uint32 }
+	if err := json.Unmarshal(b, &ids); err != nil {
+		t.Fatal(err)
+	}
+	return ids[tenant].Base
+}
+
+func TestE2EOpenSSH(t *testing.T) {
+	g := startServe(t)
+	out, errOut, code := g.ssh(t, "alice", "", "echo hi; echo oops >&2; exit 7")
+	if out != "hi\n" || code != 7 || !strings.Contains(errOut, "oops") {
+		t.Errorf("ssh 'echo hi; exit 7': stdout %q stderr %q code %d; want hi, oops on stderr, 7", out, errOut, code)
+	}
+	if out, _, code := g.ssh(t, "alice", "x\n", "cat"); out != "x\n" || code != 0 {
+		t.Errorf("echo x | ssh cat: %q, code %d", out, code)
+	}
+	if out, _, _ := g.ssh(t, "bob", "", "hostname; id -u"); out != "bob-lab\n0\n" {
+		t.Errorf("bob's hostname and uid: %q", out)
+	}
+	if out, _, code := g.ssh(t, "alice", "", "-tt", "tty"); code != 0 || !strings.HasPrefix(out, "/dev/pts/") {
+		t.Errorf("ssh -tt tty: %q, code %d", out, code)
+	}
+}
+
+func TestE2EGatewayKilled(t *testing.T) {
+	g := startServe(t)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		g.ssh(t, "alice", "", "sleep 1000")
+	}()
+	// Wait until alice's environment runs her sleep.
+	deadline := time.Now().Add(10 * time.Second)
+	var base uint32
+	for {
+		if _, err := os.Stat(filepath.Join(g.stateDir, "ids.json")); err == nil {
+			base = g.idBase(t, "alice")
+			if len(jailtest.RangeProcs(base, 65536)) >= 2 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("alice's sleep never started; log:\n%s", g.log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	g.cmd.Process.Signal(os.Kill)
+	g.cmd.Wait()
+	jailtest.WaitNoProcs(t, base, 65536, time.Second)
+	<-done
+}
+
+func TestE2ECheck(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("listen: 127.0.0.1:2222\nusers:\n  alice:\n    rootfs: relative/path\n    keys: [\"not a key\"]\n    colour: blue\n"), 0o600)
+	cmd := exec.Command(binary(t), "check", "--config", bad)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("check of a bad config: err %v, want exit 2; output:\n%s", err, out)
+	}
+	for _, want := range []string{"bad.yaml:6:", "colour", "bad.yaml:4:", "rootfs", "bad.yaml:5:"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("check output lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -1,0 +1,93 @@
+// Command jailgate is an SSH gateway that lands every tenant in a Linux
+// namespace jail of her own. See the README for the commands.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/jailgate/jailgate/jail"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitRuntime = 1
+	exitUsage   = 2 // bad flags or a bad configuration
+)
+
+// usage is the top-level help.
+const usage = `usage: jailgate <command> [flags]
+
+commands:
+  serve --config FILE              run the SSH gateway
+  check --config FILE              validate a configuration and summarise each tenant
+  rootfs from-host [--with CMD,...] DIR
+                                   build a minimal root filesystem from the host's binaries
+  version                          print the version
+`
+
+func main() {
+	// An environment's init is this binary re-executed inside its new
+	// namespaces (design.md); it must be dispatched before anything else.
+	if jail.IsInit() {
+		jail.InitMain()
+	}
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// usageError is a command-line mistake: exit 2 with the message.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+// run dispatches a subcommand and turns its error into an exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = cmdServe(args[1:], stderr)
+	case "check":
+		err = cmdCheck(args[1:], stdout)
+	case "rootfs":
+		err = cmdRootfs(args[1:], stderr)
+	case "version":
+		fmt.Fprintln(stdout, "jailgate", version)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		err = &usageError{fmt.Sprintf("unknown command %q", args[0])}
+	}
+	return report(err, stderr)
+}
+
+// report prints err, one line per problem, and returns the exit code.
+func report(err error, stderr io.Writer) int {
+	if err == nil {
+		return exitOK
+	}
+	var ue *usageError
+	var ce *configError
+	switch {
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "jailgate: %s\n", ue.msg)
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	case errors.As(err, &ce):
+		for _, line := range ce.lines {
+			fmt.Fprintln(stderr, line)
+		}
+		return exitUsage
+	}
+	fmt.Fprintf(stderr, "jailgate: %v\n", err)
+	return exitRuntime
+}
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/jailgate/jailgate/config"
+	"github.com/jailgate/jailgate/gateway"
+	"github.com/jailgate/jailgate/jail"
+	"github.com/jailgate/jailgate/keys"
+	"github.com/jailgate/jailgate/rootfs"
+)
+
+// cmdServe runs the gateway until SIGTERM or SIGINT; SIGHUP reloads the
+// configuration, keeping the old one if the new one is invalid.
+func cmdServe(args []string, stderr io.Writer) error {
+	path, _, err := configFlag("serve", args)
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	signer, err := keys.LoadOrCreateHostKey(cfg.HostKey)
+	if err != nil {
+		return err
+	}
+	sup, err := jail.New(jail.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer sup.Close()
+	prov := &provisioner{stateDir: cfg.StateDir, pool: jail.NewIDPool(cfg.StateDir)}
+	srv, err := gateway.New(gateway.Options{
+		Config: cfg, Manager: sup, HostKey: signer, Logger: log, Provision: prov.provision,
+	})
+	if err != nil {
+		return err
+	}
+	prov.current = srv.Config
+	l, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	log.Info("listening", "addr", l.Addr().String(), "config", path, "tenants", len(cfg.Users),
+		"fingerprint", keys.Fingerprint(signer.PublicKey()))
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, unix.SIGHUP, unix.SIGTERM, unix.SIGINT)
+	defer signal.Stop(sigs)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	for {
+		select {
+		case err := <-served:
+			if err != nil && !errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			return nil
+		case sig := <-sigs:
+			if sig == unix.SIGHUP {
+				reload(srv, path, log)
+				continue
+			}
+			log.Info("shutting down", "signal", sig.String())
+			srv.Close()
+			sup.Close()
+			return nil
+		}
+	}
+}
+
+// reload swaps in a new configuration, or logs every problem of a bad one
+// and keeps the old one: nothing is half-applied.
+func reload(srv *gateway.Server, path string, log *slog.Logger) {
+	c, err := config.Load(path)
+	if err != nil {
+		for _, line := range errorLines(err) {
+			log.Error("reload rejected: " + line)
+		}
+		log.Error("reload rejected; the previous configuration stays in force", "config", path)
+		return
+	}
+	srv.SetConfig(c)
+	log.Info("reloaded", "config", path, "tenants", len(c.Users))
+}
+
+// provisioner turns a tenant into an environment spec: her stable host id
+// range (explicit uid_base, or allocated and persisted) and her rootfs
+// shifted into it, once.
+type provisioner struct {
+	stateDir string
+	pool     *jail.IDPool
+	current  func() *config.Config
+	mu       sync.Mutex
+}
+
+// provision implements gateway.Options.Provision.
+func (p *provisioner) provision(_ context.Context, u *config.User) (*jail.EnvSpec, error) {
+	spec := gateway.SpecFor(u)
+	size := u.IDRange
+	if size == 0 {
+		size = jail.DefaultSize
+	}
+	base := u.UIDBase
+	if base == 0 {
+		var reserved []jail.Reserved
+		if p.current != nil {
+			for _, o := range p.current().Users {
+				if o.UIDBase != 0 {
+					reserved = append(reserved, jail.Reserved{Tenant: o.Name, Base: o.UIDBase, Size: o.IDRange})
+				}
+			}
+		}
+		var err error
+		if base, err = p.pool.Allocate(u.Name, size, reserved); err != nil {
+			return nil, err
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := rootfs.Prepare(p.stateDir, u.Name, u.Rootfs, base, size); err != nil {
+		return nil, fmt.Errorf("prepare rootfs: %w", err)
+	}
+	spec.IDMap = jail.IDMap{UID: base, GID: base, Size: size}
+	return spec, nil
+}

@@ -1,0 +1,354 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/jailgate/jailgate/keys"
+)
+
+// Load reads and parses the configuration file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes, completes and validates a configuration. name is the file
+// it came from (for messages, and to resolve relative keys_file paths). It
+// returns every problem at once, each a *Error, joined.
+func Parse(name string, data []byte) (*Config, error) {
+	p := &parser{file: name, problems: problems{file: name}, pos: map[string]Pos{}}
+	c := p.parse(data)
+	if err := p.err(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// parser walks the YAML node tree, so that every key is known (strict
+// decoding) and every value keeps its position for the messages.
+type parser struct {
+	file string
+	problems
+	pos map[string]Pos // field path -> where its value was written
+}
+
+// at returns the position of node n.
+func (p *parser) at(n *yaml.Node) Pos { return Pos{File: p.file, Line: n.Line, Col: n.Column} }
+
+// fieldPos returns where field was set, or the file itself.
+func (p *parser) fieldPos(field string) Pos {
+	if pos, ok := p.pos[field]; ok {
+		return pos
+	}
+	return Pos{File: p.file}
+}
+
+// mapping iterates a mapping node's keys; unknown keys are reported.
+func (p *parser) mapping(n *yaml.Node, path string, known []string, f func(key string, v *yaml.Node)) {
+	if n.Kind != yaml.MappingNode {
+		if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+			return
+		}
+		p.add(p.at(n), path, "must be a mapping")
+		return
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if known != nil && !contains(known, k.Value) {
+			p.add(p.at(k), join(path, k.Value), "unknown field (known: %s)", strings.Join(known, ", "))
+			continue
+		}
+		f(k.Value, v)
+	}
+}
+
+// contains reports whether list holds s.
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// join builds a dotted field path.
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// The schema, per section.
+var (
+	topKeys    = []string{"listen", "host_key", "state_dir", "defaults", "users"}
+	userKeys   = []string{"keys", "keys_file", "rootfs", "shell", "hostname", "environment", "linger", "network", "limits", "id_range", "uid_base"}
+	limitKeys  = []string{"memory", "pids", "cpu"}
+	defaultBad = []string{"uid_base"} // per-tenant only
+)
+
+func (p *parser) parse(data []byte) *Config {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		p.add(Pos{File: p.file, Line: yamlErrLine(err)}, "", "%s", yamlErrMsg(err))
+		return nil
+	}
+	c := &Config{File: p.file, Users: map[string]*User{}}
+	def := defaultUser()
+	var usersNode *yaml.Node
+	if len(doc.Content) > 0 {
+		p.mapping(doc.Content[0], "", topKeys, func(key string, v *yaml.Node) {
+			p.pos[key] = p.at(v)
+			switch key {
+			case "listen":
+				c.Listen = p.str(v, key)
+			case "host_key":
+				c.HostKey = p.str(v, key)
+			case "state_dir":
+				c.StateDir = p.str(v, key)
+			case "defaults":
+				p.user(&def, v, "defaults", true)
+			case "users":
+				usersNode = v
+			}
+		})
+	}
+	c.Defaults = def
+	applyTopDefaults(c)
+	if usersNode != nil {
+		p.mapping(usersNode, "users", nil, func(name string, v *yaml.Node) {
+			path := "users." + name
+			p.pos[path] = p.at(v)
+			u := def // a copy: defaults first, then her own fields
+			u.Name, u.Pos = name, p.at(v)
+			u.Keys = append([]keys.Key(nil), def.Keys...)
+			for f, pos := range p.pos {
+				if rest, ok := strings.CutPrefix(f, "defaults."); ok {
+					if _, set := p.pos[path+"."+rest]; !set {
+						p.pos[path+"."+rest] = pos
+					}
+				}
+			}
+			p.user(&u, v, path, false)
+			expand(&u)
+			p.keysFile(&u, path)
+			c.Users[name] = &u
+		})
+	}
+	p.validate(c)
+	c.Keys = keys.NewIndex()
+	for _, u := range c.Users {
+		for _, k := range u.Keys {
+			c.Keys.Add(u.Name, k.Key)
+		}
+	}
+	return c
+}
+
+// user applies the fields of mapping n onto u.
+func (p *parser) user(u *User, n *yaml.Node, path string, isDefaults bool) {
+	p.mapping(n, path, userKeys, func(key string, v *yaml.Node) {
+		field := join(path, key)
+		p.pos[field] = p.at(v)
+		if isDefaults && contains(defaultBad, key) {
+			p.add(p.at(v), field, "can only be set per user")
+			return
+		}
+		switch key {
+		case "keys":
+			u.Keys = append(u.Keys, p.keyLines(v, field)...)
+		case "keys_file":
+			u.KeysFile = p.str(v, field)
+		case "rootfs":
+			u.Rootfs = p.str(v, field)
+		case "shell":
+			u.Shell = p.str(v, field)
+		case "hostname":
+			u.Hostname = p.str(v, field)
+		case "environment":
+			u.Environment = p.str(v, field)
+		case "network":
+			u.Network = p.str(v, field)
+		case "linger":
+			s := p.str(v, field)
+			d, err := time.ParseDuration(s)
+			if s == "0" {
+				d, err = 0, nil
+			}
+			switch {
+			case err != nil:
+				p.add(p.at(v), field, "%q is not a duration (use e.g. 30s or 5m)", s)
+			case d < 0:
+				p.add(p.at(v), field, "must not be negative")
+			default:
+				u.Linger = d
+			}
+		case "limits":
+			p.limits(&u.Limits, v, field)
+		case "id_range":
+			if n, ok := p.uint(v, field); ok {
+				if n < 1000 || n > 1<<24 {
+					p.add(p.at(v), field, "must be between 1000 and 16777216")
+				} else {
+					u.IDRange = uint32(n)
+				}
+			}
+		case "uid_base":
+			if n, ok := p.uint(v, field); ok {
+				if n != 0 && n < 65536 {
+					p.add(p.at(v), field, "must be at least 65536, above the host's own users (or 0 to allocate)")
+				} else {
+					u.UIDBase = uint32(n)
+				}
+			}
+		}
+	})
+}
+
+// limits decodes a limits mapping.
+func (p *parser) limits(l *Limits, n *yaml.Node, path string) {
+	p.mapping(n, path, limitKeys, func(key string, v *yaml.Node) {
+		field := join(path, key)
+		s := p.str(v, field)
+		switch key {
+		case "memory":
+			size, err := ParseSize(s)
+			if err != nil {
+				p.add(p.at(v), field, "%q is not a size (use e.g. 512MiB)", s)
+				return
+			}
+			l.Memory = size
+		case "pids":
+			n, err := strconv.ParseInt(s, 10, 64)
+			if err != nil || n < 0 {
+				p.add(p.at(v), field, "%q is not a whole number >= 0", s)
+				return
+			}
+			l.Pids = n
+		case "cpu":
+			f, err := strconv.ParseFloat(s, 64)
+			if err != nil || f < 0 || f != f {
+				p.add(p.at(v), field, "%q is not a number of CPUs >= 0 (use e.g. 1.5)", s)
+				return
+			}
+			l.CPU = f
+		}
+	})
+}
+
+// str returns a scalar's value, reporting anything else.
+func (p *parser) str(n *yaml.Node, field string) string {
+	if n.Kind != yaml.ScalarNode {
+		p.add(p.at(n), field, "must be a single value")
+		return ""
+	}
+	return n.Value
+}
+
+// uint parses a non-negative integer scalar.
+func (p *parser) uint(n *yaml.Node, field string) (uint64, bool) {
+	s := p.str(n, field)
+	v, err := strconv.ParseUint(s, 10, 32)
+	if err != nil {
+		p.add(p.at(n), field, "%q is not a whole number >= 0", s)
+		return 0, false
+	}
+	return v, true
+}
+
+// keyLines parses a sequence of authorized_keys lines, each reported at
+// its own YAML line.
+func (p *parser) keyLines(n *yaml.Node, field string) []keys.Key {
+	if n.Kind != yaml.SequenceNode {
+		p.add(p.at(n), field, "must be a list of authorized_keys lines")
+		return nil
+	}
+	var out []keys.Key
+	for i, item := range n.Content {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		line := p.str(item, f)
+		ks, err := keys.ParseAuthorizedKeys([]byte(line))
+		if err != nil || len(ks) != 1 {
+			msg := "not an authorized_keys line"
+			var le *keys.LineError
+			if errors.As(err, &le) {
+				msg = le.Err.Error()
+			}
+			p.add(p.at(item), f, "%s", msg)
+			continue
+		}
+		ks[0].Line = item.Line
+		out = append(out, ks[0])
+	}
+	return out
+}
+
+// keysFile reads u.KeysFile (relative to the config file), reporting bad
+// lines at their place in that file.
+func (p *parser) keysFile(u *User, path string) {
+	if u.KeysFile == "" {
+		return
+	}
+	field := path + ".keys_file"
+	kf := u.KeysFile
+	if !filepath.IsAbs(kf) {
+		kf = filepath.Join(filepath.Dir(p.file), kf)
+	}
+	data, err := os.ReadFile(kf)
+	if err != nil {
+		p.add(p.fieldPos(field), field, "%s", strings.TrimPrefix(err.Error(), "open "))
+		return
+	}
+	ks, err := keys.ParseAuthorizedKeys(data)
+	var j interface{ Unwrap() []error }
+	if errors.As(err, &j) {
+		for _, e := range j.Unwrap() {
+			var le *keys.LineError
+			if errors.As(e, &le) {
+				p.add(Pos{File: kf, Line: le.Line}, field, "%s", le.Err.Error())
+			}
+		}
+	} else if err != nil {
+		p.add(p.fieldPos(field), field, "%v", err)
+	}
+	u.Keys = append(u.Keys, ks...)
+}
+
+// expand replaces {user} in the string fields.
+func expand(u *User) {
+	for _, s := range []*string{&u.Rootfs, &u.Shell, &u.Hostname, &u.KeysFile} {
+		*s = strings.ReplaceAll(*s, "{user}", u.Name)
+	}
+}
+
+// yamlLine finds "line N" in a yaml.v3 error.
+var yamlLine = regexp.MustCompile(`line (\d+)`)
+
+// yamlErrLine extracts the line of a YAML syntax error, if it says one.
+func yamlErrLine(err error) int {
+	if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+	return 0
+}
+
+// yamlErrMsg strips yaml.v3's prefix and line from a syntax error.
+func yamlErrMsg(err error) string {
+	s := strings.TrimPrefix(err.Error(), "yaml: ")
+	s = yamlLine.ReplaceAllString(s, "")
+	return strings.TrimLeft(strings.TrimSpace(s), ": ")
+}

@@ -1,0 +1,187 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// validate runs every check and records every problem.
+func (p *parser) validate(c *Config) {
+	p.checkListen(c)
+	if !filepath.IsAbs(c.StateDir) {
+		p.add(p.fieldPos("state_dir"), "state_dir", "%q must be an absolute path", c.StateDir)
+	}
+	names := c.Names()
+	for _, n := range names {
+		u := c.Users[n]
+		if !tenantName.MatchString(n) {
+			// Everything else derives from the name ({user}); one line is enough.
+			p.add(u.Pos, "users."+n, "%q is not a valid tenant name (want %s)", n, tenantName)
+			continue
+		}
+		for _, check := range userChecks {
+			check(p, u, "users."+n)
+		}
+	}
+	p.checkSharedRootfs(c, names)
+	p.checkRanges(c, names)
+}
+
+// checkListen wants host:port with a valid port.
+func (p *parser) checkListen(c *Config) {
+	host, port, err := net.SplitHostPort(c.Listen)
+	n, perr := strconv.Atoi(port)
+	if err != nil || perr != nil || n < 0 || n > 65535 || strings.ContainsAny(host, " /") {
+		p.add(p.fieldPos("listen"), "listen", "%q is not address:port (use e.g. 0.0.0.0:2222)", c.Listen)
+	}
+}
+
+// userChecks are the per-tenant checks, in order.
+var userChecks = []func(p *parser, u *User, path string){
+	(*parser).checkKeys,
+	(*parser).checkRootfs,
+	(*parser).checkShell,
+	(*parser).checkHostname,
+	(*parser).checkModes,
+}
+
+// tenantName is a conservative Unix user name.
+var tenantName = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
+
+func (p *parser) checkKeys(u *User, path string) {
+	if _, listed := p.pos[path+".keys"]; !listed && len(u.Keys) == 0 && u.KeysFile == "" {
+		p.add(u.Pos, path, "no keys: set keys or keys_file")
+	}
+}
+
+func (p *parser) checkRootfs(u *User, path string) {
+	field := path + ".rootfs"
+	pos := p.fieldPos(field)
+	switch {
+	case u.Rootfs == "":
+		p.add(u.Pos, field, "missing: every tenant needs a root filesystem")
+		return
+	case !filepath.IsAbs(u.Rootfs):
+		p.add(pos, field, "%q must be an absolute path", u.Rootfs)
+		return
+	case filepath.Clean(u.Rootfs) != u.Rootfs:
+		p.add(pos, field, "%q is not a clean path (want %s)", u.Rootfs, filepath.Clean(u.Rootfs))
+		return
+	}
+	fi, err := os.Lstat(u.Rootfs)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		p.add(pos, field, "%s: no such directory", u.Rootfs)
+	case err != nil:
+		p.add(pos, field, "%v", err)
+	case fi.Mode()&fs.ModeSymlink != 0:
+		p.add(pos, field, "%s is a symlink; name the directory itself", u.Rootfs)
+	case !fi.IsDir():
+		p.add(pos, field, "%s is not a directory", u.Rootfs)
+	}
+}
+
+func (p *parser) checkShell(u *User, path string) {
+	if !strings.HasPrefix(u.Shell, "/") {
+		p.add(p.fieldPos(path+".shell"), path+".shell", "%q must be an absolute path inside the rootfs", u.Shell)
+	}
+}
+
+// hostnameLabel is one RFC 1123 label.
+var hostnameLabel = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+
+func (p *parser) checkHostname(u *User, path string) {
+	ok := len(u.Hostname) > 0 && len(u.Hostname) <= 64
+	for _, l := range strings.Split(u.Hostname, ".") {
+		ok = ok && hostnameLabel.MatchString(l)
+	}
+	if !ok {
+		p.add(p.fieldPos(path+".hostname"), path+".hostname", "%q is not a valid hostname", u.Hostname)
+	}
+}
+
+func (p *parser) checkModes(u *User, path string) {
+	switch u.Environment {
+	case EnvTenant, EnvConnection, EnvSession:
+	default:
+		f := path + ".environment"
+		p.add(p.fieldPos(f), f, "%q is not one of tenant, connection, session", u.Environment)
+	}
+	if u.Network != DefaultNetwork {
+		f := path + ".network"
+		p.add(p.fieldPos(f), f, "%q is not supported (only none: loopback only)", u.Network)
+	}
+}
+
+// checkSharedRootfs refuses a rootfs named by two tenants: each tenant's
+// tree is shifted into her own id range.
+func (p *parser) checkSharedRootfs(c *Config, names []string) {
+	owner := map[string]string{}
+	for _, n := range names {
+		u := c.Users[n]
+		if u.Rootfs == "" {
+			continue
+		}
+		if first, ok := owner[u.Rootfs]; ok {
+			f := "users." + n + ".rootfs"
+			p.add(p.fieldPos(f), f, "%s is already the rootfs of %s; tenants cannot share one", u.Rootfs, first)
+			continue
+		}
+		owner[u.Rootfs] = n
+	}
+}
+
+// checkRanges refuses explicit uid_base ranges that overlap.
+func (p *parser) checkRanges(c *Config, names []string) {
+	type rng struct {
+		name   string
+		lo, hi uint64
+	}
+	var rs []rng
+	for _, n := range names {
+		u := c.Users[n]
+		if u.UIDBase != 0 {
+			rs = append(rs, rng{n, uint64(u.UIDBase), uint64(u.UIDBase) + uint64(u.IDRange)})
+		}
+	}
+	sort.Slice(rs, func(i, j int) bool { return rs[i].lo < rs[j].lo })
+	for i := 1; i < len(rs); i++ {
+		if rs[i].lo < rs[i-1].hi {
+			f := "users." + rs[i].name + ".uid_base"
+			p.add(p.fieldPos(f), f, "range %d-%d overlaps %s's range", rs[i].lo, rs[i].hi-1, rs[i-1].name)
+		}
+	}
+}
+
+// Summary is one line describing the tenant, for `jailgate check`.
+func (u *User) Summary() string {
+	n := len(u.Keys)
+	plural := "s"
+	if n == 1 {
+		plural = ""
+	}
+	lim := "none"
+	if u.Limits != (Limits{}) {
+		var parts []string
+		if u.Limits.Memory > 0 {
+			parts = append(parts, "memory="+FormatSize(u.Limits.Memory))
+		}
+		if u.Limits.Pids > 0 {
+			parts = append(parts, fmt.Sprintf("pids=%d", u.Limits.Pids))
+		}
+		if u.Limits.CPU > 0 {
+			parts = append(parts, "cpu="+strconv.FormatFloat(u.Limits.CPU, 'g', -1, 64))
+		}
+		lim = strings.Join(parts, " ")
+	}
+	return fmt.Sprintf("%s: %d key%s, rootfs %s, shell %s, hostname %s, environment %s, limits %s",
+		u.Name, n, plural, u.Rootfs, u.Shell, u.Hostname, u.Environment, lim)
+}

@@ -30,10 +30,17 @@ func InitMain() {
 	// here (they were created by clone), but chdir/pivot_root are not racy
 	// with other goroutines on a locked thread (runc Init does the same).
 	runtime.LockOSThread()
-	// A tenant may signal PID 1 from inside; ignore what would otherwise end
-	// it (SIGKILL and SIGSTOP from inside the namespace are dropped by the kernel).
-	signal.Ignore(unix.SIGHUP, unix.SIGINT, unix.SIGTERM, unix.SIGQUIT, unix.SIGUSR1,
+	// A tenant may signal PID 1 from inside; catch and drop what would
+	// otherwise end it (SIGKILL and SIGSTOP from inside the namespace are
+	// dropped by the kernel). Caught, not ignored: an ignored disposition
+	// would be inherited by every process the init spawns.
+	drop := make(chan os.Signal, 16)
+	signal.Notify(drop, unix.SIGHUP, unix.SIGINT, unix.SIGTERM, unix.SIGQUIT, unix.SIGUSR1,
 		unix.SIGUSR2, unix.SIGPIPE, unix.SIGALRM, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU)
+	go func() {
+		for range drop {
+		}
+	}()
 	os.Unsetenv("_JAILGATE_INIT")
 
 	ctl, err := newCtlConn(os.NewFile(initCtlFd, "control"))

@@ -104,8 +104,8 @@ func (l *lab) client(t *testing.T, user string) *gossh.Client {
 	return c
 }
 
-// run execs cmd in a new session and returns stdout, stderr and the exit error.
-func run(t *testing.T, c *gossh.Client, cmd string) (string, string, error) {
+// runSSH execs cmd in a new session and returns stdout, stderr and the exit error.
+func runSSH(t *testing.T, c *gossh.Client, cmd string) (string, string, error) {
 	t.Helper()
 	s, err := c.NewSession()
 	if err != nil {
@@ -121,7 +121,7 @@ func run(t *testing.T, c *gossh.Client, cmd string) (string, string, error) {
 // must runs cmd and fails the test unless it exits 0.
 func must(t *testing.T, c *gossh.Client, cmd string) string {
 	t.Helper()
-	out, errOut, err := run(t, c, cmd)
+	out, errOut, err := runSSH(t, c, cmd)
 	if err != nil {
 		t.Fatalf("%q: %v (stdout %q, stderr %q)", cmd, err, out, errOut)
 	}
@@ -142,14 +142,14 @@ func TestIntegrationInsideTheJail(t *testing.T) {
 	l := startLab(t, "")
 	c := l.client(t, "alice")
 	t.Run("exit status and streams", func(t *testing.T) {
-		out, errOut, err := run(t, c, "echo hi; echo oops >&2; exit 7")
+		out, errOut, err := runSSH(t, c, "echo hi; echo oops >&2; exit 7")
 		var ee *gossh.ExitError
 		if !errors.As(err, &ee) || ee.ExitStatus() != 7 || out != "hi\n" || errOut != "oops\n" {
 			t.Errorf("got stdout %q stderr %q err %v; want hi, oops, exit 7", out, errOut, err)
 		}
 	})
 	t.Run("exit signal", func(t *testing.T) {
-		_, _, err := run(t, c, "kill -TERM $$")
+		_, _, err := runSSH(t, c, "kill -TERM $$")
 		var ee *gossh.ExitError
 		if !errors.As(err, &ee) || ee.Signal() != "TERM" {
 			t.Errorf("kill -TERM $$: err %v, want exit-signal TERM", err)
@@ -166,7 +166,7 @@ func TestIntegrationInsideTheJail(t *testing.T) {
 		}
 	})
 	t.Run("host pid cannot be signalled", func(t *testing.T) {
-		if _, _, err := run(t, c, fmt.Sprintf("kill -0 %d", os.Getpid())); err == nil {
+		if _, _, err := runSSH(t, c, fmt.Sprintf("kill -0 %d", os.Getpid())); err == nil {
 			t.Error("kill -0 of the gateway's pid succeeded from inside")
 		}
 	})
@@ -245,19 +245,39 @@ func TestIntegrationAuth(t *testing.T) {
 func TestIntegrationTeardown(t *testing.T) {
 	l := startLab(t, "")
 	c := l.client(t, "alice")
-	must(t, c, "sleep 1000 </dev/null >/dev/null 2>&1 & setsid sleep 1000 </dev/null >/dev/null 2>&1 &")
-	base := l.base(t, "alice")
-	if n := len(jailtest.RangeProcs(base, 65536)); n < 2 {
-		t.Fatalf("expected alice's sleeps on the host, found %d processes", n)
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
 	}
-	c.Close()
+	out, _ := s.StdoutPipe()
+	// A job in the session's group and a daemon that left it.
+	if err := s.Start("sleep 1000 </dev/null >/dev/null 2>&1 & setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo started; exec sleep 1000"); err != nil {
+		t.Fatal(err)
+	}
+	gatewaytest.Expect(t, out, "started", 10*time.Second)
+	base := l.base(t, "alice")
+	if n := len(jailtest.RangeProcs(base, 65536)); n < 3 {
+		t.Fatalf("expected alice's init and sleeps on the host, found %d processes", n)
+	}
+	c.Close() // her last connection: the environment ends with it
 	jailtest.WaitNoProcs(t, base, 65536, 2*time.Second)
 }
 
 func TestIntegrationTenantModeShares(t *testing.T) {
 	l := startLab(t, "")
 	a, b := l.client(t, "alice"), l.client(t, "alice")
-	must(t, a, "sleep 1000 </dev/null >/dev/null 2>&1 &")
+	// A live session on the first connection keeps the environment up
+	// (linger 0 ends it with the last session).
+	s, err := a.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	out, _ := s.StdoutPipe()
+	if err := s.Start("echo started; exec sleep 1000"); err != nil {
+		t.Fatal(err)
+	}
+	gatewaytest.Expect(t, out, "started", 10*time.Second)
 	if out := must(t, b, "ps -eo comm"); !strings.Contains(out, "sleep") {
 		t.Errorf("tenant mode: alice's second connection does not see the first one's sleep:\n%s", out)
 	}
@@ -294,7 +314,7 @@ func TestIntegrationBrokenRootfs(t *testing.T) {
 	}
 	os.RemoveAll(filepath.Join(l.rootfs["alice"], "usr"))
 	c := l.client(t, "alice")
-	_, errOut, err := run(t, c, "true")
+	_, errOut, err := runSSH(t, c, "true")
 	var ee *gossh.ExitError
 	if !errors.As(err, &ee) || ee.ExitStatus() != 255 || !strings.Contains(errOut, "jailgate: your environment could not start") {
 		t.Errorf("broken rootfs: err %v, stderr %q; want exit 255 and the short message", err, errOut)

@@ -9,7 +9,9 @@ import (
 )
 
 // RangeProcs lists the host pids whose real uid lies in [base, base+size):
-// a tenant's processes as the host sees them.
+// a tenant's processes as the host sees them. Zombies are left out: they
+// hold nothing but a pid, and reaping an orphan is the host init's job
+// (some container inits never do).
 func RangeProcs(base, size uint32) []string {
 	var found []string
 	ents, _ := os.ReadDir("/proc")
@@ -19,6 +21,9 @@ func RangeProcs(base, size uint32) []string {
 		}
 		b, err := os.ReadFile("/proc/" + d.Name() + "/status")
 		if err != nil {
+			continue
+		}
+		if strings.Contains(string(b), "\nState:\tZ") {
 			continue
 		}
 		for _, line := range strings.Split(string(b), "\n") {

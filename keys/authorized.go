@@ -82,12 +82,14 @@ func parseLine(line []byte) (Key, error) {
 	return Key{Key: pub, Comment: comment, Options: options}, nil
 }
 
-// keyTypes are the key type names an authorized_keys line may carry.
+// keyTypes are the key type names an authorized_keys line may carry. DSA
+// is named literally: x/crypto deprecated its constants, and a DSA line must
+// still be recognised to be diagnosed.
 var keyTypes = map[string]bool{
-	gossh.KeyAlgoRSA: true, gossh.InsecureKeyAlgoDSA: true, gossh.KeyAlgoED25519: true,
+	gossh.KeyAlgoRSA: true, "ssh-dss": true, gossh.KeyAlgoED25519: true,
 	gossh.KeyAlgoECDSA256: true, gossh.KeyAlgoECDSA384: true, gossh.KeyAlgoECDSA521: true,
 	gossh.KeyAlgoSKECDSA256: true, gossh.KeyAlgoSKED25519: true,
-	gossh.CertAlgoRSAv01: true, gossh.InsecureCertAlgoDSAv01: true, gossh.CertAlgoED25519v01: true,
+	gossh.CertAlgoRSAv01: true, "ssh-dss-cert-v01@openssh.com": true, gossh.CertAlgoED25519v01: true,
 	gossh.CertAlgoECDSA256v01: true, gossh.CertAlgoECDSA384v01: true, gossh.CertAlgoECDSA521v01: true,
 	gossh.CertAlgoSKECDSA256v01: true, gossh.CertAlgoSKED25519v01: true,
 }

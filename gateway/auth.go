@@ -1,0 +1,247 @@
+package gateway
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gliderlabs/ssh"
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/jailgate/jailgate/config"
+	"github.com/jailgate/jailgate/keys"
+)
+
+// Reasons an authentication or a session is refused; they go to the log
+// only. The client learns nothing but "permission denied".
+const (
+	reasonUnknownUser  = "unknown user"
+	reasonKeyNotListed = "key not listed"
+	reasonNoConfig     = "no configuration"
+	reasonNoKey        = "connection has no public key"
+	reasonNotVerified  = "public key is not the one the client proved"
+)
+
+// extVerifiedKey is the Permissions extension that carries the wire form
+// of the key the client signed with. It is set only by verifiedKey, after
+// x/crypto checked the signature, and ends up in ServerConn.Permissions.
+const extVerifiedKey = "jailgate-verified-key@jailgate"
+
+// connStateKey is the ssh.Context key of a connection's *connState.
+type connStateKey struct{}
+
+// connState is what the gateway keeps per connection.
+type connState struct {
+	id       string         // unique connection id, for env keys and logs
+	cfg      *config.Config // the snapshot taken at connection start
+	conn     *graceConn
+	sessions atomic.Uint64 // session counter, for session ids
+
+	// authUser is the user name of the first authentication request. Set
+	// and read only by authLog, which x/crypto calls from the handshake
+	// goroutine, one request at a time.
+	authUser string
+}
+
+// stateOf returns the connection state connCallback stored in ctx.
+func stateOf(ctx ssh.Context) *connState {
+	st, _ := ctx.Value(connStateKey{}).(*connState)
+	return st
+}
+
+// graceConn is an accepted connection: it is closed unless authentication
+// succeeds within the login grace time. gliderlabs v0.3.8 has no handshake
+// timeout and resets the net.Conn deadline on every read, so a deadline
+// cannot be used; a timer that a successful authentication stops can.
+type graceConn struct {
+	net.Conn
+	s         *Server
+	start     time.Time
+	timer     *time.Timer
+	closeOnce sync.Once
+}
+
+// authenticated stops the login grace timer. If the timer already fired,
+// the connection is being closed anyway.
+func (c *graceConn) authenticated() { c.timer.Stop() }
+
+// Close closes the connection and forgets it; gliderlabs calls it when the
+// connection's handler ends.
+func (c *graceConn) Close() error {
+	c.closeOnce.Do(func() {
+		c.timer.Stop()
+		c.s.mu.Lock()
+		delete(c.s.conns, c)
+		c.s.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// connCallback runs first for every accepted connection: it takes the
+// configuration snapshot, arms the login grace timer and logs the
+// connection. Returning nil makes gliderlabs close the connection.
+func (s *Server) connCallback(ctx ssh.Context, nc net.Conn) net.Conn {
+	remote := nc.RemoteAddr().String()
+	gc := &graceConn{Conn: nc, s: s, start: time.Now()}
+	st := &connState{id: newID(), cfg: s.Config(), conn: gc}
+	gc.timer = time.AfterFunc(s.opts.LoginGraceTime, func() {
+		s.log.Info("login grace time exceeded; closing", "remote", remote, "conn", st.id)
+		nc.Close()
+	})
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		gc.timer.Stop()
+		return nil
+	}
+	s.conns[gc] = struct{}{}
+	s.mu.Unlock()
+	ctx.SetValue(connStateKey{}, st)
+	s.log.Info("connection", "remote", remote, "conn", st.id)
+	return gc
+}
+
+// connectionFailed logs a connection whose handshake or authentication
+// failed (garbage, a timeout, no accepted key).
+func (s *Server) connectionFailed(nc net.Conn, err error) {
+	s.log.Info("connection failed before login", "remote", nc.RemoteAddr().String(), "err", err)
+}
+
+// serverConfig adds our x/crypto callbacks to the config gliderlabs builds
+// for a connection (gliderlabs sets the public key callback itself).
+func (s *Server) serverConfig(ctx ssh.Context) *gossh.ServerConfig {
+	st := stateOf(ctx)
+	return &gossh.ServerConfig{
+		AuthLogCallback: func(conn gossh.ConnMetadata, method string, err error) {
+			s.authLog(st, conn, method, err)
+		},
+		VerifiedPublicKeyCallback: s.verifiedKey,
+	}
+}
+
+// publicKeyHandler is the gliderlabs PublicKeyHandler: a pure function of
+// (user, key) against the connection's configuration snapshot. It writes
+// nothing to ctx. x/crypto calls it once per distinct (user, key) a client
+// offers, so a refusal is logged once per attempt.
+func (s *Server) publicKeyHandler(ctx ssh.Context, key ssh.PublicKey) bool {
+	st := stateOf(ctx)
+	var cfg *config.Config
+	if st != nil {
+		cfg = st.cfg
+	}
+	if _, reason := authorize(cfg, ctx.User(), key); reason != "" {
+		s.log.Info("auth failed", "user", ctx.User(), "remote", remoteOf(ctx.RemoteAddr()),
+			"fingerprint", keys.Fingerprint(key), "reason", reason)
+		return false
+	}
+	return true
+}
+
+// verifiedKey runs once the client proved it holds an accepted key. It logs
+// the login and records which key that was in the connection's
+// Permissions: gliderlabs' ContextKeyPublicKey holds the last key the
+// handler accepted, which need not be the one used (CVE-2024-45337).
+func (s *Server) verifiedKey(conn gossh.ConnMetadata, key gossh.PublicKey, perms *gossh.Permissions, _ string) (*gossh.Permissions, error) {
+	s.log.Info("auth ok", "user", conn.User(), "remote", remoteOf(conn.RemoteAddr()), "fingerprint", keys.Fingerprint(key))
+	out := &gossh.Permissions{Extensions: map[string]string{}}
+	if perms != nil {
+		out.CriticalOptions = perms.CriticalOptions
+		for k, v := range perms.Extensions {
+			out.Extensions[k] = v
+		}
+	}
+	out.Extensions[extVerifiedKey] = string(key.Marshal())
+	return out, nil
+}
+
+// authLog sees every authentication request. It stops the login grace
+// timer on success, logs refused methods other than publickey (the
+// handler logs those) and "none", and disconnects a client that changes
+// its user name between requests, as sshd does ("change of username or
+// service not allowed", auth2.c): gliderlabs fills ctx.User() from the
+// first request only, so the handler could otherwise judge a key against
+// the wrong user.
+func (s *Server) authLog(st *connState, conn gossh.ConnMetadata, method string, err error) {
+	if st == nil {
+		return
+	}
+	switch {
+	case st.authUser == "":
+		st.authUser = conn.User()
+	case conn.User() != st.authUser:
+		s.log.Warn("auth: user name changed during authentication; disconnecting",
+			"user", st.authUser, "remote", remoteOf(conn.RemoteAddr()), "conn", st.id)
+		st.conn.Conn.Close()
+		return
+	}
+	if err == nil {
+		st.conn.authenticated()
+		return
+	}
+	if method != "publickey" && method != "none" {
+		s.log.Info("auth failed", "user", conn.User(), "remote", remoteOf(conn.RemoteAddr()),
+			"method", method, "reason", "method not offered")
+	}
+}
+
+// authorize says whether key is one of user's keys in cfg, and if not why.
+func authorize(cfg *config.Config, user string, key gossh.PublicKey) (*config.User, string) {
+	if cfg == nil {
+		return nil, reasonNoConfig
+	}
+	u := cfg.Users[user]
+	if u == nil {
+		return nil, reasonUnknownUser
+	}
+	if key == nil || !cfg.Keys.Authorize(user, key) {
+		return nil, reasonKeyNotListed
+	}
+	return u, ""
+}
+
+// authorizeSession re-derives the tenant of a session channel: the user is
+// the one the connection authenticated as (ServerConn.User, not
+// gliderlabs' ctx.User()), the key is gliderlabs' ContextKeyPublicKey,
+// which must be the key the client proved it holds and must be listed for
+// that user in the connection's snapshot. This is the session-time check
+// CVE-2024-45337 asks for (gliderlabs #242, #243; Soft Serve does the same).
+func authorizeSession(cfg *config.Config, user string, ctxKey gossh.PublicKey, perms *gossh.Permissions) (*config.User, string) {
+	if ctxKey == nil {
+		return nil, reasonNoKey
+	}
+	if perms == nil || perms.Extensions[extVerifiedKey] != string(ctxKey.Marshal()) {
+		return nil, reasonNotVerified
+	}
+	return authorize(cfg, user, ctxKey)
+}
+
+// authorizeLayer refuses a session channel whose connection's key is not,
+// or no longer provably, the tenant's.
+func (s *Server) authorizeLayer(next sessionHandler) sessionHandler {
+	return func(ss *session) {
+		ctxKey, _ := ss.ctx.Value(ssh.ContextKeyPublicKey).(gossh.PublicKey)
+		u, reason := authorizeSession(ss.st.cfg, ss.user, ctxKey, ss.conn.Permissions)
+		if reason != "" {
+			fp := ""
+			if ctxKey != nil {
+				fp = keys.Fingerprint(ctxKey)
+			}
+			s.log.Warn("session refused", "user", ss.user, "remote", ss.remote, "session", ss.id,
+				"fingerprint", fp, "reason", reason)
+			ss.nc.Reject(gossh.Prohibited, "not authorized")
+			ss.exit = "refused"
+			return
+		}
+		ss.tenant = u
+		next(ss)
+	}
+}
+
+// remoteOf formats a remote address for the log.
+func remoteOf(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}

@@ -1,0 +1,291 @@
+// Package gateway is jailgate's SSH server. It uses gliderlabs/ssh for
+// listening, the handshake and public key authentication, and handles the
+// "session" channel itself (session.go) so that terminal bytes are never
+// rewritten and terminal modes, exit-signal and late pty-req rejection are
+// ours. Every session runs inside the tenant's environment, which it asks
+// the jail for through the jail.Manager seam: the gateway makes no
+// namespace, mount or other privileged call itself.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gliderlabs/ssh"
+	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
+
+	"github.com/jailgate/jailgate/config"
+	"github.com/jailgate/jailgate/jail"
+)
+
+// DefaultLoginGraceTime is how long a client has for the handshake and
+// authentication when Options.LoginGraceTime is zero (sshd's LoginGraceTime
+// is 120s; ours is shorter because a tenant logs in with a key, not by typing).
+const DefaultLoginGraceTime = 30 * time.Second
+
+// Options configure a Server.
+type Options struct {
+	Config  *config.Config // the initial snapshot; required
+	Manager jail.Manager   // hands out environments; required
+	HostKey gossh.Signer   // the server's host key; required
+	Logger  *slog.Logger   // nil: slog.Default()
+	// Provision turns a tenant into an EnvSpec (id range, prepared rootfs).
+	// nil: SpecFor(u), with a zero IDMap. It is called for every
+	// environment request.
+	Provision func(ctx context.Context, u *config.User) (*jail.EnvSpec, error)
+	// LoginGraceTime bounds the handshake plus authentication of a
+	// connection; 0 means DefaultLoginGraceTime.
+	LoginGraceTime time.Duration
+}
+
+// Server is the SSH gateway. Its methods are safe for concurrent use.
+type Server struct {
+	opts   Options
+	log    *slog.Logger
+	cfg    atomic.Pointer[config.Config]
+	ssh    *ssh.Server
+	handle sessionHandler // the composed layers, see layers
+
+	mu        sync.Mutex
+	closing   bool
+	done      chan struct{} // closed by Close
+	listeners map[net.Listener]struct{}
+	conns     map[*graceConn]struct{}
+	wg        sync.WaitGroup // connection and session handlers
+}
+
+// New returns a Server for opts; call Serve to accept connections.
+func New(opts Options) (*Server, error) {
+	switch {
+	case opts.Config == nil:
+		return nil, errors.New("new gateway: Options.Config is required")
+	case opts.Manager == nil:
+		return nil, errors.New("new gateway: Options.Manager is required")
+	case opts.HostKey == nil:
+		return nil, errors.New("new gateway: Options.HostKey is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Provision == nil {
+		opts.Provision = func(_ context.Context, u *config.User) (*jail.EnvSpec, error) { return SpecFor(u), nil }
+	}
+	if opts.LoginGraceTime <= 0 {
+		opts.LoginGraceTime = DefaultLoginGraceTime
+	}
+	s := &Server{
+		opts:      opts,
+		log:       opts.Logger,
+		done:      make(chan struct{}),
+		listeners: map[net.Listener]struct{}{},
+		conns:     map[*graceConn]struct{}{},
+	}
+	s.cfg.Store(opts.Config)
+	s.handle = s.layers()
+	s.ssh = &ssh.Server{
+		Version:     "jailgate",
+		HostSigners: []ssh.Signer{opts.HostKey},
+		// Public keys only: with no PasswordHandler and no
+		// KeyboardInteractiveHandler, neither method is offered.
+		PublicKeyHandler:         s.publicKeyHandler,
+		ConnCallback:             s.connCallback,
+		ServerConfigCallback:     s.serverConfig,
+		ConnectionFailedCallback: s.connectionFailed,
+		// Our own session handler; any other channel type (direct-tcpip,
+		// x11 …) is rejected as unknown.
+		ChannelHandlers:   map[string]ssh.ChannelHandler{"session": s.channelHandler},
+		RequestHandlers:   map[string]ssh.RequestHandler{},   // global requests: all refused
+		SubsystemHandlers: map[string]ssh.SubsystemHandler{}, // unused: we own "session"
+	}
+	return s, nil
+}
+
+// SpecFor builds the environment spec of tenant u from the configuration
+// alone: tenant name, rootfs, hostname, limits, network and linger. IDMap is
+// left zero for a provisioner to fill in. Linger only applies to tenant
+// environments: a connection or session environment is never joined again.
+func SpecFor(u *config.User) *jail.EnvSpec {
+	spec := &jail.EnvSpec{
+		Tenant:   u.Name,
+		Rootfs:   u.Rootfs,
+		Hostname: u.Hostname,
+		Limits:   jail.Limits{Memory: u.Limits.Memory, Pids: u.Limits.Pids, CPU: u.Limits.CPU},
+		Network:  u.Network,
+	}
+	if u.Environment == "" || u.Environment == config.EnvTenant {
+		spec.Linger = u.Linger
+	}
+	return spec
+}
+
+// SetConfig swaps in a new configuration snapshot (a reload). Connections
+// accepted from now on authenticate against it and their sessions use it;
+// a live connection keeps the snapshot it started with, for its existing
+// and new sessions alike, as sshd keeps a connection that authenticated
+// before authorized_keys changed. A nil c is ignored.
+func (s *Server) SetConfig(c *config.Config) {
+	if c == nil {
+		return
+	}
+	s.cfg.Store(c)
+}
+
+// Config returns the current configuration snapshot.
+func (s *Server) Config() *config.Config { return s.cfg.Load() }
+
+// Serve accepts connections on l until l is closed or Close is called;
+// then it returns nil. Other accept errors are returned.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		l.Close()
+		return nil
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+		l.Close()
+	}()
+	var delay time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if s.isClosing() || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			if !retryableAccept(err) {
+				return fmt.Errorf("accept: %w", err)
+			}
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed; retrying", "err", err, "delay", delay)
+			select {
+			case <-time.After(delay):
+			case <-s.done:
+				return nil
+			}
+			continue
+		}
+		delay = 0
+		if !s.track() {
+			nc.Close()
+			continue
+		}
+		go func() {
+			defer s.wg.Done()
+			defer s.recoverConn(nc)
+			s.ssh.HandleConn(nc)
+		}()
+	}
+}
+
+// Close stops every listener, closes every connection (the processes of
+// their sessions are killed, their environments released) and waits for
+// the handlers to finish. It is idempotent.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if !s.closing {
+		s.closing = true
+		close(s.done)
+	}
+	var ls []net.Listener
+	for l := range s.listeners {
+		ls = append(ls, l)
+	}
+	var cs []*graceConn
+	for c := range s.conns {
+		cs = append(cs, c)
+	}
+	s.mu.Unlock()
+	var err error
+	for _, l := range ls {
+		if cerr := l.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
+			err = cerr
+		}
+	}
+	for _, c := range cs {
+		c.Conn.Close() // the handler's own Close of the wrapper follows
+	}
+	s.wg.Wait()
+	return err
+}
+
+// track counts a handler in, unless the server is closing. Counting under
+// mu, never after Close set closing, keeps wg.Add from racing wg.Wait.
+func (s *Server) track() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.wg.Add(1)
+	return true
+}
+
+// isClosing reports whether Close was called.
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// recoverConn is the connection-level recover: a panic while handling one
+// connection (handshake, auth callbacks) is logged and closes only that
+// connection. It must be deferred directly.
+func (s *Server) recoverConn(nc net.Conn) {
+	if r := recover(); r != nil {
+		s.log.Error("panic in connection handler", "remote", nc.RemoteAddr().String(), "err", fmt.Sprint(r), "stack", stack())
+		nc.Close()
+	}
+}
+
+// sessionHandler handles one session channel; the layers wrap one another.
+type sessionHandler func(ss *session)
+
+// layers composes the handling of a session channel in one place, outermost
+// first: recover (a panic ends that session only, after wish's recover
+// middleware), log (session start and end lines), authorize (the CVE-2024-45337
+// re-check of the connection's key), then the session itself.
+func (s *Server) layers() sessionHandler {
+	return s.recoverLayer(s.logLayer(s.authorizeLayer(s.serveSession)))
+}
+
+// channelHandler is the ssh.ChannelHandler of "session" channels.
+func (s *Server) channelHandler(_ *ssh.Server, conn *gossh.ServerConn, nc gossh.NewChannel, ctx ssh.Context) {
+	if !s.track() {
+		nc.Reject(gossh.ResourceShortage, "server is shutting down")
+		return
+	}
+	defer s.wg.Done()
+	st := stateOf(ctx)
+	if st == nil { // every connection passes connCallback; never expected
+		nc.Reject(gossh.ConnectionFailed, "internal error")
+		return
+	}
+	ss := newSession(s, ctx, conn, nc, st)
+	s.handle(ss)
+	if ss.ch != nil {
+		ss.ch.Close()
+	}
+}
+
+// retryableAccept reports whether an accept error is transient (out of
+// file descriptors or buffers, an aborted connection).
+func retryableAccept(err error) bool {
+	for _, e := range []error{unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM, unix.ECONNABORTED, unix.EINTR} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}

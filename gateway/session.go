@@ -1,0 +1,378 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/gliderlabs/ssh"
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/jailgate/jailgate/config"
+	"github.com/jailgate/jailgate/jail"
+)
+
+// session is one "session" channel. The handler goroutine owns the
+// unguarded fields; the request goroutine shares the guarded ones.
+type session struct {
+	srv    *Server
+	ctx    ssh.Context
+	conn   *gossh.ServerConn
+	nc     gossh.NewChannel
+	st     *connState
+	id     string
+	user   string // the authenticated SSH user
+	remote string
+	begin  time.Time
+	tenant *config.User  // set by authorizeLayer
+	ch     gossh.Channel // once accepted
+	exit   string        // how it ended, for the log
+	exited bool          // exit-status or exit-signal was sent
+
+	mu      sync.Mutex
+	pty     *jail.TTY // from pty-req; nil for none
+	env     envVars   // from env requests
+	started bool      // shell or exec accepted
+	proc    jail.Process
+}
+
+// startRequest is the shell or exec request that starts the session.
+type startRequest struct {
+	exec    bool
+	command string
+}
+
+// newSession builds the session of channel nc on conn.
+func newSession(s *Server, ctx ssh.Context, conn *gossh.ServerConn, nc gossh.NewChannel, st *connState) *session {
+	return &session{
+		srv: s, ctx: ctx, conn: conn, nc: nc, st: st,
+		id:     fmt.Sprintf("%s-%d", st.id, st.sessions.Add(1)),
+		user:   conn.User(),
+		remote: remoteOf(conn.RemoteAddr()),
+		begin:  time.Now(),
+		exit:   "none",
+		env:    envVars{},
+	}
+}
+
+// serveSession is the innermost layer: accept the channel, serve its
+// requests, run the command in the tenant's environment and report how it
+// ended.
+func (s *Server) serveSession(ss *session) {
+	ch, reqs, err := ss.nc.Accept()
+	if err != nil {
+		return
+	}
+	ss.ch = ch // closed by channelHandler, after the recover layer had its say
+	ctx, cancel := context.WithCancel(ss.ctx)
+	defer cancel()
+	starts := make(chan startRequest, 1)
+	gone := make(chan struct{}) // closed when the channel or connection is gone
+	s.goSafe(ss, func() {
+		defer close(gone)
+		defer cancel()
+		ss.serveRequests(reqs, starts)
+	})
+	select {
+	case sr := <-starts:
+		s.run(ctx, ss, sr, gone)
+	case <-gone:
+	}
+}
+
+// serveRequests answers the channel's requests until the channel closes;
+// it always replies to a request that wants a reply.
+func (ss *session) serveRequests(reqs <-chan *gossh.Request, starts chan<- startRequest) {
+	for req := range reqs {
+		ok, start := ss.request(req)
+		if req.WantReply {
+			req.Reply(ok, nil)
+		}
+		if start != nil {
+			starts <- *start // buffered, and sent at most once
+		}
+	}
+}
+
+// request handles one channel request. A start request is returned so that
+// it is started only after its reply went out.
+func (ss *session) request(req *gossh.Request) (bool, *startRequest) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	switch req.Type {
+	case "pty-req":
+		if ss.pty != nil || ss.started {
+			return false, nil // a second pty-req, or one after the command started
+		}
+		tty, err := parsePtyReq(req.Payload)
+		if err != nil {
+			return false, nil
+		}
+		ss.pty = tty
+		return true, nil
+	case "window-change":
+		rows, cols, err := parseWindowChange(req.Payload)
+		if err != nil || ss.pty == nil {
+			return false, nil
+		}
+		ss.pty.Rows, ss.pty.Cols = rows, cols
+		if ss.proc != nil {
+			return ss.proc.Resize(rows, cols) == nil, nil
+		}
+		return true, nil
+	case "env":
+		var kv struct{ Name, Value string }
+		if ss.started || gossh.Unmarshal(req.Payload, &kv) != nil {
+			return false, nil
+		}
+		if !ss.env.set(kv.Name, kv.Value) {
+			ss.srv.log.Debug("env refused", "session", ss.id, "name", kv.Name)
+			return false, nil
+		}
+		return true, nil
+	case "shell", "exec":
+		sr := &startRequest{exec: req.Type == "exec"}
+		if sr.exec {
+			var cmd struct{ Command string }
+			if gossh.Unmarshal(req.Payload, &cmd) != nil {
+				return false, nil
+			}
+			sr.command = cmd.Command
+		}
+		if ss.started {
+			return false, nil
+		}
+		ss.started = true
+		return true, sr
+	case "subsystem":
+		var sub struct{ Name string }
+		gossh.Unmarshal(req.Payload, &sub)
+		ss.srv.log.Info("subsystem refused", "user", ss.user, "session", ss.id, "subsystem", sub.Name)
+		return false, nil
+	case "signal":
+		var sig struct{ Name string }
+		if gossh.Unmarshal(req.Payload, &sig) != nil || ss.proc == nil {
+			return false, nil
+		}
+		n, ok := signalByName(sig.Name)
+		if !ok {
+			return false, nil
+		}
+		return ss.proc.Signal(n) == nil, nil
+	}
+	return false, nil
+}
+
+// run starts the command in the tenant's environment, connects it to the
+// channel and reports its end.
+func (s *Server) run(ctx context.Context, ss *session, sr startRequest, gone <-chan struct{}) {
+	u := ss.tenant
+	ps := ss.procSpec(sr)
+
+	spec, err := s.opts.Provision(ctx, u)
+	if err != nil {
+		ss.fail(ctx, ps.TTY != nil, "provision", err)
+		return
+	}
+	env, err := s.opts.Manager.Environment(ctx, envKey(u, ss), spec)
+	if err != nil {
+		ss.fail(ctx, ps.TTY != nil, "environment", err)
+		return
+	}
+	defer env.Release()
+	proc, err := env.Spawn(ctx, ps)
+	if err != nil {
+		ss.fail(ctx, ps.TTY != nil, "spawn", err)
+		return
+	}
+	ss.attach(proc, ps.TTY, gone)
+}
+
+// attach copies between the channel and proc until proc ended and its
+// output is drained (then the exit is sent), or until the client went away
+// (then proc is killed). Bytes pass unchanged in both directions: no
+// newline translation, unlike gliderlabs' session.Write (#129).
+func (ss *session) attach(proc jail.Process, tty *jail.TTY, gone <-chan struct{}) {
+	exited := false
+	defer func() {
+		if !exited { // a panic on the way
+			proc.Kill()
+		}
+		closeStdio(proc)
+	}()
+	ss.setProc(proc, tty)
+
+	var out sync.WaitGroup
+	copyOut := func(w io.Writer, r io.Reader) {
+		out.Add(1)
+		ss.srv.goSafe(ss, func() {
+			defer out.Done()
+			io.Copy(w, r)
+		})
+	}
+	copyOut(ss.ch, proc.Stdout())
+	if r := proc.Stderr(); r != nil {
+		copyOut(ss.ch.Stderr(), r)
+	}
+	ss.srv.goSafe(ss, func() {
+		io.Copy(proc.Stdin(), ss.ch)
+		proc.Stdin().Close() // the client's EOF; with a TTY the jail makes this a no-op
+	})
+	drained := make(chan struct{})
+	go func() { out.Wait(); close(drained) }()
+	waited := make(chan jail.ExitStatus, 1)
+	go func() {
+		st, err := proc.Wait()
+		if err != nil {
+			ss.srv.log.Error("wait", "tenant", ss.tenant.Name, "session", ss.id, "err", err)
+			st = jail.ExitStatus{Code: 255}
+		}
+		waited <- st
+	}()
+
+	select {
+	case st := <-waited:
+		exited = true
+		select { // finish copying the output first, unless the client leaves
+		case <-drained:
+		case <-gone:
+		}
+		ss.exit = describeExit(st)
+		ss.sendExit(st)
+		ss.ch.CloseWrite()
+		ss.ch.Close()
+	case <-gone:
+		// The client closed the channel or the connection first: hang up
+		// the session's processes (the jail sends SIGHUP, then SIGKILL).
+		proc.Kill()
+		st := <-waited
+		exited = true
+		ss.exit = "hangup (" + describeExit(st) + ")"
+	}
+}
+
+// procSpec builds the ProcSpec of sr from the requests received so far.
+func (ss *session) procSpec(sr startRequest) *jail.ProcSpec {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return procSpec(ss.tenant, sr, ss.pty, ss.env, ss.conn.LocalAddr(), ss.conn.RemoteAddr())
+}
+
+// setProc makes proc the target of window-change and signal requests, and
+// applies a window-change that arrived while it was being spawned.
+func (ss *session) setProc(proc jail.Process, tty *jail.TTY) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.proc = proc
+	if tty != nil && (ss.pty.Rows != tty.Rows || ss.pty.Cols != tty.Cols) {
+		proc.Resize(ss.pty.Rows, ss.pty.Cols)
+	}
+}
+
+// hasPTY reports whether the session asked for a terminal.
+func (ss *session) hasPTY() bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.pty != nil
+}
+
+// sendExit reports how the process ended: exit-signal when a signal ended
+// it, exit-status otherwise (RFC 4254 section 6.10).
+func (ss *session) sendExit(st jail.ExitStatus) {
+	ss.exited = true
+	if st.Signal != 0 {
+		msg := struct {
+			Signal     string
+			CoreDumped bool
+			Error      string
+			Lang       string
+		}{Signal: signalName(st.Signal)}
+		ss.ch.SendRequest("exit-signal", false, gossh.Marshal(&msg))
+		return
+	}
+	code := uint32(255)
+	if st.Code >= 0 {
+		code = uint32(st.Code)
+	}
+	ss.ch.SendRequest("exit-status", false, gossh.Marshal(&struct{ Status uint32 }{code}))
+}
+
+// fail ends a session whose command could not start: the tenant gets one
+// short line with a reference and exit status 255; the operator gets the
+// full error under the same reference. No host path or errno reaches the
+// tenant (tailssh userVisibleError).
+func (ss *session) fail(ctx context.Context, tty bool, step string, err error) {
+	if ctx.Err() != nil { // the client left while the environment started
+		ss.srv.log.Info("session abandoned during start", "tenant", ss.tenant.Name, "session", ss.id, "step", step, "err", err)
+		ss.exit = "abandoned"
+		return
+	}
+	ref := newRef()
+	ss.srv.log.Error("session could not start", "tenant", ss.tenant.Name, "user", ss.user, "session", ss.id,
+		"step", step, "ref", ref, "err", err)
+	ss.tenantError(tty, ref)
+	ss.exit = "255"
+}
+
+// tenantError writes the tenant's error line with ref, sends exit status
+// 255 and closes the channel. With a terminal the line goes to stdout (the
+// terminal has no separate stderr) and ends in CRLF, as the terminal's
+// output processing is not ours to rely on.
+func (ss *session) tenantError(tty bool, ref string) {
+	msg := fmt.Sprintf("jailgate: your environment could not start (ref %s)", ref)
+	if tty {
+		io.WriteString(ss.ch, msg+"\r\n")
+	} else {
+		io.WriteString(ss.ch.Stderr(), msg+"\n")
+	}
+	ss.sendExit(jail.ExitStatus{Code: 255})
+	ss.ch.CloseWrite()
+	ss.ch.Close()
+}
+
+// envKey is the key of the environment a session joins, per the tenant's
+// environment mode. An unknown mode (config validation rejects one) gets
+// the strictest: an environment of its own.
+func envKey(u *config.User, ss *session) string {
+	switch u.Environment {
+	case "", config.EnvTenant:
+		return "tenant/" + u.Name
+	case config.EnvConnection:
+		return "conn/" + ss.st.id
+	default:
+		return "session/" + ss.id
+	}
+}
+
+// procSpec builds what to run: the tenant's shell, as a login shell or
+// with -c command, as root of the environment in /root.
+func procSpec(u *config.User, sr startRequest, pty *jail.TTY, vars envVars, local, remote net.Addr) *jail.ProcSpec {
+	shell := u.Shell
+	if shell == "" {
+		shell = "/bin/sh"
+	}
+	ps := &jail.ProcSpec{Argv: []string{shell, "-l"}, Dir: "/root"}
+	if sr.exec {
+		ps.Argv = []string{shell, "-c", sr.command}
+	}
+	if pty != nil {
+		t := *pty // a copy: window-change keeps updating ours
+		ps.TTY = &t
+	}
+	ps.Env = processEnv(shell, ps.TTY, vars, local, remote)
+	return ps
+}
+
+// closeStdio closes the gateway's ends of proc's stdio; the jail leaves
+// them to the caller.
+func closeStdio(proc jail.Process) {
+	proc.Stdin().Close()
+	for _, r := range []io.Reader{proc.Stdout(), proc.Stderr()} {
+		if c, ok := r.(io.Closer); ok {
+			c.Close()
+		}
+	}
+}

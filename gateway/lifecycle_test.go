@@ -265,8 +265,19 @@ func TestClientDisconnectKillsProcess(t *testing.T) {
 func TestCloseEndsSessions(t *testing.T) {
 	m := &jailtest.HostManager{}
 	l := newLab(t, m, config.EnvTenant)
-	startWaiting(t, l.client(t, "alice"))
-	startWaiting(t, l.client(t, "bob"))
+	// Commands that do not end on stdin EOF: the connection closing must
+	// not let them finish on their own before Close kills them.
+	for _, u := range []string{"alice", "bob"} {
+		s, err := l.client(t, u).NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _ := s.StdoutPipe()
+		if err := s.Start("echo ready; exec sleep 100"); err != nil {
+			t.Fatal(err)
+		}
+		gatewaytest.Expect(t, out, "ready\n", wait)
+	}
 	stalled := dialRaw(t, l.Addr)
 	if err := l.Server.Close(); err != nil {
 		t.Fatal(err)

@@ -57,6 +57,7 @@ type initConfig struct {
 	Hostname  string   `json:"hostname"`
 	Caps      []string `json:"caps"`
 	KillGrace int64    `json:"kill_grace_ms"`
+	Seccomp   string   `json:"seccomp,omitempty"`
 }
 
 // message is every control datagram; unused fields stay empty.

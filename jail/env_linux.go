@@ -243,7 +243,8 @@ func (e *environment) start(ctx context.Context) error {
 	if caps == nil {
 		caps = DefaultCaps
 	}
-	cfg := &initConfig{Rootfs: spec.Rootfs, Hostname: spec.Hostname, Caps: caps, KillGrace: e.sup.opts.KillGrace.Milliseconds()}
+	cfg := &initConfig{Rootfs: spec.Rootfs, Hostname: spec.Hostname, Caps: caps, KillGrace: e.sup.opts.KillGrace.Milliseconds(),
+		Seccomp: spec.Seccomp}
 	if err := e.ctl.send(&message{Op: opConfig, Config: cfg}); err != nil {
 		return fail(fmt.Errorf("send config: %w", err))
 	}

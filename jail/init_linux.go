@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -14,6 +15,9 @@ const (
 	initCtlFd    = 3 // the control socket
 	initRootfsFd = 4 // the tenant's rootfs, O_PATH
 )
+
+// initName is the init's command name, NUL-terminated for prctl.
+var initName = []byte("jailgate-init\x00")
 
 // IsInit reports whether this process was started as an environment's init.
 // cmd/jailgate's main, and the TestMain of packages whose tests start
@@ -30,6 +34,9 @@ func InitMain() {
 	// here (they were created by clone), but chdir/pivot_root are not racy
 	// with other goroutines on a locked thread (runc Init does the same).
 	runtime.LockOSThread()
+	// Shown as the command of PID 1 in the tenant's ps and top (the kernel
+	// would otherwise say "exe", after /proc/self/exe).
+	unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&initName[0])), 0, 0, 0)
 	// A tenant may signal PID 1 from inside; catch and drop what would
 	// otherwise end it (SIGKILL and SIGSTOP from inside the namespace are
 	// dropped by the kernel). Caught, not ignored: an ignored disposition
@@ -76,6 +83,7 @@ func setup(cfg *initConfig) *StepError {
 		loopbackUp,     // the network namespace has lo only
 		closeFds,       // nothing of the gateway's stays open (CVE-2024-21626)
 		dropPrivileges, // non-dumpable, caps, no_new_privs
+		installSeccomp, // last: the deny-list filter on every thread
 	}
 	for _, step := range steps {
 		if err := step(cfg); err != nil {

@@ -273,3 +273,23 @@ func TestMissingRootfs(t *testing.T) {
 		t.Fatal("environment with a missing rootfs started")
 	}
 }
+
+func TestSeccomp(t *testing.T) {
+	s := newSupervisor(t)
+	spec := newSpec(t, "sec", "unshare")
+	e := environment(t, s, "sec", spec)
+	if status := sh(t, e, "cat /proc/self/status"); !strings.Contains(status, "Seccomp:\t2") {
+		t.Errorf("no seccomp filter in a spawned process:\n%s", status)
+	}
+	// unshare -U needs no capability: only the filter stops it. The same
+	// call in an unconfined environment shows the check can fail.
+	if out, st := shStatus(t, e, "unshare -U true"); st.Code == 0 {
+		t.Errorf("unshare -U succeeded under the filter: %q", out)
+	}
+	open := *spec
+	open.Seccomp = jail.SeccompUnconfined
+	e2 := environment(t, s, "sec-open", &open)
+	if out, st := shStatus(t, e2, "unshare -U true"); st.Code != 0 {
+		t.Errorf("unshare -U failed without the filter too (%q): the test cannot tell the filter's effect", out)
+	}
+}

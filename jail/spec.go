@@ -48,6 +48,7 @@ type EnvSpec struct {
 	Caps     []string      // capabilities kept, e.g. "CAP_CHOWN"; nil means DefaultCaps
 	Network  string        // "none": own network namespace with loopback only
 	Linger   time.Duration // how long the environment outlives its last Release
+	Seccomp  string        // "" for the default filter, SeccompUnconfined for none
 }
 
 // TTY asks for a pseudo-terminal allocated inside the environment.

@@ -54,7 +54,15 @@ type User struct {
 	Limits      Limits        // cgroup limits; zero fields mean unlimited
 	UIDBase     uint32        // explicit host id base; 0 means allocate from the pool
 	IDRange     uint32        // number of host ids mapped (default 65536)
+	Caps        []string      // capabilities her root keeps; nil means the jail's default set
+	Seccomp     string        // SeccompDefault or SeccompUnconfined
 }
+
+// Seccomp modes.
+const (
+	SeccompDefault    = "default"    // the jail's deny-list filter
+	SeccompUnconfined = "unconfined" // no filter: trusted tenants only
+)
 
 // Limits are a tenant's resource limits. Zero means unlimited.
 type Limits struct {

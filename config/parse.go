@@ -95,7 +95,7 @@ func join(path, key string) string {
 // The schema, per section.
 var (
 	topKeys    = []string{"listen", "host_key", "state_dir", "defaults", "users"}
-	userKeys   = []string{"keys", "keys_file", "rootfs", "shell", "hostname", "environment", "linger", "network", "limits", "id_range", "uid_base"}
+	userKeys   = []string{"keys", "keys_file", "rootfs", "shell", "hostname", "environment", "linger", "network", "limits", "id_range", "uid_base", "capabilities", "seccomp"}
 	limitKeys  = []string{"memory", "pids", "cpu"}
 	defaultBad = []string{"uid_base"} // per-tenant only
 )
@@ -198,6 +198,10 @@ func (p *parser) user(u *User, n *yaml.Node, path string, isDefaults bool) {
 			}
 		case "limits":
 			p.limits(&u.Limits, v, field)
+		case "capabilities":
+			u.Caps = p.caps(v, field)
+		case "seccomp":
+			u.Seccomp = p.str(v, field)
 		case "id_range":
 			if n, ok := p.uint(v, field); ok {
 				if n < 1000 || n > 1<<24 {
@@ -247,6 +251,27 @@ func (p *parser) limits(l *Limits, n *yaml.Node, path string) {
 			l.CPU = f
 		}
 	})
+}
+
+// caps decodes a list of capability names ("CAP_CHOWN" or "chown").
+func (p *parser) caps(n *yaml.Node, field string) []string {
+	if n.Kind != yaml.SequenceNode {
+		p.add(p.at(n), field, "must be a list of capability names, e.g. [CAP_CHOWN, CAP_KILL]")
+		return nil
+	}
+	out := []string{}
+	for i, item := range n.Content {
+		name := strings.ToUpper(p.str(item, fmt.Sprintf("%s[%d]", field, i)))
+		if !strings.HasPrefix(name, "CAP_") {
+			name = "CAP_" + name
+		}
+		if !contains(CapabilityNames, name) {
+			p.add(p.at(item), fmt.Sprintf("%s[%d]", field, i), "%q is not a capability (see capabilities(7))", item.Value)
+			continue
+		}
+		out = append(out, name)
+	}
+	return out
 }
 
 // str returns a scalar's value, reporting anything else.

@@ -115,6 +115,10 @@ func (p *parser) checkModes(u *User, path string) {
 		f := path + ".environment"
 		p.add(p.fieldPos(f), f, "%q is not one of tenant, connection, session", u.Environment)
 	}
+	if u.Seccomp != SeccompDefault && u.Seccomp != SeccompUnconfined {
+		f := path + ".seccomp"
+		p.add(p.fieldPos(f), f, "%q is not one of default, unconfined", u.Seccomp)
+	}
 	if u.Network != DefaultNetwork {
 		f := path + ".network"
 		p.add(p.fieldPos(f), f, "%q is not supported (only none: loopback only)", u.Network)

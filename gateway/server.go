@@ -118,6 +118,10 @@ func SpecFor(u *config.User) *jail.EnvSpec {
 		Hostname: u.Hostname,
 		Limits:   jail.Limits{Memory: u.Limits.Memory, Pids: u.Limits.Pids, CPU: u.Limits.CPU},
 		Network:  u.Network,
+		Caps:     u.Caps,
+	}
+	if u.Seccomp == config.SeccompUnconfined {
+		spec.Seccomp = jail.SeccompUnconfined
 	}
 	if u.Environment == "" || u.Environment == config.EnvTenant {
 		spec.Linger = u.Linger

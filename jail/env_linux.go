@@ -177,6 +177,9 @@ func (e *environment) start(ctx context.Context) error {
 	rand.Read(rnd[:])
 	e.name = fmt.Sprintf("%d-%s", time.Now().Unix(), hex.EncodeToString(rnd[:]))
 
+	if spec.Seccomp == SeccompUnconfined {
+		e.sup.log.Warn("seccomp disabled for this environment (seccomp: unconfined)", "tenant", spec.Tenant)
+	}
 	if err := searchable(spec.Rootfs); err != nil {
 		return err
 	}

@@ -11,9 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// SeccompUnconfined in EnvSpec.Seccomp installs no filter (trusted tenants).
-const SeccompUnconfined = "unconfined"
-
 // DeniedSyscalls fail with EPERM inside every environment. Each is either a
 // way to reshape the tenant's view of the system (the mount family,
 // pivot_root, setns), a kernel attack surface no lab shell needs (bpf,

@@ -15,6 +15,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// SeccompUnconfined in EnvSpec.Seccomp installs no filter (trusted tenants).
+const SeccompUnconfined = "unconfined"
+
 // Manager hands out environments.
 type Manager interface {
 	// Environment returns the live environment for key (a tenant, connection

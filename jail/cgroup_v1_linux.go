@@ -157,7 +157,7 @@ func (m *cgroupV1) Sweep() error {
 			}
 			envs, _ := os.ReadDir(filepath.Join(base, t.Name()))
 			for _, e := range envs {
-				if e.IsDir() {
+				if e.IsDir() && stale(e.Name()) {
 					d := filepath.Join(base, t.Name(), e.Name())
 					errs = append(errs, removeCgroup(d, func() error { return killPids(d) }))
 				}
@@ -268,4 +268,10 @@ func killPids(dir string) error {
 		}
 	}
 	return err
+}
+
+// processExists reports whether pid names a live process.
+func processExists(pid int) bool {
+	err := unix.Kill(pid, 0)
+	return err == nil || errors.Is(err, unix.EPERM)
 }

@@ -97,7 +97,7 @@ func (m *cgroupV2) Sweep() error {
 		}
 		envs, _ := os.ReadDir(filepath.Join(base, t.Name()))
 		for _, e := range envs {
-			if e.IsDir() {
+			if e.IsDir() && stale(e.Name()) {
 				h := &v2Handle{dir: filepath.Join(base, t.Name(), e.Name())}
 				errs = append(errs, h.Destroy())
 			}

@@ -175,7 +175,7 @@ func (e *environment) start(ctx context.Context) error {
 	}
 	var rnd [4]byte
 	rand.Read(rnd[:])
-	e.name = fmt.Sprintf("%d-%s", time.Now().Unix(), hex.EncodeToString(rnd[:]))
+	e.name = envName(time.Now(), hex.EncodeToString(rnd[:]))
 
 	if spec.Seccomp == SeccompUnconfined {
 		e.sup.log.Warn("seccomp disabled for this environment (seccomp: unconfined)", "tenant", spec.Tenant)

@@ -102,3 +102,24 @@ type noHandle struct{}
 
 func (noHandle) Start(cmd *exec.Cmd) error { return cmd.Start() }
 func (noHandle) Destroy() error            { return nil }
+
+// envName names a new environment's cgroup: the gateway's pid first, so
+// that Sweep can tell a crashed gateway's leftovers from a live one's.
+func envName(now time.Time, rnd string) string {
+	return fmt.Sprintf("%d-%d-%s", os.Getpid(), now.Unix(), rnd)
+}
+
+// stale reports whether an environment cgroup belongs to no running
+// gateway: its creator pid is gone (or it is unparseable). A second
+// gateway on the same host, or a test binary beside a demo, keeps its own.
+func stale(name string) bool {
+	pidStr, _, ok := strings.Cut(name, "-")
+	pid, err := strconv.Atoi(pidStr)
+	if !ok || err != nil || pid <= 0 {
+		return true
+	}
+	if pid == os.Getpid() {
+		return true
+	}
+	return !processExists(pid)
+}

@@ -41,21 +41,22 @@ type Config struct {
 
 // User is one tenant's effective settings.
 type User struct {
-	Name        string        // the tenant name (the SSH user name)
-	Pos         Pos           // where the tenant is defined
-	Keys        []keys.Key    // from keys: and keys_file:, in order
-	KeysFile    string        // keys_file as written, expanded
-	Rootfs      string        // absolute host path of her root filesystem
-	Shell       string        // login shell inside the environment
-	Hostname    string        // hostname inside the environment
-	Environment string        // EnvTenant, EnvConnection or EnvSession
-	Linger      time.Duration // how long a tenant environment outlives its last session
-	Network     string        // "none"
-	Limits      Limits        // cgroup limits; zero fields mean unlimited
-	UIDBase     uint32        // explicit host id base; 0 means allocate from the pool
-	IDRange     uint32        // number of host ids mapped (default 65536)
-	Caps        []string      // capabilities her root keeps; nil means the jail's default set
-	Seccomp     string        // SeccompDefault or SeccompUnconfined
+	Name        string            // the tenant name (the SSH user name)
+	Pos         Pos               // where the tenant is defined
+	Keys        []keys.Key        // from keys: and keys_file:, in order
+	KeysFile    string            // keys_file as written, expanded
+	Rootfs      string            // absolute host path of her root filesystem
+	Shell       string            // login shell inside the environment
+	Hostname    string            // hostname inside the environment
+	Environment string            // EnvTenant, EnvConnection or EnvSession
+	Linger      time.Duration     // how long a tenant environment outlives its last session
+	Network     string            // "none"
+	Limits      Limits            // cgroup limits; zero fields mean unlimited
+	UIDBase     uint32            // explicit host id base; 0 means allocate from the pool
+	IDRange     uint32            // number of host ids mapped (default 65536)
+	Caps        []string          // capabilities her root keeps; nil means the jail's default set
+	Seccomp     string            // SeccompDefault or SeccompUnconfined
+	Rlimits     map[string]uint64 // per-process limits by name; defaults core: 0
 }
 
 // Seccomp modes.
@@ -66,9 +67,11 @@ const (
 
 // Limits are a tenant's resource limits. Zero means unlimited.
 type Limits struct {
-	Memory int64   // bytes
-	Pids   int64   // tasks
-	CPU    float64 // CPUs
+	Memory     int64   // bytes
+	MemorySwap int64   // bytes of swap beyond Memory
+	Pids       int64   // tasks
+	CPU        float64 // CPUs
+	IOWeight   int64   // relative block I/O weight, 1-10000
 }
 
 // Names returns the tenant names in sorted order.

@@ -22,6 +22,9 @@ func defaultUser() User {
 		Network:     DefaultNetwork,
 		IDRange:     DefaultIDRange,
 		Seccomp:     SeccompDefault,
+		// No core dumps: a tenant's core would land in her tree, but a
+		// crashing init must never dump onto the host either.
+		Rlimits: map[string]uint64{"core": 0},
 	}
 }
 

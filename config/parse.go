@@ -95,8 +95,8 @@ func join(path, key string) string {
 // The schema, per section.
 var (
 	topKeys    = []string{"listen", "host_key", "state_dir", "defaults", "users"}
-	userKeys   = []string{"keys", "keys_file", "rootfs", "shell", "hostname", "environment", "linger", "network", "limits", "id_range", "uid_base", "capabilities", "seccomp"}
-	limitKeys  = []string{"memory", "pids", "cpu"}
+	userKeys   = []string{"keys", "keys_file", "rootfs", "shell", "hostname", "environment", "linger", "network", "limits", "id_range", "uid_base", "capabilities", "seccomp", "rlimits"}
+	limitKeys  = []string{"memory", "memory_swap", "pids", "cpu", "io_weight"}
 	defaultBad = []string{"uid_base"} // per-tenant only
 )
 
@@ -202,6 +202,8 @@ func (p *parser) user(u *User, n *yaml.Node, path string, isDefaults bool) {
 			u.Caps = p.caps(v, field)
 		case "seccomp":
 			u.Seccomp = p.str(v, field)
+		case "rlimits":
+			p.rlimits(u, v, field)
 		case "id_range":
 			if n, ok := p.uint(v, field); ok {
 				if n < 1000 || n > 1<<24 {
@@ -228,13 +230,24 @@ func (p *parser) limits(l *Limits, n *yaml.Node, path string) {
 		field := join(path, key)
 		s := p.str(v, field)
 		switch key {
-		case "memory":
+		case "memory", "memory_swap":
 			size, err := ParseSize(s)
 			if err != nil {
 				p.add(p.at(v), field, "%q is not a size (use e.g. 512MiB)", s)
 				return
 			}
-			l.Memory = size
+			if key == "memory" {
+				l.Memory = size
+			} else {
+				l.MemorySwap = size
+			}
+		case "io_weight":
+			n, err := strconv.ParseInt(s, 10, 64)
+			if err != nil || n < 0 || n > 10000 {
+				p.add(p.at(v), field, "%q is not a weight from 1 to 10000 (0: unset)", s)
+				return
+			}
+			l.IOWeight = n
 		case "pids":
 			n, err := strconv.ParseInt(s, 10, 64)
 			if err != nil || n < 0 {
@@ -251,6 +264,26 @@ func (p *parser) limits(l *Limits, n *yaml.Node, path string) {
 			l.CPU = f
 		}
 	})
+}
+
+// RlimitNames are the rlimits a tenant may set (getrlimit(2), lowercase,
+// without RLIMIT_).
+var RlimitNames = []string{"as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue",
+	"nice", "nofile", "nproc", "rtprio", "rttime", "sigpending", "stack"}
+
+// rlimits decodes an rlimits mapping onto the defaults (a copy, so a
+// tenant's entries never leak into the defaults of the next one).
+func (p *parser) rlimits(u *User, n *yaml.Node, path string) {
+	m := map[string]uint64{}
+	for k, v := range u.Rlimits {
+		m[k] = v
+	}
+	p.mapping(n, path, RlimitNames, func(key string, v *yaml.Node) {
+		if n, ok := p.uint64(v, join(path, key)); ok {
+			m[key] = n
+		}
+	})
+	u.Rlimits = m
 }
 
 // caps decodes a list of capability names ("CAP_CHOWN" or "chown").
@@ -281,6 +314,20 @@ func (p *parser) str(n *yaml.Node, field string) string {
 		return ""
 	}
 	return n.Value
+}
+
+// uint64 parses a non-negative integer scalar, or "unlimited".
+func (p *parser) uint64(n *yaml.Node, field string) (uint64, bool) {
+	s := p.str(n, field)
+	if s == "unlimited" {
+		return ^uint64(0), true
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		p.add(p.at(n), field, "%q is not a whole number >= 0 or unlimited", s)
+		return 0, false
+	}
+	return v, true
 }
 
 // uint parses a non-negative integer scalar.

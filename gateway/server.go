@@ -116,9 +116,11 @@ func SpecFor(u *config.User) *jail.EnvSpec {
 		Tenant:   u.Name,
 		Rootfs:   u.Rootfs,
 		Hostname: u.Hostname,
-		Limits:   jail.Limits{Memory: u.Limits.Memory, Pids: u.Limits.Pids, CPU: u.Limits.CPU},
-		Network:  u.Network,
-		Caps:     u.Caps,
+		Limits: jail.Limits{Memory: u.Limits.Memory, MemorySwap: u.Limits.MemorySwap, Pids: u.Limits.Pids,
+			CPU: u.Limits.CPU, IOWeight: u.Limits.IOWeight},
+		Rlimits: u.Rlimits,
+		Network: u.Network,
+		Caps:    u.Caps,
 	}
 	if u.Seccomp == config.SeccompUnconfined {
 		spec.Seccomp = jail.SeccompUnconfined

@@ -241,6 +241,9 @@ func (ss *session) attach(proc jail.Process, tty *jail.TTY, gone <-chan struct{}
 		case <-gone:
 		}
 		ss.exit = describeExit(st)
+		if st.OOM {
+			ss.oomNotice(tty != nil)
+		}
 		ss.sendExit(st)
 		ss.ch.CloseWrite()
 		ss.ch.Close()
@@ -298,6 +301,21 @@ func (ss *session) sendExit(st jail.ExitStatus) {
 		code = uint32(st.Code)
 	}
 	ss.ch.SendRequest("exit-status", false, gossh.Marshal(&struct{ Status uint32 }{code}))
+}
+
+// oomNotice tells the tenant, in one line, why her process was killed; the
+// operator's log gets the event with the tenant and session.
+func (ss *session) oomNotice(tty bool) {
+	limit := "the memory limit"
+	if m := ss.tenant.Limits.Memory; m > 0 {
+		limit = "memory limit " + config.FormatSize(m)
+	}
+	ss.srv.log.Warn("limit.oom", "tenant", ss.tenant.Name, "session", ss.id, "limit", limit)
+	if tty {
+		io.WriteString(ss.ch, "\r\njailgate: killed: "+limit+" reached\r\n")
+		return
+	}
+	io.WriteString(ss.ch.Stderr(), "jailgate: killed: "+limit+" reached\n")
 }
 
 // fail ends a session whose command could not start: the tenant gets one

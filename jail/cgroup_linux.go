@@ -25,6 +25,8 @@ type cgroupManager interface {
 	Create(tenant, env string, l Limits) (cgroupHandle, error)
 	// Sweep kills and removes environment cgroups left behind by a crash.
 	Sweep() error
+	// Check says precisely what is missing to enforce l, or nil.
+	Check(l Limits) error
 }
 
 // cgroupHandle is one environment's cgroup.
@@ -34,6 +36,8 @@ type cgroupHandle interface {
 	Start(cmd *exec.Cmd) error
 	// Destroy kills what is left inside and removes the cgroup.
 	Destroy() error
+	// OOMKills counts the processes the memory limit killed so far.
+	OOMKills() int
 }
 
 // writeFile writes one value into a cgroup control file.
@@ -91,9 +95,15 @@ type noCgroups struct{}
 
 func (noCgroups) Version() string { return "none" }
 func (noCgroups) Sweep() error    { return nil }
-func (noCgroups) Create(tenant, _ string, l Limits) (cgroupHandle, error) {
+func (noCgroups) Check(l Limits) error {
 	if l != (Limits{}) {
-		return nil, fmt.Errorf("cgroup for %s: no usable cgroup hierarchy under /sys/fs/cgroup; mount one or unset limits", tenant)
+		return fmt.Errorf("no usable cgroup hierarchy under /sys/fs/cgroup; mount one or unset limits")
+	}
+	return nil
+}
+func (n noCgroups) Create(tenant, _ string, l Limits) (cgroupHandle, error) {
+	if err := n.Check(l); err != nil {
+		return nil, fmt.Errorf("cgroup for %s: %w", tenant, err)
 	}
 	return noHandle{}, nil
 }
@@ -102,6 +112,7 @@ type noHandle struct{}
 
 func (noHandle) Start(cmd *exec.Cmd) error { return cmd.Start() }
 func (noHandle) Destroy() error            { return nil }
+func (noHandle) OOMKills() int             { return 0 }
 
 // envName names a new environment's cgroup: the gateway's pid first, so
 // that Sweep can tell a crashed gateway's leftovers from a live one's.
@@ -122,4 +133,20 @@ func stale(name string) bool {
 		return true
 	}
 	return !processExists(pid)
+}
+
+// readCounter reads "key N" from a flat-keyed cgroup file such as
+// memory.events or memory.oom_control; a missing file or key reads 0.
+func readCounter(dir, file, key string) int {
+	b, err := os.ReadFile(filepath.Join(dir, file))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, key+" "); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
 }

@@ -16,7 +16,7 @@ import (
 )
 
 // v1Controllers are the controllers jailgate uses on a v1 hierarchy.
-var v1Controllers = []string{"memory", "pids", "cpu", "freezer"}
+var v1Controllers = []string{"memory", "pids", "cpu", "freezer", "blkio"}
 
 // cgroupV1 drives the per-controller v1 hierarchies (also hybrid hosts,
 // where the controllers are v1 and /sys/fs/cgroup/unified has none).
@@ -72,21 +72,25 @@ func (m *cgroupV1) need(ctrl, field string) error {
 	return fmt.Errorf("cgroup v1 controller %q not mounted under /sys/fs/cgroup; mount it or set limits.%s: 0", ctrl, field)
 }
 
+func (m *cgroupV1) Check(l Limits) error {
+	needs := []struct {
+		set         bool
+		ctrl, field string
+	}{{l.Memory > 0, "memory", "memory"}, {l.Pids > 0, "pids", "pids"}, {l.CPU > 0, "cpu", "cpu"},
+		{l.IOWeight > 0, "blkio", "io_weight"}}
+	for _, n := range needs {
+		if n.set {
+			if err := m.need(n.ctrl, n.field); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 func (m *cgroupV1) Create(tenant, env string, l Limits) (cgroupHandle, error) {
-	if l.Memory > 0 {
-		if err := m.need("memory", "memory"); err != nil {
-			return nil, err
-		}
-	}
-	if l.Pids > 0 {
-		if err := m.need("pids", "pids"); err != nil {
-			return nil, err
-		}
-	}
-	if l.CPU > 0 {
-		if err := m.need("cpu", "cpu"); err != nil {
-			return nil, err
-		}
+	if err := m.Check(l); err != nil {
+		return nil, err
 	}
 	h := &v1Handle{}
 	for _, ctrl := range v1Controllers {
@@ -107,8 +111,11 @@ func (m *cgroupV1) Create(tenant, env string, l Limits) (cgroupHandle, error) {
 		}
 		h.dirs = append(h.dirs, edir)
 		h.mounts = append(h.mounts, mnt)
-		if ctrl == "freezer" {
+		switch ctrl {
+		case "freezer":
 			h.freezer = edir
+		case "memory":
+			h.memory = edir
 		}
 	}
 	return h, nil
@@ -118,11 +125,32 @@ func (m *cgroupV1) Create(tenant, env string, l Limits) (cgroupHandle, error) {
 func writeV1Limits(ctrl, dir string, l Limits) error {
 	switch ctrl {
 	case "memory":
-		v := "-1"
+		v, sw := "-1", "-1"
 		if l.Memory > 0 {
 			v = strconv.FormatInt(l.Memory, 10)
+			if l.MemorySwap > 0 {
+				sw = strconv.FormatInt(l.Memory+l.MemorySwap, 10)
+			}
 		}
-		return writeFile(dir, "memory.limit_in_bytes", v)
+		// memsw must stay >= the memory limit: lower it first when shrinking.
+		writeFile(dir, "memory.memsw.limit_in_bytes", "-1")
+		if err := writeFile(dir, "memory.limit_in_bytes", v); err != nil {
+			return err
+		}
+		if err := writeFile(dir, "memory.memsw.limit_in_bytes", sw); err != nil && l.MemorySwap > 0 {
+			return fmt.Errorf("memory_swap needs swap accounting (memory.memsw.*, kernel swapaccount=1): %w", err)
+		}
+		return nil
+	case "blkio":
+		if l.IOWeight <= 0 {
+			return nil
+		}
+		// v1 weights run 10-1000; the config's 1-10000 scale is v2's.
+		w := min(max(l.IOWeight/10, 10), 1000)
+		if err := writeFile(dir, "blkio.weight", strconv.FormatInt(w, 10)); err != nil {
+			return fmt.Errorf("io_weight needs blkio.weight (the BFQ or CFQ I/O scheduler): %w", err)
+		}
+		return nil
 	case "pids":
 		v := "max"
 		if l.Pids > 0 {
@@ -172,6 +200,17 @@ type v1Handle struct {
 	dirs    []string // the environment's dir per controller
 	mounts  []string // the controller mount points, in the same order
 	freezer string
+	memory  string // the environment's memory cgroup, if mounted
+}
+
+// OOMKills counts OOM kills in the environment's memory cgroup and in the
+// tenant's, where the limit sits.
+func (h *v1Handle) OOMKills() int {
+	if h.memory == "" {
+		return 0
+	}
+	return readCounter(h.memory, "memory.oom_control", "oom_kill") +
+		readCounter(filepath.Dir(h.memory), "memory.oom_control", "oom_kill")
 }
 
 // Start starts cmd from a thread that joined the environment's cgroups

@@ -39,7 +39,8 @@ func (m *cgroupV2) enable(dir string, ctrls []string) error {
 	return nil
 }
 
-func (m *cgroupV2) Create(tenant, env string, l Limits) (cgroupHandle, error) {
+// controllers lists the controllers l needs.
+func (m *cgroupV2) controllers(l Limits) []string {
 	var ctrls []string
 	if l.Memory > 0 {
 		ctrls = append(ctrls, "memory")
@@ -50,6 +51,27 @@ func (m *cgroupV2) Create(tenant, env string, l Limits) (cgroupHandle, error) {
 	if l.CPU > 0 {
 		ctrls = append(ctrls, "cpu")
 	}
+	if l.IOWeight > 0 {
+		ctrls = append(ctrls, "io")
+	}
+	return ctrls
+}
+
+func (m *cgroupV2) Check(l Limits) error {
+	b, err := os.ReadFile(filepath.Join(m.root, "cgroup.controllers"))
+	if err != nil {
+		return err
+	}
+	for _, c := range m.controllers(l) {
+		if indexOf(strings.Fields(string(b)), c) < 0 {
+			return fmt.Errorf("cgroup v2 controller %q is not available in %s; enable it in the parent's cgroup.subtree_control or unset the limit", c, m.root)
+		}
+	}
+	return nil
+}
+
+func (m *cgroupV2) Create(tenant, env string, l Limits) (cgroupHandle, error) {
+	ctrls := m.controllers(l)
 	base := filepath.Join(m.root, m.prefix)
 	tdir := filepath.Join(base, tenant)
 	if err := os.MkdirAll(tdir, 0o755); err != nil {
@@ -61,7 +83,14 @@ func (m *cgroupV2) Create(tenant, env string, l Limits) (cgroupHandle, error) {
 	if err := m.enable(base, ctrls); err != nil {
 		return nil, err
 	}
-	limits := [][2]string{{"memory.max", "max"}, {"pids.max", "max"}, {"cpu.max", "max 100000"}}
+	limits := [][2]string{{"memory.max", "max"}, {"pids.max", "max"}, {"cpu.max", "max 100000"},
+		{"memory.swap.max", "max"}, {"io.weight", "default 100"}}
+	if l.MemorySwap > 0 {
+		limits[3][1] = strconv.FormatInt(l.MemorySwap, 10)
+	}
+	if l.IOWeight > 0 {
+		limits[4][1] = "default " + strconv.FormatInt(min(l.IOWeight, 10000), 10)
+	}
 	if l.Memory > 0 {
 		limits[0][1] = strconv.FormatInt(l.Memory, 10)
 	}
@@ -110,6 +139,9 @@ func (m *cgroupV2) Sweep() error {
 type v2Handle struct {
 	dir string
 }
+
+// OOMKills reads memory.events, which counts the cgroup's subtree.
+func (h *v2Handle) OOMKills() int { return readCounter(h.dir, "memory.events", "oom_kill") }
 
 // Start starts cmd with CLONE_INTO_CGROUP, so the init runs inside the
 // cgroup from its first instruction and its cgroup namespace is rooted there.

@@ -53,11 +53,12 @@ const (
 
 // initConfig is what the init needs to build the environment.
 type initConfig struct {
-	Rootfs    string   `json:"rootfs"`
-	Hostname  string   `json:"hostname"`
-	Caps      []string `json:"caps"`
-	KillGrace int64    `json:"kill_grace_ms"`
-	Seccomp   string   `json:"seccomp,omitempty"`
+	Rootfs    string            `json:"rootfs"`
+	Hostname  string            `json:"hostname"`
+	Caps      []string          `json:"caps"`
+	KillGrace int64             `json:"kill_grace_ms"`
+	Seccomp   string            `json:"seccomp,omitempty"`
+	Rlimits   map[string]uint64 `json:"rlimits,omitempty"`
 }
 
 // message is every control datagram; unused fields stay empty.

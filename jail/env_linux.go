@@ -60,6 +60,10 @@ func New(opts Options) (*Supervisor, error) {
 	return s, nil
 }
 
+// CheckLimits says precisely what this host lacks to enforce l (a cgroup
+// controller not mounted or not enabled), or returns nil.
+func (s *Supervisor) CheckLimits(l Limits) error { return s.cg.Check(l) }
+
 // CgroupVersion says which cgroup hierarchy is in use: v1, v2 or none.
 func (s *Supervisor) CgroupVersion() string { return s.cg.Version() }
 
@@ -158,11 +162,12 @@ type environment struct {
 	started chan struct{}
 	done    chan struct{}
 
-	pmu    sync.Mutex // guards the tables below
-	nextID uint64
-	procs  map[uint64]*process
-	dials  map[uint64]chan dialReply
-	dead   bool
+	pmu     sync.Mutex // guards the tables below
+	nextID  uint64
+	procs   map[uint64]*process
+	dials   map[uint64]chan dialReply
+	dead    bool
+	oomSeen int // the cgroup's OOM kill count already reported
 }
 
 // start re-executes the gateway binary as the environment's init in fresh
@@ -247,7 +252,7 @@ func (e *environment) start(ctx context.Context) error {
 		caps = DefaultCaps
 	}
 	cfg := &initConfig{Rootfs: spec.Rootfs, Hostname: spec.Hostname, Caps: caps, KillGrace: e.sup.opts.KillGrace.Milliseconds(),
-		Seccomp: spec.Seccomp}
+		Seccomp: spec.Seccomp, Rlimits: spec.Rlimits}
 	if err := e.ctl.send(&message{Op: opConfig, Config: cfg}); err != nil {
 		return fail(fmt.Errorf("send config: %w", err))
 	}

@@ -82,6 +82,7 @@ func setup(cfg *initConfig) *StepError {
 		setHostname,    // UTS namespace
 		loopbackUp,     // the network namespace has lo only
 		closeFds,       // nothing of the gateway's stays open (CVE-2024-21626)
+		setRlimits,     // the tenant's rlimits, while raising them is still allowed
 		dropPrivileges, // non-dumpable, caps, no_new_privs
 		installSeccomp, // last: the deny-list filter on every thread
 	}

@@ -151,7 +151,15 @@ func (e *environment) dispatch(m *message, files []*os.File) {
 			return
 		}
 		delete(e.procs, m.ID)
-		p.finish(ExitStatus{Code: m.Code, Signal: unix.Signal(m.Sig)})
+		st := ExitStatus{Code: m.Code, Signal: unix.Signal(m.Sig)}
+		if st.Signal == unix.SIGKILL {
+			// A SIGKILL while the cgroup's OOM counter moved: the limit did it.
+			if n := e.cg.OOMKills(); n > e.oomSeen {
+				e.oomSeen = n
+				st.OOM = true
+			}
+		}
+		p.finish(st)
 	case opDialed:
 		c := e.dials[m.ID]
 		if c == nil {

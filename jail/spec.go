@@ -36,22 +36,25 @@ type IDMap struct {
 
 // Limits are the cgroup limits of an environment. Zero means unlimited.
 type Limits struct {
-	Memory int64   // bytes
-	Pids   int64   // number of tasks
-	CPU    float64 // CPUs, fractions allowed
+	Memory     int64   // bytes
+	MemorySwap int64   // bytes of swap beyond Memory
+	Pids       int64   // number of tasks
+	CPU        float64 // CPUs, fractions allowed
+	IOWeight   int64   // relative block I/O weight, 1-10000 (v1: scaled to 10-1000)
 }
 
 // EnvSpec says how to build an environment.
 type EnvSpec struct {
-	Tenant   string        // tenant name, for logs and cgroup names
-	Rootfs   string        // absolute host path of the tenant's root filesystem
-	Hostname string        // hostname inside the UTS namespace
-	IDMap    IDMap         // uid/gid mapping of the user namespace
-	Limits   Limits        // cgroup limits
-	Caps     []string      // capabilities kept, e.g. "CAP_CHOWN"; nil means DefaultCaps
-	Network  string        // "none": own network namespace with loopback only
-	Linger   time.Duration // how long the environment outlives its last Release
-	Seccomp  string        // "" for the default filter, SeccompUnconfined for none
+	Tenant   string            // tenant name, for logs and cgroup names
+	Rootfs   string            // absolute host path of the tenant's root filesystem
+	Hostname string            // hostname inside the UTS namespace
+	IDMap    IDMap             // uid/gid mapping of the user namespace
+	Limits   Limits            // cgroup limits
+	Caps     []string          // capabilities kept, e.g. "CAP_CHOWN"; nil means DefaultCaps
+	Network  string            // "none": own network namespace with loopback only
+	Linger   time.Duration     // how long the environment outlives its last Release
+	Seccomp  string            // "" for the default filter, SeccompUnconfined for none
+	Rlimits  map[string]uint64 // per-process limits by name (nofile, core, …), soft = hard
 }
 
 // TTY asks for a pseudo-terminal allocated inside the environment.
@@ -85,6 +88,7 @@ type Env interface {
 type ExitStatus struct {
 	Code   int         // exit code when Signal is 0
 	Signal unix.Signal // the signal that killed the process, or 0
+	OOM    bool        // killed by the environment's memory limit
 }
 
 // Process is a process running inside an environment.

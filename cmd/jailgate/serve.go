@@ -41,6 +41,9 @@ func cmdServe(args []string, stderr io.Writer) error {
 		return err
 	}
 	defer sup.Close()
+	if err := enforceable(sup, cfg); err != nil {
+		return err
+	}
 	prov := &provisioner{stateDir: cfg.StateDir, pool: jail.NewIDPool(cfg.StateDir)}
 	srv, err := gateway.New(gateway.Options{
 		Config: cfg, Manager: sup, HostKey: signer, Logger: log, Provision: prov.provision,
@@ -70,7 +73,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 			return nil
 		case sig := <-sigs:
 			if sig == unix.SIGHUP {
-				reload(srv, path, log)
+				reload(srv, sup, path, log)
 				continue
 			}
 			log.Info("shutting down", "signal", sig.String())
@@ -83,8 +86,11 @@ func cmdServe(args []string, stderr io.Writer) error {
 
 // reload swaps in a new configuration, or logs every problem of a bad one
 // and keeps the old one: nothing is half-applied.
-func reload(srv *gateway.Server, path string, log *slog.Logger) {
+func reload(srv *gateway.Server, sup *jail.Supervisor, path string, log *slog.Logger) {
 	c, err := config.Load(path)
+	if err == nil {
+		err = enforceable(sup, c)
+	}
 	if err != nil {
 		for _, line := range errorLines(err) {
 			log.Error("reload rejected: " + line)
@@ -94,6 +100,18 @@ func reload(srv *gateway.Server, path string, log *slog.Logger) {
 	}
 	srv.SetConfig(c)
 	log.Info("reloaded", "config", path, "tenants", len(c.Users))
+}
+
+// enforceable checks that this host can enforce every tenant's limits, and
+// says precisely what is missing (a controller, with the fix) otherwise.
+func enforceable(sup *jail.Supervisor, c *config.Config) error {
+	for _, n := range c.Names() {
+		u := c.Users[n]
+		if err := sup.CheckLimits(gateway.SpecFor(u).Limits); err != nil {
+			return fmt.Errorf("%s: users.%s.limits cannot be enforced on this host: %w", c.File, n, err)
+		}
+	}
+	return nil
 }
 
 // provisioner turns a tenant into an environment spec: her stable host id

@@ -34,3 +34,10 @@ func TestCapabilityNamesAgree(t *testing.T) {
 		}
 	}
 }
+
+// TestRlimitNamesAgree keeps config's rlimit names and jail's in step.
+func TestRlimitNamesAgree(t *testing.T) {
+	if !slices.Equal(config.RlimitNames, jail.RlimitNames()) {
+		t.Errorf("config accepts rlimits %v, jail knows %v", config.RlimitNames, jail.RlimitNames())
+	}
+}

@@ -16,7 +16,7 @@ import (
 )
 
 // v1Controllers are the controllers jailgate uses on a v1 hierarchy.
-var v1Controllers = []string{"memory", "pids", "cpu", "freezer", "blkio"}
+var v1Controllers = []string{"memory", "pids", "cpu", "cpuacct", "freezer", "blkio"}
 
 // cgroupV1 drives the per-controller v1 hierarchies (also hybrid hosts,
 // where the controllers are v1 and /sys/fs/cgroup/unified has none).

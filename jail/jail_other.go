@@ -26,3 +26,9 @@ func IsInit() bool { return false }
 
 // InitMain is never reached outside Linux.
 func InitMain() {}
+
+// CheckLimits reports that jails need Linux.
+func (*Supervisor) CheckLimits(Limits) error { return errors.ErrUnsupported }
+
+// TenantStats reports that jails need Linux.
+func TenantStats(string, string) (Stats, error) { return Stats{}, errors.ErrUnsupported }

@@ -23,3 +23,15 @@ var DefaultCaps = []string{
 	"CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
 	"CAP_SYS_CHROOT", "CAP_AUDIT_WRITE",
 }
+
+// Stats is a tenant's resource use, read from her cgroup. A -1 maximum
+// means unlimited; unknown values are 0.
+type Stats struct {
+	Environments int   // live environments (child cgroups)
+	MemoryBytes  int64 // current memory use
+	MemoryMax    int64
+	Pids         int64 // current tasks
+	PidsMax      int64
+	CPUNanos     int64 // CPU time used since the cgroup was created
+	OOMKills     int
+}

@@ -218,6 +218,21 @@ func TestE2EGatewayKilled(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// jailgate status reads her cgroup: one environment, her processes.
+	st, err := exec.Command(binary(t), "status", "--config", filepath.Join(g.dir, "jailgate.yaml")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("jailgate status: %v\n%s", err, st)
+	}
+	var alice []string
+	for _, line := range strings.Split(string(st), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == "alice" {
+			alice = f
+		}
+	}
+	// TENANT ENVS MEMORY / MAX PIDS / MAX CPU OOM
+	if len(alice) < 9 || alice[1] != "1" || alice[5] == "0" || alice[4] != "max" {
+		t.Errorf("status line for alice = %v, want 1 environment, some pids, no memory limit:\n%s", alice, st)
+	}
 	g.cmd.Process.Signal(os.Kill)
 	g.cmd.Wait()
 	jailtest.WaitNoProcs(t, base, 65536, time.Second)

@@ -24,6 +24,7 @@ const usage = `usage: jailgate <command> [flags]
 commands:
   serve --config FILE              run the SSH gateway
   check --config FILE              validate a configuration and summarise each tenant
+  status --config FILE             each tenant's environments, memory, pids, cpu (from her cgroup)
   rootfs from-host [--with CMD,...] DIR
                                    build a minimal root filesystem from the host's binaries
   version                          print the version
@@ -55,6 +56,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdServe(args[1:], stderr)
 	case "check":
 		err = cmdCheck(args[1:], stdout)
+	case "status":
+		err = cmdStatus(args[1:], stdout)
 	case "rootfs":
 		err = cmdRootfs(args[1:], stderr)
 	case "version":

@@ -1,0 +1,47 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jailgate/jailgate/config"
+	"github.com/jailgate/jailgate/jail"
+)
+
+// cmdStatus prints each tenant's resource use, read from her cgroup.
+func cmdStatus(args []string, stdout io.Writer) error {
+	path, _, err := configFlag("status", args)
+	if err != nil {
+		return err
+	}
+	c, err := loadConfig(path)
+	if err != nil {
+		return err
+	}
+	w := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "TENANT\tENVS\tMEMORY\tPIDS\tCPU\tOOM KILLS")
+	for _, n := range c.Names() {
+		st, err := jail.TenantStats(n, "")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "%s\t%d\t%s / %s\t%d / %s\t%s\t%d\n", n, st.Environments,
+			config.FormatSize(st.MemoryBytes), limitText(st.MemoryMax, true),
+			st.Pids, limitText(st.PidsMax, false),
+			time.Duration(st.CPUNanos).Round(time.Millisecond), st.OOMKills)
+	}
+	return w.Flush()
+}
+
+// limitText renders a cgroup maximum; -1 is unlimited.
+func limitText(v int64, size bool) string {
+	switch {
+	case v < 0:
+		return "max"
+	case size:
+		return config.FormatSize(v)
+	}
+	return fmt.Sprint(v)
+}

@@ -37,6 +37,9 @@ type Config struct {
 	Defaults User             // the defaults section as written (templates unexpanded)
 	Users    map[string]*User // every tenant, defaults applied and {user} expanded
 	Keys     *keys.Index      // every tenant's keys, built once per snapshot
+	// LimitsEnforcement is "strict" (refuse what cannot be enforced) or
+	// "best-effort" (enforce what the host can, log the rest).
+	LimitsEnforcement string
 }
 
 // User is one tenant's effective settings.

@@ -36,6 +36,9 @@ func applyTopDefaults(c *Config) {
 	if c.StateDir == "" {
 		c.StateDir = DefaultStateDir
 	}
+	if c.LimitsEnforcement == "" {
+		c.LimitsEnforcement = "strict"
+	}
 	if c.HostKey == "" {
 		c.HostKey = filepath.Join(c.StateDir, "ssh_host_ed25519_key")
 	}

@@ -94,7 +94,7 @@ func join(path, key string) string {
 
 // The schema, per section.
 var (
-	topKeys    = []string{"listen", "host_key", "state_dir", "defaults", "users"}
+	topKeys    = []string{"listen", "host_key", "state_dir", "limits_enforcement", "defaults", "users"}
 	userKeys   = []string{"keys", "keys_file", "rootfs", "shell", "hostname", "environment", "linger", "network", "limits", "id_range", "uid_base", "capabilities", "seccomp", "rlimits"}
 	limitKeys  = []string{"memory", "memory_swap", "pids", "cpu", "io_weight"}
 	defaultBad = []string{"uid_base"} // per-tenant only
@@ -119,6 +119,8 @@ func (p *parser) parse(data []byte) *Config {
 				c.HostKey = p.str(v, key)
 			case "state_dir":
 				c.StateDir = p.str(v, key)
+			case "limits_enforcement":
+				c.LimitsEnforcement = p.str(v, key)
 			case "defaults":
 				p.user(&def, v, "defaults", true)
 			case "users":

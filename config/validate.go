@@ -19,6 +19,9 @@ func (p *parser) validate(c *Config) {
 	if !filepath.IsAbs(c.StateDir) {
 		p.add(p.fieldPos("state_dir"), "state_dir", "%q must be an absolute path", c.StateDir)
 	}
+	if c.LimitsEnforcement != "strict" && c.LimitsEnforcement != "best-effort" {
+		p.add(p.fieldPos("limits_enforcement"), "limits_enforcement", "%q is not one of strict, best-effort", c.LimitsEnforcement)
+	}
 	names := c.Names()
 	for _, n := range names {
 		u := c.Users[n]

@@ -3,6 +3,7 @@
 package jail
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -91,5 +92,21 @@ func TestCgroupV2MissingController(t *testing.T) {
 	}
 	if err := m.Check(Limits{Memory: 1 << 20, CPU: 1}); err != nil {
 		t.Errorf("Check with available controllers: %v", err)
+	}
+}
+
+// TestBestEffortDropsWhatCannotBeEnforced: with limits_enforcement:
+// best-effort, a limit whose controller is missing is dropped (and logged)
+// and the others stay.
+func TestBestEffortDropsWhatCannotBeEnforced(t *testing.T) {
+	var logs strings.Builder
+	s := &Supervisor{cg: &cgroupV2{root: fakeV2(t, "cpu memory"), prefix: "jailgate"},
+		log: slog.New(slog.NewTextHandler(&logs, nil))}
+	got := s.enforceable("alice", Limits{Memory: 1 << 20, Pids: 10, CPU: 1})
+	if want := (Limits{Memory: 1 << 20, CPU: 1}); got != want {
+		t.Errorf("enforceable = %+v, want %+v", got, want)
+	}
+	if !strings.Contains(logs.String(), "limit=pids") {
+		t.Errorf("the dropped limit was not logged: %s", logs.String())
 	}
 }

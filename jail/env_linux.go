@@ -60,6 +60,31 @@ func New(opts Options) (*Supervisor, error) {
 	return s, nil
 }
 
+// enforceable drops, with a warning, each limit the hierarchy cannot
+// enforce (limits_enforcement: best-effort).
+func (s *Supervisor) enforceable(tenant string, l Limits) Limits {
+	parts := []struct {
+		name  string
+		only  Limits
+		clear func(*Limits)
+	}{
+		{"memory", Limits{Memory: l.Memory, MemorySwap: l.MemorySwap}, func(x *Limits) { x.Memory, x.MemorySwap = 0, 0 }},
+		{"pids", Limits{Pids: l.Pids}, func(x *Limits) { x.Pids = 0 }},
+		{"cpu", Limits{CPU: l.CPU}, func(x *Limits) { x.CPU = 0 }},
+		{"io_weight", Limits{IOWeight: l.IOWeight}, func(x *Limits) { x.IOWeight = 0 }},
+	}
+	for _, p := range parts {
+		if p.only == (Limits{}) {
+			continue
+		}
+		if err := s.cg.Check(p.only); err != nil {
+			s.log.Warn("limit not enforced (limits_enforcement: best-effort)", "tenant", tenant, "limit", p.name, "err", err)
+			p.clear(&l)
+		}
+	}
+	return l
+}
+
 // CheckLimits says precisely what this host lacks to enforce l (a cgroup
 // controller not mounted or not enabled), or returns nil.
 func (s *Supervisor) CheckLimits(l Limits) error { return s.cg.Check(l) }
@@ -209,7 +234,11 @@ func (e *environment) start(ctx context.Context) error {
 		return err
 	}
 
-	if e.cg, err = e.sup.cg.Create(spec.Tenant, e.name, spec.Limits); err != nil {
+	limits := spec.Limits
+	if e.sup.opts.BestEffort {
+		limits = e.sup.enforceable(spec.Tenant, limits)
+	}
+	if e.cg, err = e.sup.cg.Create(spec.Tenant, e.name, limits); err != nil {
 		e.ctl.close()
 		return err
 	}

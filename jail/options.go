@@ -12,6 +12,9 @@ type Options struct {
 	CgroupPrefix string        // the parent cgroup of every environment; "" means "jailgate"
 	InitPath     string        // the binary re-executed as init; "" means /proc/self/exe
 	KillGrace    time.Duration // between a session's SIGHUP and SIGKILL; 0 means 2s
+	// BestEffort enforces the limits the hierarchy can and logs the rest,
+	// instead of refusing to start an environment.
+	BestEffort bool
 }
 
 // DefaultCaps are the capabilities a tenant's root keeps when EnvSpec.Caps

@@ -36,7 +36,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	sup, err := jail.New(jail.Options{Logger: log})
+	sup, err := jail.New(jail.Options{Logger: log, BestEffort: cfg.LimitsEnforcement == "best-effort"})
 	if err != nil {
 		return err
 	}
@@ -105,6 +105,9 @@ func reload(srv *gateway.Server, sup *jail.Supervisor, path string, log *slog.Lo
 // enforceable checks that this host can enforce every tenant's limits, and
 // says precisely what is missing (a controller, with the fix) otherwise.
 func enforceable(sup *jail.Supervisor, c *config.Config) error {
+	if c.LimitsEnforcement == "best-effort" {
+		return nil // the jail enforces what it can and logs the rest
+	}
 	for _, n := range c.Names() {
 		u := c.Users[n]
 		if err := sup.CheckLimits(gateway.SpecFor(u).Limits); err != nil {

@@ -293,3 +293,18 @@ func TestSeccomp(t *testing.T) {
 		t.Errorf("unshare -U failed without the filter too (%q): the test cannot tell the filter's effect", out)
 	}
 }
+
+// TestRejoinRightAfterRelease: a login that races the end of the previous
+// environment gets a new one, never the dying one ("environment closed").
+func TestRejoinRightAfterRelease(t *testing.T) {
+	s := newSupervisor(t)
+	spec := newSpec(t, "ivy")
+	for i := 0; i < 10; i++ {
+		e, err := s.Environment(context.Background(), "tenant/ivy", spec)
+		if err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		sh(t, e, "true")
+		e.Release()
+	}
+}

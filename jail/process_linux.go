@@ -39,22 +39,38 @@ func (e *environment) release() {
 		return
 	}
 	if e.spec.Linger <= 0 {
-		go e.close()
+		// Out of the table before the lock is released: a login racing
+		// this end must start a new environment, not join the dying one.
+		e.markClosedLocked()
+		go e.teardown()
 		return
 	}
 	e.linger = time.AfterFunc(e.spec.Linger, func() {
 		s.mu.Lock()
 		idle := e.refs == 0 && e.state == envLive
+		if idle {
+			e.markClosedLocked()
+		}
 		s.mu.Unlock()
 		if idle {
-			e.close()
+			e.teardown()
 		}
 	})
 }
 
-// close ends the environment: SIGKILL to its PID 1 takes the whole pid
-// namespace with it (the kernel kills and reaps every process in it before
-// the init's exit completes), then the cgroup is emptied and removed.
+// markClosedLocked takes the environment out of service; sup.mu is held.
+func (e *environment) markClosedLocked() {
+	e.state = envClosed
+	if e.linger != nil {
+		e.linger.Stop()
+	}
+	if e.sup.envs[e.key] == e {
+		delete(e.sup.envs, e.key)
+	}
+}
+
+// close ends the environment (the init died, or the Supervisor closes),
+// or waits for an end already under way.
 func (e *environment) close() {
 	s := e.sup
 	s.mu.Lock()
@@ -63,15 +79,17 @@ func (e *environment) close() {
 		<-e.done
 		return
 	}
-	e.state = envClosed
-	if e.linger != nil {
-		e.linger.Stop()
-	}
-	if s.envs[e.key] == e {
-		delete(s.envs, e.key)
-	}
+	e.markClosedLocked()
 	s.mu.Unlock()
+	e.teardown()
+}
 
+// teardown: SIGKILL to its PID 1 takes the whole pid namespace with it (the
+// kernel kills and reaps every process in it before the init's exit
+// completes), then the cgroup is emptied and removed. It runs once, after
+// markClosedLocked.
+func (e *environment) teardown() {
+	s := e.sup
 	e.cmd.Process.Kill()
 	e.ctl.close()
 	e.cmd.Wait()

@@ -141,18 +141,40 @@ func TestSignalForwarded(t *testing.T) {
 	}
 }
 
-func TestSubsystemRefused(t *testing.T) {
-	l := newLab(t, &jailtest.HostManager{}, config.EnvTenant)
-	s, err := l.client(t, "alice").NewSession()
+func TestSubsystems(t *testing.T) {
+	m := &jailtest.HostManager{}
+	l := newLab(t, m, config.EnvTenant)
+	c := l.client(t, "alice")
+	s, err := c.NewSession()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if err := s.RequestSubsystem("sftp"); err == nil {
-		t.Error("subsystem sftp accepted")
+	if err := s.RequestSubsystem("netconf"); err == nil {
+		t.Error("subsystem netconf accepted")
 	}
-	if !strings.Contains(l.Logs(), "subsystem=sftp") {
+	if !strings.Contains(l.Logs(), "subsystem=netconf") {
 		t.Errorf("the refusal is not logged:\n%s", l.Logs())
+	}
+	// sftp is asked of the jail, as a subsystem, never with a terminal.
+	s2, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	s2.RequestPty("xterm", 24, 80, nil)
+	if err := s2.RequestSubsystem("sftp"); err != nil {
+		t.Fatalf("subsystem sftp refused: %v", err)
+	}
+	s2.Wait()
+	var got *jailtest.Proc
+	for _, p := range m.Procs() {
+		if p.Subsystem != "" {
+			got = &p
+		}
+	}
+	if got == nil || got.Subsystem != "sftp" || got.TTY != nil || got.Dir != "/root" {
+		t.Errorf("spawned %+v, want the sftp subsystem in /root without a terminal", got)
 	}
 }
 

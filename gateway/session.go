@@ -41,8 +41,9 @@ type session struct {
 
 // startRequest is the shell or exec request that starts the session.
 type startRequest struct {
-	exec    bool
-	command string
+	exec      bool
+	command   string
+	subsystem string // "sftp"
 }
 
 // newSession builds the session of channel nc on conn.
@@ -149,9 +150,15 @@ func (ss *session) request(req *gossh.Request) (bool, *startRequest) {
 		return true, sr
 	case "subsystem":
 		var sub struct{ Name string }
-		gossh.Unmarshal(req.Payload, &sub)
-		ss.srv.log.Info("subsystem refused", "user", ss.user, "session", ss.id, "subsystem", sub.Name)
-		return false, nil
+		if gossh.Unmarshal(req.Payload, &sub) != nil || ss.started {
+			return false, nil
+		}
+		if sub.Name != "sftp" {
+			ss.srv.log.Info("subsystem refused", "user", ss.user, "session", ss.id, "subsystem", sub.Name)
+			return false, nil
+		}
+		ss.started = true
+		return true, &startRequest{subsystem: sub.Name}
 	case "signal":
 		var sig struct{ Name string }
 		if gossh.Unmarshal(req.Payload, &sig) != nil || ss.proc == nil {
@@ -373,7 +380,13 @@ func procSpec(u *config.User, sr startRequest, pty *jail.TTY, vars envVars, loca
 		shell = "/bin/sh"
 	}
 	ps := &jail.ProcSpec{Argv: []string{shell, "-l"}, Dir: "/root"}
-	if sr.exec {
+	switch {
+	case sr.subsystem != "":
+		// The jail's own SFTP server, inside the environment; never a
+		// terminal, whatever pty-req came first.
+		ps.Subsystem, ps.Argv = sr.subsystem, []string{sr.subsystem + "-server"}
+		pty = nil
+	case sr.exec:
 		ps.Argv = []string{shell, "-c", sr.command}
 	}
 	if pty != nil {

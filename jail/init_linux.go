@@ -19,17 +19,21 @@ const (
 // initName is the init's command name, NUL-terminated for prctl.
 var initName = []byte("jailgate-init\x00")
 
-// IsInit reports whether this process was started as an environment's init.
+// IsInit reports whether this process was started as an environment's init
+// (or as the jail's SFTP server, which the init starts the same way).
 // cmd/jailgate's main, and the TestMain of packages whose tests start
 // environments, call it first: `if jail.IsInit() { jail.InitMain() }`.
 func IsInit() bool {
-	return len(os.Args) == 2 && os.Args[1] == "init" && os.Getenv("_JAILGATE_INIT") == "1"
+	return (len(os.Args) == 2 && os.Args[1] == "init" && os.Getenv("_JAILGATE_INIT") == "1") || isSFTP()
 }
 
 // InitMain runs the environment's init: it sets up the jail from inside the
 // new namespaces, then serves the gateway's requests as PID 1. It never
 // returns.
 func InitMain() {
+	if isSFTP() {
+		sftpMain()
+	}
 	// All setup happens on one thread; namespaces and mounts are per process
 	// here (they were created by clone), but chdir/pivot_root are not racy
 	// with other goroutines on a locked thread (runc Init does the same).

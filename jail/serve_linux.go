@@ -130,19 +130,30 @@ func (s *initServer) spawn(m *message, files []*os.File) {
 		}
 		stdio = files
 	}
-	path, err := lookPath(p.Argv[0], p.Env)
-	if err != nil {
-		s.send(&message{Op: opSpawned, ID: m.ID, Err: err.Error()})
+	path, argv, env := "", p.Argv, p.Env
+	switch p.Subsystem {
+	case "":
+		var err error
+		if path, err = lookPath(p.Argv[0], p.Env); err != nil {
+			s.send(&message{Op: opSpawned, ID: m.ID, Err: err.Error()})
+			return
+		}
+	case "sftp":
+		// This very binary, reached through the forked child's own
+		// /proc/self/exe (the host path is not visible in the jail).
+		path, argv, env = "/proc/self/exe", []string{"jailgate", sftpArg}, append(append([]string(nil), p.Env...), sftpEnv)
+	default:
+		s.send(&message{Op: opSpawned, ID: m.ID, Err: "unknown subsystem " + p.Subsystem})
 		return
 	}
 	dir := p.Dir
 	if fi, err := os.Stat(dir); dir == "" || err != nil || !fi.IsDir() {
 		dir = "/"
 	}
-	attr := &os.ProcAttr{Dir: dir, Env: p.Env, Files: stdio,
+	attr := &os.ProcAttr{Dir: dir, Env: env, Files: stdio,
 		Sys: &unix.SysProcAttr{Setsid: true, Setctty: p.TTY != nil, Ctty: 0}}
 	s.mu.Lock()
-	proc, err := os.StartProcess(path, p.Argv, attr)
+	proc, err := os.StartProcess(path, argv, attr)
 	if err != nil {
 		s.mu.Unlock()
 		s.send(&message{Op: opSpawned, ID: m.ID, Err: err.Error()})

@@ -67,10 +67,13 @@ type TTY struct {
 
 // ProcSpec says what to run inside an environment.
 type ProcSpec struct {
-	Argv []string // Argv[0] is resolved inside the environment
-	Env  []string // the complete environment, KEY=value
-	Dir  string   // working directory inside the environment
-	TTY  *TTY     // nil runs the process with pipes
+	// Subsystem "sftp" runs the jail's own SFTP server instead of Argv
+	// (Argv is then only a name for logs).
+	Subsystem string
+	Argv      []string // Argv[0] is resolved inside the environment
+	Env       []string // the complete environment, KEY=value
+	Dir       string   // working directory inside the environment
+	TTY       *TTY     // nil runs the process with pipes
 }
 
 // Env is a live environment. Its methods are safe for concurrent use.

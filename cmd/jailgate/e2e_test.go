@@ -60,6 +60,7 @@ type e2eGateway struct {
 	port     int
 	dir      string // keys, config, state
 	stateDir string
+	rootfs   map[string]string // tenant -> host path of her tree
 	log      *syncBuffer
 }
 
@@ -103,12 +104,13 @@ func sshKeygen(t *testing.T, path string) {
 func startServe(t *testing.T) *e2eGateway {
 	t.Helper()
 	jailtest.RequireRoot(t)
-	g := &e2eGateway{dir: jailtest.SearchableTempDir(t), port: freePort(t), log: &syncBuffer{}}
+	g := &e2eGateway{dir: jailtest.SearchableTempDir(t), port: freePort(t), log: &syncBuffer{}, rootfs: map[string]string{}}
 	g.stateDir = filepath.Join(g.dir, "state")
 	var users strings.Builder
 	for _, u := range []string{"alice", "bob"} {
 		sshKeygen(t, filepath.Join(g.dir, u))
 		root := jailtest.Rootfs(t, u)
+		g.rootfs[u] = root
 		fmt.Fprintf(&users, "  %s:\n    keys_file: %s.pub\n    rootfs: %s\n", u, filepath.Join(g.dir, u), root)
 	}
 	cfg := fmt.Sprintf("listen: 127.0.0.1:%d\nstate_dir: %s\ndefaults:\n  hostname: \"{user}-lab\"\nusers:\n%s",
@@ -147,10 +149,22 @@ func startServe(t *testing.T) *e2eGateway {
 // stderr and the exit code.
 func (g *e2eGateway) ssh(t *testing.T, user, stdin string, args ...string) (string, string, int) {
 	t.Helper()
-	base := []string{"-i", filepath.Join(g.dir, user), "-p", strconv.Itoa(g.port),
+	return g.openssh(t, "ssh", stdin, append(append(g.clientOpts(user, "-p"), user+"@127.0.0.1"), args...)...)
+}
+
+// clientOpts are the OpenSSH client options for user's key and the test
+// gateway; port is -p for ssh and -P for scp and sftp.
+func (g *e2eGateway) clientOpts(user, port string) []string {
+	return []string{"-i", filepath.Join(g.dir, user), port, strconv.Itoa(g.port),
 		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-		"-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", user + "@127.0.0.1"}
-	cmd := exec.Command("ssh", append(base, args...)...)
+		"-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"}
+}
+
+// openssh runs one of OpenSSH's clients with stdin and returns stdout,
+// stderr and the exit code.
+func (g *e2eGateway) openssh(t *testing.T, tool, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(tool, args...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -160,7 +174,7 @@ func (g *e2eGateway) ssh(t *testing.T, user, stdin string, args ...string) (stri
 	if errors.As(err, &ee) {
 		code = ee.ExitCode()
 	} else if err != nil {
-		t.Fatalf("ssh: %v", err)
+		t.Fatalf("%s: %v", tool, err)
 	}
 	return out.String(), errb.String(), code
 }

@@ -49,14 +49,15 @@ type HostManager struct {
 
 // Proc is what HostManager recorded about one spawned process.
 type Proc struct {
-	Key    string          // key of the environment it ran in
-	Argv   []string        // as spawned
-	Env    []string        // as spawned
-	Dir    string          // as asked for (see HostManager about Dir)
-	TTY    *jail.TTY       // nil for pipes
-	Killed bool            // Process.Kill was called while it was running
-	Exited bool            // it has ended and was reaped
-	Status jail.ExitStatus // how it ended, once Exited
+	Key       string          // key of the environment it ran in
+	Subsystem string          // as spawned; the fake runs none (see Spawn)
+	Argv      []string        // as spawned
+	Env       []string        // as spawned
+	Dir       string          // as asked for (see HostManager about Dir)
+	TTY       *jail.TTY       // nil for pipes
+	Killed    bool            // Process.Kill was called while it was running
+	Exited    bool            // it has ended and was reaped
+	Status    jail.ExitStatus // how it ended, once Exited
 }
 
 var _ jail.Manager = (*HostManager)(nil)

@@ -56,6 +56,14 @@ func (e *hostEnv) Spawn(ctx context.Context, ps *jail.ProcSpec) (jail.Process, e
 	if ended {
 		return nil, fmt.Errorf("spawn %s: %w", ps.Argv[0], errEnded)
 	}
+	if ps.Subsystem != "" {
+		// The fake records the request but runs no subsystem: the real
+		// jail's SFTP server is the gateway binary itself, tested end to end.
+		m.mu.Lock()
+		m.procs = append(m.procs, &hostProc{rec: Proc{Key: e.key, Subsystem: ps.Subsystem, Argv: ps.Argv, Dir: ps.Dir, Exited: true}})
+		m.mu.Unlock()
+		return nil, fmt.Errorf("spawn %s: the host fake runs no subsystem", ps.Subsystem)
+	}
 	cmd := exec.Command(ps.Argv[0], ps.Argv[1:]...)
 	cmd.Env = append([]string{}, ps.Env...) // non-nil: os/exec would pass os.Environ() for nil
 	if usableDir(ps.Dir) {

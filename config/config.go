@@ -60,6 +60,12 @@ type User struct {
 	Caps        []string          // capabilities her root keeps; nil means the jail's default set
 	Seccomp     string            // SeccompDefault or SeccompUnconfined
 	Rlimits     map[string]uint64 // per-process limits by name; defaults core: 0
+	Forwarding  Forwarding        // which SSH forwarding she may use
+}
+
+// Forwarding switches (OpenSSH AllowTcpForwarding, AllowAgentForwarding).
+type Forwarding struct {
+	Local bool // ssh -L: connections into her environment's loopback (default true)
 }
 
 // Seccomp modes.

@@ -24,7 +24,8 @@ func defaultUser() User {
 		Seccomp:     SeccompDefault,
 		// No core dumps: a tenant's core would land in her tree, but a
 		// crashing init must never dump onto the host either.
-		Rlimits: map[string]uint64{"core": 0},
+		Rlimits:    map[string]uint64{"core": 0},
+		Forwarding: Forwarding{Local: true},
 	}
 }
 

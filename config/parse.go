@@ -95,7 +95,7 @@ func join(path, key string) string {
 // The schema, per section.
 var (
 	topKeys    = []string{"listen", "host_key", "state_dir", "limits_enforcement", "defaults", "users"}
-	userKeys   = []string{"keys", "keys_file", "rootfs", "shell", "hostname", "environment", "linger", "network", "limits", "id_range", "uid_base", "capabilities", "seccomp", "rlimits"}
+	userKeys   = []string{"keys", "keys_file", "rootfs", "shell", "hostname", "environment", "linger", "network", "limits", "id_range", "uid_base", "capabilities", "seccomp", "rlimits", "forwarding"}
 	limitKeys  = []string{"memory", "memory_swap", "pids", "cpu", "io_weight"}
 	defaultBad = []string{"uid_base"} // per-tenant only
 )
@@ -206,6 +206,19 @@ func (p *parser) user(u *User, n *yaml.Node, path string, isDefaults bool) {
 			u.Seccomp = p.str(v, field)
 		case "rlimits":
 			p.rlimits(u, v, field)
+		case "forwarding":
+			p.mapping(v, field, []string{"local", "remote", "agent"}, func(key string, v *yaml.Node) {
+				f := join(field, key)
+				on, err := strconv.ParseBool(p.str(v, f))
+				switch {
+				case err != nil:
+					p.add(p.at(v), f, "%q is not true or false", v.Value)
+				case key == "local":
+					u.Forwarding.Local = on
+				case on: // remote, agent
+					p.add(p.at(v), f, "%s forwarding is not supported yet; it is always refused", key)
+				}
+			})
 		case "id_range":
 			if n, ok := p.uint(v, field); ok {
 				if n < 1000 || n > 1<<24 {

@@ -159,6 +159,10 @@ func (ss *session) request(req *gossh.Request) (bool, *startRequest) {
 		}
 		ss.started = true
 		return true, &startRequest{subsystem: sub.Name}
+	case "auth-agent-req@openssh.com", "x11-req":
+		ss.srv.log.Info("request refused", "user", ss.user, "session", ss.id, "request", req.Type,
+			"reason", "agent and X11 forwarding are not supported")
+		return false, nil
 	case "signal":
 		var sig struct{ Name string }
 		if gossh.Unmarshal(req.Payload, &sig) != nil || ss.proc == nil {

@@ -1,0 +1,152 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gliderlabs/ssh"
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/jailgate/jailgate/config"
+	"github.com/jailgate/jailgate/keys"
+)
+
+// directTCPIP is the payload of a "direct-tcpip" channel (RFC 4254 7.2).
+type directTCPIP struct {
+	DestAddr   string
+	DestPort   uint32
+	OriginAddr string
+	OriginPort uint32
+}
+
+// loopbackNames are the destinations ssh -L may name: with network: none
+// an environment has nothing but its own loopback.
+var loopbackNames = map[string]bool{"localhost": true, "127.0.0.1": true, "::1": true}
+
+// forwardHandler serves "direct-tcpip" channels (ssh -L) by connecting from
+// inside the tenant's environment (the init dials in its network
+// namespace), never from the host: "localhost:8888" is her Jupyter, not
+// the host's. In tenant mode that is her one environment, in connection
+// mode the connection's; session mode has no environment to name, so it
+// is refused. The channel holds a reference on the environment while open.
+func (s *Server) forwardHandler(_ *ssh.Server, conn *gossh.ServerConn, nc gossh.NewChannel, ctx ssh.Context) {
+	if !s.track() {
+		nc.Reject(gossh.ResourceShortage, "server is shutting down")
+		return
+	}
+	defer s.wg.Done()
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic in forward", "user", conn.User(), "err", fmt.Sprint(r), "stack", stack())
+		}
+	}()
+	st := stateOf(ctx)
+	if st == nil {
+		nc.Reject(gossh.ConnectionFailed, "internal error")
+		return
+	}
+	remote := remoteOf(conn.RemoteAddr())
+	ctxKey, _ := ctx.Value(ssh.ContextKeyPublicKey).(gossh.PublicKey)
+	u, reason := authorizeSession(st.cfg, conn.User(), ctxKey, conn.Permissions)
+	if reason != "" {
+		fp := ""
+		if ctxKey != nil {
+			fp = keys.Fingerprint(ctxKey)
+		}
+		s.log.Warn("forward refused", "user", conn.User(), "remote", remote, "fingerprint", fp, "reason", reason)
+		nc.Reject(gossh.Prohibited, "not authorized")
+		return
+	}
+	var d directTCPIP
+	if err := gossh.Unmarshal(nc.ExtraData(), &d); err != nil || d.DestPort == 0 || d.DestPort > 65535 {
+		nc.Reject(gossh.ConnectionFailed, "bad forwarding request")
+		return
+	}
+	refuse := func(why, msg string) {
+		s.log.Info("forward refused", "tenant", u.Name, "remote", remote, "conn", st.id, "reason", why)
+		nc.Reject(gossh.Prohibited, msg)
+	}
+	switch {
+	case !u.Forwarding.Local:
+		refuse("forwarding.local is off", "port forwarding is disabled for you")
+		return
+	case !loopbackNames[d.DestAddr]:
+		refuse("destination is not loopback", "only localhost inside your environment can be reached")
+		return
+	case u.Environment == config.EnvSession:
+		refuse("environment: session has no environment to forward into", "port forwarding needs a shared environment")
+		return
+	}
+	key := "tenant/" + u.Name
+	if u.Environment == config.EnvConnection {
+		key = "conn/" + st.id
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	spec, err := s.opts.Provision(cctx, u)
+	if err == nil {
+		var env interface {
+			Dial(context.Context, string, string) (net.Conn, error)
+			Release()
+		}
+		if env, err = s.opts.Manager.Environment(cctx, key, spec); err == nil {
+			defer env.Release()
+			addr := net.JoinHostPort(d.DestAddr, strconv.Itoa(int(d.DestPort)))
+			var c net.Conn
+			if c, err = env.Dial(cctx, "tcp", addr); err == nil {
+				s.pipeForward(nc, c, u.Name, remote, st.id, d.DestPort)
+				return
+			}
+			s.log.Info("forward failed", "tenant", u.Name, "remote", remote, "conn", st.id, "port", d.DestPort, "err", err)
+			nc.Reject(gossh.ConnectionFailed, "connect failed")
+			return
+		}
+	}
+	ref := newRef()
+	s.log.Error("forward could not start", "tenant", u.Name, "remote", remote, "conn", st.id, "ref", ref, "err", err)
+	nc.Reject(gossh.ConnectionFailed, "your environment could not start (ref "+ref+")")
+}
+
+// pipeForward accepts the channel and copies between it and c until both
+// directions end.
+func (s *Server) pipeForward(nc gossh.NewChannel, c net.Conn, tenant, remote, conn string, port uint32) {
+	defer c.Close()
+	ch, reqs, err := nc.Accept()
+	if err != nil {
+		return
+	}
+	defer ch.Close()
+	go gossh.DiscardRequests(reqs)
+	begin := time.Now()
+	s.log.Info("forward open", "tenant", tenant, "remote", remote, "conn", conn, "port", port)
+	var in, out int64
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		in, _ = io.Copy(c, ch)
+		if tc, ok := c.(interface{ CloseWrite() error }); ok {
+			tc.CloseWrite()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		out, _ = io.Copy(ch, c)
+		ch.CloseWrite()
+	}()
+	wg.Wait()
+	s.log.Info("forward close", "tenant", tenant, "remote", remote, "conn", conn, "port", port,
+		"bytes_in", in, "bytes_out", out, "duration", time.Since(begin).Round(time.Millisecond))
+}
+
+// refuseRemoteForward refuses ssh -R (OpenSSH AllowTcpForwarding local),
+// saying why in the log; the client only learns it was refused.
+func (s *Server) refuseRemoteForward(ctx ssh.Context, _ *ssh.Server, _ *gossh.Request) (bool, []byte) {
+	s.log.Info("forward refused", "user", ctx.User(), "remote", remoteOf(ctx.RemoteAddr()), "reason", "remote forwarding (-R) is not supported")
+	return false, nil
+}

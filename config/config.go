@@ -40,27 +40,46 @@ type Config struct {
 	// LimitsEnforcement is "strict" (refuse what cannot be enforced) or
 	// "best-effort" (enforce what the host can, log the rest).
 	LimitsEnforcement string
+	Server            Server // connection limits and timeouts
+}
+
+// Server holds the connection-level limits and timeouts, named after
+// their OpenSSH equivalents. Zero means off (or the gateway's default,
+// where one is noted).
+type Server struct {
+	LoginGraceTime       time.Duration // LoginGraceTime: handshake + auth (default 30s)
+	MaxAuthTries         int           // MaxAuthTries (default 6)
+	MaxStartups          int           // MaxStartups: unauthenticated connections at once (default 100)
+	PerSourceMaxStartups int           // PerSourceMaxStartups: the same, per source address (default 10)
+	MaxConnections       int           // all connections at once (default 0: no cap)
+	ClientAliveInterval  time.Duration // ClientAliveInterval: keepalive probe period (default 0: off)
+	ClientAliveCountMax  int           // ClientAliveCountMax: unanswered probes before disconnect (default 3)
 }
 
 // User is one tenant's effective settings.
 type User struct {
-	Name        string            // the tenant name (the SSH user name)
-	Pos         Pos               // where the tenant is defined
-	Keys        []keys.Key        // from keys: and keys_file:, in order
-	KeysFile    string            // keys_file as written, expanded
-	Rootfs      string            // absolute host path of her root filesystem
-	Shell       string            // login shell inside the environment
-	Hostname    string            // hostname inside the environment
-	Environment string            // EnvTenant, EnvConnection or EnvSession
-	Linger      time.Duration     // how long a tenant environment outlives its last session
-	Network     string            // "none"
-	Limits      Limits            // cgroup limits; zero fields mean unlimited
-	UIDBase     uint32            // explicit host id base; 0 means allocate from the pool
-	IDRange     uint32            // number of host ids mapped (default 65536)
-	Caps        []string          // capabilities her root keeps; nil means the jail's default set
-	Seccomp     string            // SeccompDefault or SeccompUnconfined
-	Rlimits     map[string]uint64 // per-process limits by name; defaults core: 0
-	Forwarding  Forwarding        // which SSH forwarding she may use
+	Name           string            // the tenant name (the SSH user name)
+	Pos            Pos               // where the tenant is defined
+	Keys           []keys.Key        // from keys: and keys_file:, in order
+	KeysFile       string            // keys_file as written, expanded
+	Rootfs         string            // absolute host path of her root filesystem
+	Shell          string            // login shell inside the environment
+	Hostname       string            // hostname inside the environment
+	Environment    string            // EnvTenant, EnvConnection or EnvSession
+	Linger         time.Duration     // how long a tenant environment outlives its last session
+	Network        string            // "none"
+	Limits         Limits            // cgroup limits; zero fields mean unlimited
+	UIDBase        uint32            // explicit host id base; 0 means allocate from the pool
+	IDRange        uint32            // number of host ids mapped (default 65536)
+	Caps           []string          // capabilities her root keeps; nil means the jail's default set
+	Seccomp        string            // SeccompDefault or SeccompUnconfined
+	Rlimits        map[string]uint64 // per-process limits by name; defaults core: 0
+	Forwarding     Forwarding        // which SSH forwarding she may use
+	MaxSessions    int               // concurrent session channels (0: no cap)
+	IdleTimeout    time.Duration     // no input or output this long: a warning (0: off)
+	IdleGrace      time.Duration     // then this long more: the session ends (default 1m)
+	MaxSessionTime time.Duration     // a session ends after this long (0: off)
+	Banner         string            // shown before authentication; {user} expanded
 }
 
 // Forwarding switches (OpenSSH AllowTcpForwarding, AllowAgentForwarding).

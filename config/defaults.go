@@ -1,6 +1,9 @@
 package config
 
-import "path/filepath"
+import (
+	"path/filepath"
+	"time"
+)
 
 // Defaults, written out here rather than as struct tags.
 const (
@@ -26,6 +29,7 @@ func defaultUser() User {
 		// crashing init must never dump onto the host either.
 		Rlimits:    map[string]uint64{"core": 0},
 		Forwarding: Forwarding{Local: true},
+		IdleGrace:  time.Minute,
 	}
 }
 
@@ -36,6 +40,22 @@ func applyTopDefaults(c *Config) {
 	}
 	if c.StateDir == "" {
 		c.StateDir = DefaultStateDir
+	}
+	sv := &c.Server
+	if sv.LoginGraceTime == 0 {
+		sv.LoginGraceTime = 30 * time.Second
+	}
+	if sv.MaxAuthTries == 0 {
+		sv.MaxAuthTries = 6
+	}
+	if sv.MaxStartups == 0 {
+		sv.MaxStartups = 100
+	}
+	if sv.PerSourceMaxStartups == 0 {
+		sv.PerSourceMaxStartups = 10
+	}
+	if sv.ClientAliveCountMax == 0 {
+		sv.ClientAliveCountMax = 3
 	}
 	if c.LimitsEnforcement == "" {
 		c.LimitsEnforcement = "strict"

@@ -94,8 +94,11 @@ func join(path, key string) string {
 
 // The schema, per section.
 var (
-	topKeys    = []string{"listen", "host_key", "state_dir", "limits_enforcement", "defaults", "users"}
-	userKeys   = []string{"keys", "keys_file", "rootfs", "shell", "hostname", "environment", "linger", "network", "limits", "id_range", "uid_base", "capabilities", "seccomp", "rlimits", "forwarding"}
+	topKeys    = []string{"listen", "host_key", "state_dir", "limits_enforcement", "server", "defaults", "users"}
+	serverKeys = []string{"login_grace_time", "max_auth_tries", "max_startups", "per_source_max_startups",
+		"max_connections", "client_alive_interval", "client_alive_count_max"}
+	userKeys = []string{"keys", "keys_file", "rootfs", "shell", "hostname", "environment", "linger", "network", "limits", "id_range", "uid_base", "capabilities", "seccomp", "rlimits", "forwarding",
+		"max_sessions", "idle_timeout", "idle_grace", "max_session_time", "banner"}
 	limitKeys  = []string{"memory", "memory_swap", "pids", "cpu", "io_weight"}
 	defaultBad = []string{"uid_base"} // per-tenant only
 )
@@ -121,6 +124,8 @@ func (p *parser) parse(data []byte) *Config {
 				c.StateDir = p.str(v, key)
 			case "limits_enforcement":
 				c.LimitsEnforcement = p.str(v, key)
+			case "server":
+				p.server(&c.Server, v, key)
 			case "defaults":
 				p.user(&def, v, "defaults", true)
 			case "users":
@@ -185,19 +190,17 @@ func (p *parser) user(u *User, n *yaml.Node, path string, isDefaults bool) {
 		case "network":
 			u.Network = p.str(v, field)
 		case "linger":
-			s := p.str(v, field)
-			d, err := time.ParseDuration(s)
-			if s == "0" {
-				d, err = 0, nil
-			}
-			switch {
-			case err != nil:
-				p.add(p.at(v), field, "%q is not a duration (use e.g. 30s or 5m)", s)
-			case d < 0:
-				p.add(p.at(v), field, "must not be negative")
-			default:
-				u.Linger = d
-			}
+			p.duration(&u.Linger, v, field)
+		case "idle_timeout":
+			p.duration(&u.IdleTimeout, v, field)
+		case "idle_grace":
+			p.duration(&u.IdleGrace, v, field)
+		case "max_session_time":
+			p.duration(&u.MaxSessionTime, v, field)
+		case "max_sessions":
+			p.count(&u.MaxSessions, v, field)
+		case "banner":
+			u.Banner = p.str(v, field)
 		case "limits":
 			p.limits(&u.Limits, v, field)
 		case "capabilities":
@@ -237,6 +240,54 @@ func (p *parser) user(u *User, n *yaml.Node, path string, isDefaults bool) {
 			}
 		}
 	})
+}
+
+// server decodes the server section.
+func (p *parser) server(sv *Server, n *yaml.Node, path string) {
+	p.mapping(n, path, serverKeys, func(key string, v *yaml.Node) {
+		field := join(path, key)
+		p.pos[field] = p.at(v)
+		switch key {
+		case "login_grace_time":
+			p.duration(&sv.LoginGraceTime, v, field)
+		case "client_alive_interval":
+			p.duration(&sv.ClientAliveInterval, v, field)
+		case "max_auth_tries":
+			p.count(&sv.MaxAuthTries, v, field)
+		case "max_startups":
+			p.count(&sv.MaxStartups, v, field)
+		case "per_source_max_startups":
+			p.count(&sv.PerSourceMaxStartups, v, field)
+		case "max_connections":
+			p.count(&sv.MaxConnections, v, field)
+		case "client_alive_count_max":
+			p.count(&sv.ClientAliveCountMax, v, field)
+		}
+	})
+}
+
+// duration decodes a non-negative Go duration ("30s", "5m", "0").
+func (p *parser) duration(d *time.Duration, v *yaml.Node, field string) {
+	s := p.str(v, field)
+	got, err := time.ParseDuration(s)
+	if s == "0" {
+		got, err = 0, nil
+	}
+	switch {
+	case err != nil:
+		p.add(p.at(v), field, "%q is not a duration (use e.g. 30s or 5m)", s)
+	case got < 0:
+		p.add(p.at(v), field, "must not be negative")
+	default:
+		*d = got
+	}
+}
+
+// count decodes a whole number >= 0.
+func (p *parser) count(n *int, v *yaml.Node, field string) {
+	if x, ok := p.uint(v, field); ok {
+		*n = int(x)
+	}
 }
 
 // limits decodes a limits mapping.
@@ -416,7 +467,7 @@ func (p *parser) keysFile(u *User, path string) {
 
 // expand replaces {user} in the string fields.
 func expand(u *User) {
-	for _, s := range []*string{&u.Rootfs, &u.Shell, &u.Hostname, &u.KeysFile} {
+	for _, s := range []*string{&u.Rootfs, &u.Shell, &u.Hostname, &u.KeysFile, &u.Banner} {
 		*s = strings.ReplaceAll(*s, "{user}", u.Name)
 	}
 }

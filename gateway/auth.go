@@ -42,6 +42,8 @@ type connState struct {
 	// and read only by authLog, which x/crypto calls from the handshake
 	// goroutine, one request at a time.
 	authUser string
+	// authFailures counts refused keys (publicKeyHandler only, same goroutine).
+	authFailures int
 }
 
 // stateOf returns the connection state connCallback stored in ctx.
@@ -57,20 +59,27 @@ func stateOf(ctx ssh.Context) *connState {
 type graceConn struct {
 	net.Conn
 	s         *Server
+	src       string // source address, for per-source counts
 	start     time.Time
 	timer     *time.Timer
 	closeOnce sync.Once
+	counted   atomic.Bool // still counted as unauthenticated
 }
 
-// authenticated stops the login grace timer. If the timer already fired,
-// the connection is being closed anyway.
-func (c *graceConn) authenticated() { c.timer.Stop() }
+// authenticated stops the login grace timer and the connection's count as
+// a startup. If the timer already fired, the connection is being closed
+// anyway.
+func (c *graceConn) authenticated() {
+	c.timer.Stop()
+	c.s.startupDone(c)
+}
 
 // Close closes the connection and forgets it; gliderlabs calls it when the
 // connection's handler ends.
 func (c *graceConn) Close() error {
 	c.closeOnce.Do(func() {
 		c.timer.Stop()
+		c.s.startupDone(c)
 		c.s.mu.Lock()
 		delete(c.s.conns, c)
 		c.s.mu.Unlock()
@@ -83,22 +92,36 @@ func (c *graceConn) Close() error {
 // connection. Returning nil makes gliderlabs close the connection.
 func (s *Server) connCallback(ctx ssh.Context, nc net.Conn) net.Conn {
 	remote := nc.RemoteAddr().String()
-	gc := &graceConn{Conn: nc, s: s, start: time.Now()}
-	st := &connState{id: newID(), cfg: s.Config(), conn: gc}
-	gc.timer = time.AfterFunc(s.opts.LoginGraceTime, func() {
-		s.log.Info("login grace time exceeded; closing", "remote", remote, "conn", st.id)
-		nc.Close()
-	})
+	cfg := s.Config()
+	grace := s.opts.LoginGraceTime
+	if grace <= 0 {
+		grace = cfg.Server.LoginGraceTime
+	}
+	if grace <= 0 {
+		grace = DefaultLoginGraceTime
+	}
+	gc := &graceConn{Conn: nc, s: s, src: hostOf(nc.RemoteAddr()), start: time.Now()}
+	st := &connState{id: newID(), cfg: cfg, conn: gc}
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
-		gc.timer.Stop()
 		return nil
 	}
+	if why := s.admit(cfg, gc.src); why != "" {
+		s.mu.Unlock()
+		s.log.Warn("connection refused", "remote", remote, "reason", why)
+		return nil
+	}
+	gc.counted.Store(true)
+	gc.timer = time.AfterFunc(grace, func() {
+		s.log.Info("login grace time exceeded; closing", "remote", remote, "conn", st.id)
+		nc.Close()
+	})
 	s.conns[gc] = struct{}{}
 	s.mu.Unlock()
 	ctx.SetValue(connStateKey{}, st)
 	s.log.Info("connection", "remote", remote, "conn", st.id)
+	go s.keepalive(ctx, st)
 	return gc
 }
 
@@ -112,7 +135,12 @@ func (s *Server) connectionFailed(nc net.Conn, err error) {
 // for a connection (gliderlabs sets the public key callback itself).
 func (s *Server) serverConfig(ctx ssh.Context) *gossh.ServerConfig {
 	st := stateOf(ctx)
+	maxTries := 0
+	if st != nil {
+		maxTries = st.cfg.Server.MaxAuthTries
+	}
 	return &gossh.ServerConfig{
+		MaxAuthTries: maxTries, // sshd MaxAuthTries; 0 is x/crypto's default (6)
 		AuthLogCallback: func(conn gossh.ConnMetadata, method string, err error) {
 			s.authLog(st, conn, method, err)
 		},
@@ -130,9 +158,25 @@ func (s *Server) publicKeyHandler(ctx ssh.Context, key ssh.PublicKey) bool {
 	if st != nil {
 		cfg = st.cfg
 	}
+	// sshd's MaxAuthTries counts every refused key, offered or signed;
+	// x/crypto lets that many key queries go uncounted, so a client could
+	// try twice as many. Count them here (the handshake goroutine is the
+	// only caller for a connection).
+	if st != nil && cfg.Server.MaxAuthTries > 0 && st.authFailures >= cfg.Server.MaxAuthTries {
+		if st.authFailures == cfg.Server.MaxAuthTries {
+			s.log.Warn("auth: too many authentication failures; disconnecting", "user", ctx.User(),
+				"remote", remoteOf(ctx.RemoteAddr()), "conn", st.id, "max_auth_tries", cfg.Server.MaxAuthTries)
+			st.conn.Conn.Close()
+		}
+		st.authFailures++
+		return false
+	}
 	if _, reason := authorize(cfg, ctx.User(), key); reason != "" {
 		s.log.Info("auth failed", "user", ctx.User(), "remote", remoteOf(ctx.RemoteAddr()),
 			"fingerprint", keys.Fingerprint(key), "reason", reason)
+		if st != nil {
+			st.authFailures++
+		}
 		return false
 	}
 	return true

@@ -53,12 +53,15 @@ type Server struct {
 	ssh    *ssh.Server
 	handle sessionHandler // the composed layers, see layers
 
-	mu        sync.Mutex
-	closing   bool
-	done      chan struct{} // closed by Close
-	listeners map[net.Listener]struct{}
-	conns     map[*graceConn]struct{}
-	wg        sync.WaitGroup // connection and session handlers
+	mu          sync.Mutex
+	closing     bool
+	done        chan struct{} // closed by Close
+	listeners   map[net.Listener]struct{}
+	conns       map[*graceConn]struct{}
+	unauth      int            // connections not yet authenticated
+	unauthBySrc map[string]int // the same, per source address
+	sessionsOf  map[string]int // live session channels per tenant
+	wg          sync.WaitGroup // connection and session handlers
 }
 
 // New returns a Server for opts; call Serve to accept connections.
@@ -77,15 +80,14 @@ func New(opts Options) (*Server, error) {
 	if opts.Provision == nil {
 		opts.Provision = func(_ context.Context, u *config.User) (*jail.EnvSpec, error) { return SpecFor(u), nil }
 	}
-	if opts.LoginGraceTime <= 0 {
-		opts.LoginGraceTime = DefaultLoginGraceTime
-	}
 	s := &Server{
-		opts:      opts,
-		log:       opts.Logger,
-		done:      make(chan struct{}),
-		listeners: map[net.Listener]struct{}{},
-		conns:     map[*graceConn]struct{}{},
+		opts:        opts,
+		log:         opts.Logger,
+		done:        make(chan struct{}),
+		listeners:   map[net.Listener]struct{}{},
+		conns:       map[*graceConn]struct{}{},
+		unauthBySrc: map[string]int{},
+		sessionsOf:  map[string]int{},
 	}
 	s.cfg.Store(opts.Config)
 	s.handle = s.layers()
@@ -263,7 +265,7 @@ type sessionHandler func(ss *session)
 // middleware), log (session start and end lines), authorize (the CVE-2024-45337
 // re-check of the connection's key), then the session itself.
 func (s *Server) layers() sessionHandler {
-	return s.recoverLayer(s.logLayer(s.authorizeLayer(s.serveSession)))
+	return s.recoverLayer(s.logLayer(s.authorizeLayer(s.sessionLimitLayer(s.serveSession))))
 }
 
 // channelHandler is the ssh.ChannelHandler of "session" channels.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -199,6 +200,9 @@ func (s *Server) run(ctx context.Context, ss *session, sr startRequest, gone <-c
 		ss.fail(ctx, ps.TTY != nil, "spawn", err)
 		return
 	}
+	if !sr.exec && sr.subsystem == "" && u.Banner != "" {
+		ss.motd(u.Banner, ps.TTY != nil)
+	}
 	ss.attach(proc, ps.TTY, gone)
 }
 
@@ -224,12 +228,17 @@ func (ss *session) attach(proc jail.Process, tty *jail.TTY, gone <-chan struct{}
 			io.Copy(w, r)
 		})
 	}
-	copyOut(ss.ch, proc.Stdout())
+	act := &activity{}
+	act.touch()
+	copyOut(act.writer(ss.ch), proc.Stdout())
 	if r := proc.Stderr(); r != nil {
-		copyOut(ss.ch.Stderr(), r)
+		copyOut(act.writer(ss.ch.Stderr()), r)
 	}
+	watched := make(chan struct{})
+	defer close(watched)
+	ss.srv.goSafe(ss, func() { ss.watchdog(act, tty != nil, func() { proc.Kill() }, watched) })
 	ss.srv.goSafe(ss, func() {
-		io.Copy(proc.Stdin(), ss.ch)
+		io.Copy(proc.Stdin(), act.reader(ss.ch))
 		proc.Stdin().Close() // the client's EOF; with a TTY the jail makes this a no-op
 	})
 	drained := make(chan struct{})
@@ -312,6 +321,18 @@ func (ss *session) sendExit(st jail.ExitStatus) {
 		code = uint32(st.Code)
 	}
 	ss.ch.SendRequest("exit-status", false, gossh.Marshal(&struct{ Status uint32 }{code}))
+}
+
+// motd shows the tenant's banner at the start of an interactive shell, as
+// sshd prints /etc/motd; with a terminal, lines end in CRLF.
+func (ss *session) motd(banner string, tty bool) {
+	if !strings.HasSuffix(banner, "\n") {
+		banner += "\n"
+	}
+	if tty {
+		banner = strings.ReplaceAll(banner, "\n", "\r\n")
+	}
+	io.WriteString(ss.ch, banner)
 }
 
 // oomNotice tells the tenant, in one line, why her process was killed; the

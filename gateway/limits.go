@@ -1,0 +1,212 @@
+package gateway
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/gliderlabs/ssh"
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/jailgate/jailgate/config"
+)
+
+// admit decides whether a new connection may start (called under s.mu):
+// sshd's MaxStartups and PerSourceMaxStartups for connections that have
+// not authenticated yet, and a cap on all connections. It returns why not.
+func (s *Server) admit(cfg *config.Config, src string) string {
+	sv := cfg.Server
+	switch {
+	case sv.MaxConnections > 0 && len(s.conns) >= sv.MaxConnections:
+		return fmt.Sprintf("max_connections (%d) reached", sv.MaxConnections)
+	case sv.MaxStartups > 0 && s.unauth >= sv.MaxStartups:
+		return fmt.Sprintf("max_startups (%d) unauthenticated connections", sv.MaxStartups)
+	case sv.PerSourceMaxStartups > 0 && s.unauthBySrc[src] >= sv.PerSourceMaxStartups:
+		return fmt.Sprintf("per_source_max_startups (%d) unauthenticated connections from %s", sv.PerSourceMaxStartups, src)
+	}
+	s.unauth++
+	s.unauthBySrc[src]++
+	return ""
+}
+
+// startupDone takes a connection out of the unauthenticated counts, once:
+// when it authenticates or when it closes before that.
+func (s *Server) startupDone(c *graceConn) {
+	if !c.counted.CompareAndSwap(true, false) {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.unauth--
+	if s.unauthBySrc[c.src]--; s.unauthBySrc[c.src] <= 0 {
+		delete(s.unauthBySrc, c.src)
+	}
+}
+
+// hostOf is the address part of a remote address.
+func hostOf(a net.Addr) string {
+	if h, _, err := net.SplitHostPort(a.String()); err == nil {
+		return h
+	}
+	return a.String()
+}
+
+// sessionLimitLayer enforces the tenant's max_sessions across all her
+// connections.
+func (s *Server) sessionLimitLayer(next sessionHandler) sessionHandler {
+	return func(ss *session) {
+		u := ss.tenant
+		s.mu.Lock()
+		if u.MaxSessions > 0 && s.sessionsOf[u.Name] >= u.MaxSessions {
+			s.mu.Unlock()
+			s.log.Info("session refused", "tenant", u.Name, "remote", ss.remote, "session", ss.id,
+				"reason", fmt.Sprintf("max_sessions (%d) reached", u.MaxSessions))
+			ss.nc.Reject(gossh.ResourceShortage, "too many sessions")
+			ss.exit = "refused"
+			return
+		}
+		s.sessionsOf[u.Name]++
+		s.mu.Unlock()
+		defer func() {
+			s.mu.Lock()
+			if s.sessionsOf[u.Name]--; s.sessionsOf[u.Name] <= 0 {
+				delete(s.sessionsOf, u.Name)
+			}
+			s.mu.Unlock()
+		}()
+		next(ss)
+	}
+}
+
+// activity remembers when a session last had input or output.
+type activity struct{ last atomic.Int64 }
+
+func (a *activity) touch()                       { a.last.Store(time.Now().UnixNano()) }
+func (a *activity) idle() time.Duration          { return time.Since(time.Unix(0, a.last.Load())) }
+func (a *activity) reader(r io.Reader) io.Reader { return activeReader{r, a} }
+func (a *activity) writer(w io.Writer) io.Writer { return activeWriter{w, a} }
+
+type activeReader struct {
+	r io.Reader
+	a *activity
+}
+
+func (r activeReader) Read(b []byte) (int, error) {
+	n, err := r.r.Read(b)
+	if n > 0 {
+		r.a.touch()
+	}
+	return n, err
+}
+
+type activeWriter struct {
+	w io.Writer
+	a *activity
+}
+
+func (w activeWriter) Write(b []byte) (int, error) {
+	n, err := w.w.Write(b)
+	if n > 0 {
+		w.a.touch()
+	}
+	return n, err
+}
+
+// watchdog ends a session that was idle for idle_timeout plus idle_grace
+// (with a warning when the grace starts) or that reached
+// max_session_time, telling the tenant why in her terminal or on stderr.
+// It returns when done is closed.
+func (ss *session) watchdog(act *activity, tty bool, kill func(), done <-chan struct{}) {
+	u := ss.tenant
+	if u.IdleTimeout <= 0 && u.MaxSessionTime <= 0 {
+		return
+	}
+	say := func(msg string) {
+		if tty {
+			io.WriteString(ss.ch, "\r\njailgate: "+msg+"\r\n")
+		} else {
+			io.WriteString(ss.ch.Stderr(), "jailgate: "+msg+"\n")
+		}
+	}
+	tick := 250 * time.Millisecond
+	if u.IdleTimeout > 0 && u.IdleTimeout/4 < tick {
+		tick = u.IdleTimeout / 4
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	warned := false
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		if u.MaxSessionTime > 0 && time.Since(ss.begin) >= u.MaxSessionTime {
+			ss.srv.log.Info("session timeout", "tenant", u.Name, "session", ss.id, "reason", "max_session_time")
+			say(fmt.Sprintf("maximum session time (%v) reached; closing", u.MaxSessionTime))
+			kill()
+			return
+		}
+		if u.IdleTimeout <= 0 {
+			continue
+		}
+		idle := act.idle()
+		switch {
+		case idle < u.IdleTimeout:
+			warned = false
+		case !warned:
+			warned = true
+			say(fmt.Sprintf("idle for %v; this session closes in %v unless there is input or output", u.IdleTimeout, u.IdleGrace))
+		case idle >= u.IdleTimeout+u.IdleGrace:
+			ss.srv.log.Info("session timeout", "tenant", u.Name, "session", ss.id, "reason", "idle_timeout")
+			say("idle timeout; closing")
+			kill()
+			return
+		}
+	}
+}
+
+// keepalive probes an authenticated connection every client_alive_interval
+// with keepalive@openssh.com and closes it after client_alive_count_max
+// unanswered probes (sshd ClientAliveInterval / ClientAliveCountMax), so a
+// vanished client's sessions end.
+func (s *Server) keepalive(ctx ssh.Context, st *connState) {
+	sv := st.cfg.Server
+	if sv.ClientAliveInterval <= 0 {
+		return
+	}
+	t := time.NewTicker(sv.ClientAliveInterval)
+	defer t.Stop()
+	missed := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		conn, _ := ctx.Value(ssh.ContextKeyConn).(gossh.Conn)
+		if conn == nil {
+			continue // still in the handshake: the grace timer covers it
+		}
+		reply := make(chan struct{})
+		go func() {
+			conn.SendRequest("keepalive@openssh.com", true, nil)
+			close(reply)
+		}()
+		select {
+		case <-reply:
+			missed = 0
+		case <-time.After(sv.ClientAliveInterval):
+			if missed++; missed >= sv.ClientAliveCountMax {
+				s.log.Info("client not alive; closing", "remote", remoteOf(conn.RemoteAddr()), "conn", st.id,
+					"missed", missed)
+				st.conn.Conn.Close()
+				return
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}

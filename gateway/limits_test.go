@@ -1,0 +1,191 @@
+package gateway_test
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/jailgate/jailgate/config"
+	"github.com/jailgate/jailgate/gateway/gatewaytest"
+	"github.com/jailgate/jailgate/jail/jailtest"
+)
+
+// limitLab is a gateway over the host fake with one tenant, alice, whose
+// settings and the server section are set by tune before it starts.
+func limitLab(t *testing.T, tune func(c *config.Config, alice *config.User)) (*gatewaytest.Harness, gossh.Signer) {
+	t.Helper()
+	signer, pub := gatewaytest.NewKey(t)
+	u := gatewaytest.User("alice", pub)
+	cfg := gatewaytest.Config(u)
+	tune(cfg, u)
+	return gatewaytest.Start(t, cfg, &jailtest.HostManager{}), signer
+}
+
+// dialFrom logs in from a given loopback source address.
+func dialFrom(t *testing.T, src, addr, user string, signer gossh.Signer) (*gossh.Client, error) {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	cc, chans, reqs, err := gossh.NewClientConn(nc, addr, &gossh.ClientConfig{User: user,
+		Auth: []gossh.AuthMethod{gossh.PublicKeys(signer)}, HostKeyCallback: gossh.InsecureIgnoreHostKey(),
+		Timeout: 5 * time.Second})
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	c := gossh.NewClient(cc, chans, reqs)
+	t.Cleanup(func() { c.Close() })
+	return c, nil
+}
+
+// TestHalfOpenFloodDoesNotLockOut: 200 half-open connections from one
+// source hit per_source_max_startups and max_startups, yet a tenant from
+// another address still logs in (sshd MaxStartups / PerSourceMaxStartups).
+func TestHalfOpenFloodDoesNotLockOut(t *testing.T) {
+	h, signer := limitLab(t, func(c *config.Config, _ *config.User) {
+		c.Server.MaxStartups, c.Server.PerSourceMaxStartups = 100, 10
+	})
+	var refused int
+	for i := 0; i < 200; i++ {
+		nc := dialRaw(t, h.Addr)
+		if i >= 10 && closedWithin(nc, 500*time.Millisecond) {
+			refused++
+		}
+		if i == 12 {
+			break // enough to see the per-source cap; the rest just hold
+		}
+	}
+	if refused == 0 {
+		t.Error("connections past per_source_max_startups were not closed")
+	}
+	for i := 0; i < 187; i++ {
+		dialRaw(t, h.Addr)
+	}
+	if _, err := dialFrom(t, "127.0.0.2", h.Addr, "alice", signer); err != nil {
+		t.Fatalf("alice from 127.0.0.2 during the flood: %v", err)
+	}
+	if !strings.Contains(h.Logs(), "per_source_max_startups") {
+		t.Errorf("the refusals are not logged:\n%s", h.Logs())
+	}
+}
+
+// TestMaxAuthTries: with max_auth_tries 6, a client whose right key comes
+// 7th is refused; 6th still logs in.
+func TestMaxAuthTries(t *testing.T) {
+	h, right := limitLab(t, func(c *config.Config, _ *config.User) { c.Server.MaxAuthTries = 6 })
+	try := func(wrong int) error {
+		var signers []gossh.Signer
+		for i := 0; i < wrong; i++ {
+			s, _ := gatewaytest.NewKey(t)
+			signers = append(signers, s)
+		}
+		signers = append(signers, right)
+		c, err := gossh.Dial("tcp", h.Addr, &gossh.ClientConfig{User: "alice",
+			Auth: []gossh.AuthMethod{gossh.PublicKeys(signers...)}, HostKeyCallback: gossh.InsecureIgnoreHostKey(),
+			Timeout: 5 * time.Second})
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}
+	if err := try(5); err != nil {
+		t.Errorf("right key 6th: %v", err)
+	}
+	if err := try(6); err == nil {
+		t.Error("right key 7th was accepted past max_auth_tries 6")
+	}
+}
+
+func TestMaxSessions(t *testing.T) {
+	h, signer := limitLab(t, func(_ *config.Config, u *config.User) { u.MaxSessions = 1 })
+	c, err := gatewaytest.Dial(t, h.Addr, "alice", signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1, _ := c.NewSession()
+	defer s1.Close()
+	out, _ := s1.StdoutPipe()
+	if err := s1.Start("echo up; exec sleep 100"); err != nil {
+		t.Fatal(err)
+	}
+	gatewaytest.Expect(t, out, "up", 5*time.Second)
+	if s2, err := c.NewSession(); err == nil {
+		s2.Close()
+		t.Error("a second session was opened with max_sessions 1")
+	}
+}
+
+// runStderr runs cmd and returns its stderr and exit error.
+func runStderr(t *testing.T, h *gatewaytest.Harness, signer gossh.Signer, cmd string) (string, error) {
+	t.Helper()
+	c, err := gatewaytest.Dial(t, h.Addr, "alice", signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := c.NewSession()
+	defer s.Close()
+	var errb bytes.Buffer
+	s.Stderr = &errb
+	err = s.Run(cmd)
+	return errb.String(), err
+}
+
+func TestIdleTimeout(t *testing.T) {
+	h, signer := limitLab(t, func(_ *config.Config, u *config.User) {
+		u.IdleTimeout, u.IdleGrace = 300*time.Millisecond, 300*time.Millisecond
+	})
+	errOut, err := runStderr(t, h, signer, "sleep 100")
+	var ee *gossh.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("idle session: %v, want it ended", err)
+	}
+	if !strings.Contains(errOut, "idle for 300ms; this session closes in 300ms") || !strings.Contains(errOut, "idle timeout; closing") {
+		t.Errorf("no warning then close on stderr: %q", errOut)
+	}
+	// Output counts as activity: a command printing every 100ms outlives it.
+	if errOut, err := runStderr(t, h, signer, "for i in 1 2 3 4 5 6 7 8 9 10; do echo x; sleep 0.1; done"); err != nil || errOut != "" {
+		t.Errorf("a busy session was ended or warned: %v %q", err, errOut)
+	}
+}
+
+func TestMaxSessionTime(t *testing.T) {
+	h, signer := limitLab(t, func(_ *config.Config, u *config.User) { u.MaxSessionTime = 500 * time.Millisecond })
+	errOut, err := runStderr(t, h, signer, "while :; do echo busy; sleep 0.05; done")
+	var ee *gossh.ExitError
+	if !errors.As(err, &ee) || !strings.Contains(errOut, "maximum session time (500ms) reached") {
+		t.Errorf("max_session_time: err %v, stderr %q", err, errOut)
+	}
+}
+
+func TestBannerOnShell(t *testing.T) {
+	h, signer := limitLab(t, func(_ *config.Config, u *config.User) { u.Banner = "Welcome alice\nbe nice" })
+	c, err := gatewaytest.Dial(t, h.Addr, "alice", signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := c.NewSession()
+	defer s.Close()
+	s.RequestPty("xterm", 24, 80, nil)
+	out, _ := s.StdoutPipe()
+	in, _ := s.StdinPipe()
+	if err := s.Shell(); err != nil {
+		t.Fatal(err)
+	}
+	gatewaytest.Expect(t, out, "Welcome alice\r\nbe nice\r\n", 5*time.Second)
+	in.Write([]byte("exit\n"))
+	// An exec session gets no banner.
+	s2, _ := c.NewSession()
+	defer s2.Close()
+	got, _ := s2.Output("echo plain")
+	if string(got) != "plain\n" {
+		t.Errorf("exec output %q, want no banner", got)
+	}
+}

@@ -159,7 +159,8 @@ func (p *parser) parse(data []byte) *Config {
 	c.Keys = keys.NewIndex()
 	for _, u := range c.Users {
 		for _, k := range u.Keys {
-			c.Keys.Add(u.Name, k.Key)
+			o, _ := keys.ParseOptions(k.Options) // checked above
+			c.Keys.AddWithOptions(u.Name, k.Key, o)
 		}
 	}
 	return c
@@ -429,6 +430,10 @@ func (p *parser) keyLines(n *yaml.Node, field string) []keys.Key {
 			continue
 		}
 		ks[0].Line = item.Line
+		if _, err := keys.ParseOptions(ks[0].Options); err != nil {
+			p.add(p.at(item), f, "%v", err)
+			continue
+		}
 		out = append(out, ks[0])
 	}
 	return out
@@ -462,7 +467,13 @@ func (p *parser) keysFile(u *User, path string) {
 	} else if err != nil {
 		p.add(p.fieldPos(field), field, "%v", err)
 	}
-	u.Keys = append(u.Keys, ks...)
+	for _, k := range ks {
+		if _, err := keys.ParseOptions(k.Options); err != nil {
+			p.add(Pos{File: kf, Line: k.Line}, field, "%v", err)
+			continue
+		}
+		u.Keys = append(u.Keys, k)
+	}
 }
 
 // expand replaces {user} in the string fields.

@@ -21,6 +21,8 @@ const (
 	reasonNoConfig     = "no configuration"
 	reasonNoKey        = "connection has no public key"
 	reasonNotVerified  = "public key is not the one the client proved"
+	reasonKeyExpired   = "key expired (expiry-time)"
+	reasonFromMismatch = "client address does not match the key's from="
 )
 
 // extVerifiedKey is the Permissions extension that carries the wire form
@@ -171,7 +173,18 @@ func (s *Server) publicKeyHandler(ctx ssh.Context, key ssh.PublicKey) bool {
 		st.authFailures++
 		return false
 	}
-	if _, reason := authorize(cfg, ctx.User(), key); reason != "" {
+	_, reason := authorize(cfg, ctx.User(), key)
+	if reason == "" {
+		// The key line's own restrictions (sshd from= and expiry-time=).
+		o, _ := cfg.Keys.Lookup(ctx.User(), key)
+		switch {
+		case o.Expired(time.Now()):
+			reason = reasonKeyExpired
+		case !o.FromAllowed(hostOf(ctx.RemoteAddr())):
+			reason = reasonFromMismatch
+		}
+	}
+	if reason != "" {
 		s.log.Info("auth failed", "user", ctx.User(), "remote", remoteOf(ctx.RemoteAddr()),
 			"fingerprint", keys.Fingerprint(key), "reason", reason)
 		if st != nil {
@@ -278,6 +291,7 @@ func (s *Server) authorizeLayer(next sessionHandler) sessionHandler {
 			return
 		}
 		ss.tenant = u
+		ss.keyOpts, _ = ss.st.cfg.Keys.Lookup(ss.user, ctxKey)
 		next(ss)
 	}
 }

@@ -71,7 +71,11 @@ func (s *Server) forwardHandler(_ *ssh.Server, conn *gossh.ServerConn, nc gossh.
 		s.log.Info("forward refused", "tenant", u.Name, "remote", remote, "conn", st.id, "reason", why)
 		nc.Reject(gossh.Prohibited, msg)
 	}
+	opts, _ := st.cfg.Keys.Lookup(conn.User(), ctxKey)
 	switch {
+	case opts.NoPortForwarding:
+		refuse("the key's line says no-port-forwarding (or restrict)", "port forwarding is disabled for this key")
+		return
 	case !u.Forwarding.Local:
 		refuse("forwarding.local is off", "port forwarding is disabled for you")
 		return

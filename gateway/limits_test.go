@@ -23,6 +23,7 @@ func limitLab(t *testing.T, tune func(c *config.Config, alice *config.User)) (*g
 	u := gatewaytest.User("alice", pub)
 	cfg := gatewaytest.Config(u)
 	tune(cfg, u)
+	cfg.Keys = gatewaytest.Config(u).Keys // the index again, with any key options tune set
 	return gatewaytest.Start(t, cfg, &jailtest.HostManager{}), signer
 }
 

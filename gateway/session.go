@@ -14,24 +14,26 @@ import (
 
 	"github.com/jailgate/jailgate/config"
 	"github.com/jailgate/jailgate/jail"
+	"github.com/jailgate/jailgate/keys"
 )
 
 // session is one "session" channel. The handler goroutine owns the
 // unguarded fields; the request goroutine shares the guarded ones.
 type session struct {
-	srv    *Server
-	ctx    ssh.Context
-	conn   *gossh.ServerConn
-	nc     gossh.NewChannel
-	st     *connState
-	id     string
-	user   string // the authenticated SSH user
-	remote string
-	begin  time.Time
-	tenant *config.User  // set by authorizeLayer
-	ch     gossh.Channel // once accepted
-	exit   string        // how it ended, for the log
-	exited bool          // exit-status or exit-signal was sent
+	srv     *Server
+	ctx     ssh.Context
+	conn    *gossh.ServerConn
+	nc      gossh.NewChannel
+	st      *connState
+	id      string
+	user    string // the authenticated SSH user
+	remote  string
+	begin   time.Time
+	tenant  *config.User  // set by authorizeLayer
+	keyOpts keys.Options  // the verified key's authorized_keys options, likewise
+	ch      gossh.Channel // once accepted
+	exit    string        // how it ended, for the log
+	exited  bool          // exit-status or exit-signal was sent
 
 	mu      sync.Mutex
 	pty     *jail.TTY // from pty-req; nil for none
@@ -106,7 +108,7 @@ func (ss *session) request(req *gossh.Request) (bool, *startRequest) {
 	defer ss.mu.Unlock()
 	switch req.Type {
 	case "pty-req":
-		if ss.pty != nil || ss.started {
+		if ss.pty != nil || ss.started || ss.keyOpts.NoPTY {
 			return false, nil // a second pty-req, or one after the command started
 		}
 		tty, err := parsePtyReq(req.Payload)
@@ -182,7 +184,22 @@ func (ss *session) request(req *gossh.Request) (bool, *startRequest) {
 // channel and reports its end.
 func (s *Server) run(ctx context.Context, ss *session, sr startRequest, gone <-chan struct{}) {
 	u := ss.tenant
+	var original *string
+	if c := ss.keyOpts.Command; c != "" {
+		// command= in the key's line wins over whatever the client asked
+		// for (shell, exec or subsystem), as in sshd; the request goes to
+		// SSH_ORIGINAL_COMMAND.
+		orig := sr.command
+		if sr.subsystem != "" {
+			orig = sr.subsystem
+		}
+		original = &orig
+		sr = startRequest{exec: true, command: c}
+	}
 	ps := ss.procSpec(sr)
+	if original != nil && *original != "" {
+		ps.Env = append(ps.Env, "SSH_ORIGINAL_COMMAND="+*original)
+	}
 
 	spec, err := s.opts.Provision(ctx, u)
 	if err != nil {

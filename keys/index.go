@@ -18,31 +18,44 @@ type Key struct {
 // Index answers "is this key one of this tenant's keys?". It is built once
 // per configuration snapshot and is safe for concurrent reads.
 type Index struct {
-	byUser map[string]map[string]bool // user -> marshalled key -> true
+	byUser map[string]map[string]Options // user -> marshalled key -> its options
 }
 
 // NewIndex returns an empty index.
 func NewIndex() *Index {
-	return &Index{byUser: map[string]map[string]bool{}}
+	return &Index{byUser: map[string]map[string]Options{}}
 }
 
-// Add lists key as one of user's keys.
-func (ix *Index) Add(user string, key gossh.PublicKey) {
+// Add lists key as one of user's keys, with no options.
+func (ix *Index) Add(user string, key gossh.PublicKey) { ix.AddWithOptions(user, key, Options{}) }
+
+// AddWithOptions lists key as one of user's keys with its line's options.
+// A key listed twice keeps its first options, as sshd uses the first match.
+func (ix *Index) AddWithOptions(user string, key gossh.PublicKey, o Options) {
 	m := ix.byUser[user]
 	if m == nil {
-		m = map[string]bool{}
+		m = map[string]Options{}
 		ix.byUser[user] = m
 	}
-	m[string(key.Marshal())] = true
+	if _, dup := m[string(key.Marshal())]; !dup {
+		m[string(key.Marshal())] = o
+	}
 }
 
 // Authorize reports whether key is listed for user. Keys compare by their
 // wire encoding, as ssh.KeysEqual does.
 func (ix *Index) Authorize(user string, key gossh.PublicKey) bool {
+	_, ok := ix.Lookup(user, key)
+	return ok
+}
+
+// Lookup returns the options of key if it is listed for user.
+func (ix *Index) Lookup(user string, key gossh.PublicKey) (Options, bool) {
 	if ix == nil || key == nil {
-		return false
+		return Options{}, false
 	}
-	return ix.byUser[user][string(key.Marshal())]
+	o, ok := ix.byUser[user][string(key.Marshal())]
+	return o, ok
 }
 
 // Fingerprint returns the OpenSSH SHA256 fingerprint of key, as ssh-keygen -l prints it.

@@ -134,7 +134,8 @@ func Config(users ...*config.User) *config.Config {
 	for _, u := range users {
 		c.Users[u.Name] = u
 		for _, k := range u.Keys {
-			c.Keys.Add(u.Name, k.Key)
+			o, _ := keys.ParseOptions(k.Options) // the test wrote them; config.Parse checks
+			c.Keys.AddWithOptions(u.Name, k.Key, o)
 		}
 	}
 	return c

@@ -10,6 +10,8 @@ import (
 	"sort"
 	"time"
 
+	gossh "golang.org/x/crypto/ssh"
+
 	"github.com/jailgate/jailgate/keys"
 )
 
@@ -41,6 +43,12 @@ type Config struct {
 	// "best-effort" (enforce what the host can, log the rest).
 	LimitsEnforcement string
 	Server            Server // connection limits and timeouts
+	// TrustedUserCAKeys sign user certificates that log a tenant in when
+	// their principals name her (sshd TrustedUserCAKeys).
+	TrustedUserCAKeys []gossh.PublicKey
+	// RevokedKeys are refused, as keys or as certificates' keys or CAs
+	// (sshd RevokedKeys, plain key list).
+	RevokedKeys []gossh.PublicKey
 }
 
 // Server holds the connection-level limits and timeouts, named after

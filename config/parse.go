@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	gossh "golang.org/x/crypto/ssh"
 	"gopkg.in/yaml.v3"
 
 	"github.com/jailgate/jailgate/keys"
@@ -41,7 +42,8 @@ func Parse(name string, data []byte) (*Config, error) {
 type parser struct {
 	file string
 	problems
-	pos map[string]Pos // field path -> where its value was written
+	pos     map[string]Pos // field path -> where its value was written
+	haveCAs bool           // trusted_user_ca_keys is set
 }
 
 // at returns the position of node n.
@@ -94,7 +96,8 @@ func join(path, key string) string {
 
 // The schema, per section.
 var (
-	topKeys    = []string{"listen", "host_key", "state_dir", "limits_enforcement", "server", "defaults", "users"}
+	topKeys = []string{"listen", "host_key", "state_dir", "limits_enforcement", "server",
+		"trusted_user_ca_keys", "revoked_keys", "defaults", "users"}
 	serverKeys = []string{"login_grace_time", "max_auth_tries", "max_startups", "per_source_max_startups",
 		"max_connections", "client_alive_interval", "client_alive_count_max"}
 	userKeys = []string{"keys", "keys_file", "rootfs", "shell", "hostname", "environment", "linger", "network", "limits", "id_range", "uid_base", "capabilities", "seccomp", "rlimits", "forwarding",
@@ -126,6 +129,10 @@ func (p *parser) parse(data []byte) *Config {
 				c.LimitsEnforcement = p.str(v, key)
 			case "server":
 				p.server(&c.Server, v, key)
+			case "trusted_user_ca_keys":
+				c.TrustedUserCAKeys = p.keySources(v, key)
+			case "revoked_keys":
+				c.RevokedKeys = p.keySources(v, key)
 			case "defaults":
 				p.user(&def, v, "defaults", true)
 			case "users":
@@ -474,6 +481,48 @@ func (p *parser) keysFile(u *User, path string) {
 		}
 		u.Keys = append(u.Keys, k)
 	}
+}
+
+// keySources reads a key list given as key lines or files of them (one
+// value or a list); a file is relative to the config file.
+func (p *parser) keySources(n *yaml.Node, field string) []gossh.PublicKey {
+	items := []*yaml.Node{n}
+	if n.Kind == yaml.SequenceNode {
+		items = n.Content
+	}
+	var out []gossh.PublicKey
+	for i, item := range items {
+		f := field
+		if n.Kind == yaml.SequenceNode {
+			f = fmt.Sprintf("%s[%d]", field, i)
+		}
+		v := strings.TrimSpace(p.str(item, f))
+		data, src := []byte(v), Pos{}
+		if !strings.Contains(v, " ") { // a path, not a key line
+			path := v
+			if !filepath.IsAbs(path) {
+				path = filepath.Join(filepath.Dir(p.file), path)
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				p.add(p.at(item), f, "%s", strings.TrimPrefix(err.Error(), "open "))
+				continue
+			}
+			data, src = b, Pos{File: path}
+		}
+		ks, err := keys.ParseAuthorizedKeys(data)
+		var le *keys.LineError
+		switch {
+		case errors.As(err, &le) && src.File != "":
+			p.add(Pos{File: src.File, Line: le.Line}, f, "%s", le.Err.Error())
+		case err != nil:
+			p.add(p.at(item), f, "%v", err)
+		}
+		for _, k := range ks {
+			out = append(out, k.Key)
+		}
+	}
+	return out
 }
 
 // expand replaces {user} in the string fields.

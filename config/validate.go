@@ -22,6 +22,7 @@ func (p *parser) validate(c *Config) {
 	if c.LimitsEnforcement != "strict" && c.LimitsEnforcement != "best-effort" {
 		p.add(p.fieldPos("limits_enforcement"), "limits_enforcement", "%q is not one of strict, best-effort", c.LimitsEnforcement)
 	}
+	p.haveCAs = len(c.TrustedUserCAKeys) > 0 // certificates can stand in for keys
 	names := c.Names()
 	for _, n := range names {
 		u := c.Users[n]
@@ -60,8 +61,8 @@ var userChecks = []func(p *parser, u *User, path string){
 var tenantName = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
 
 func (p *parser) checkKeys(u *User, path string) {
-	if _, listed := p.pos[path+".keys"]; !listed && len(u.Keys) == 0 && u.KeysFile == "" {
-		p.add(u.Pos, path, "no keys: set keys or keys_file")
+	if _, listed := p.pos[path+".keys"]; !listed && len(u.Keys) == 0 && u.KeysFile == "" && !p.haveCAs {
+		p.add(u.Pos, path, "no keys: set keys or keys_file (or trusted_user_ca_keys)")
 	}
 }
 

@@ -173,10 +173,9 @@ func (s *Server) publicKeyHandler(ctx ssh.Context, key ssh.PublicKey) bool {
 		st.authFailures++
 		return false
 	}
-	_, reason := authorize(cfg, ctx.User(), key)
+	_, o, reason := keyAuth(cfg, ctxMeta{ctx}, key)
 	if reason == "" {
 		// The key line's own restrictions (sshd from= and expiry-time=).
-		o, _ := cfg.Keys.Lookup(ctx.User(), key)
 		switch {
 		case o.Expired(time.Now()):
 			reason = reasonKeyExpired
@@ -263,14 +262,14 @@ func authorize(cfg *config.Config, user string, key gossh.PublicKey) (*config.Us
 // which must be the key the client proved it holds and must be listed for
 // that user in the connection's snapshot. This is the session-time check
 // CVE-2024-45337 asks for (gliderlabs #242, #243; Soft Serve does the same).
-func authorizeSession(cfg *config.Config, user string, ctxKey gossh.PublicKey, perms *gossh.Permissions) (*config.User, string) {
+func authorizeSession(cfg *config.Config, conn gossh.ConnMetadata, ctxKey gossh.PublicKey, perms *gossh.Permissions) (*config.User, keys.Options, string) {
 	if ctxKey == nil {
-		return nil, reasonNoKey
+		return nil, keys.Options{}, reasonNoKey
 	}
 	if perms == nil || perms.Extensions[extVerifiedKey] != string(ctxKey.Marshal()) {
-		return nil, reasonNotVerified
+		return nil, keys.Options{}, reasonNotVerified
 	}
-	return authorize(cfg, user, ctxKey)
+	return keyAuth(cfg, conn, ctxKey)
 }
 
 // authorizeLayer refuses a session channel whose connection's key is not,
@@ -278,7 +277,7 @@ func authorizeSession(cfg *config.Config, user string, ctxKey gossh.PublicKey, p
 func (s *Server) authorizeLayer(next sessionHandler) sessionHandler {
 	return func(ss *session) {
 		ctxKey, _ := ss.ctx.Value(ssh.ContextKeyPublicKey).(gossh.PublicKey)
-		u, reason := authorizeSession(ss.st.cfg, ss.user, ctxKey, ss.conn.Permissions)
+		u, opts, reason := authorizeSession(ss.st.cfg, ss.conn, ctxKey, ss.conn.Permissions)
 		if reason != "" {
 			fp := ""
 			if ctxKey != nil {
@@ -290,8 +289,7 @@ func (s *Server) authorizeLayer(next sessionHandler) sessionHandler {
 			ss.exit = "refused"
 			return
 		}
-		ss.tenant = u
-		ss.keyOpts, _ = ss.st.cfg.Keys.Lookup(ss.user, ctxKey)
+		ss.tenant, ss.keyOpts = u, opts
 		next(ss)
 	}
 }

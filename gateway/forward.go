@@ -52,7 +52,7 @@ func (s *Server) forwardHandler(_ *ssh.Server, conn *gossh.ServerConn, nc gossh.
 	}
 	remote := remoteOf(conn.RemoteAddr())
 	ctxKey, _ := ctx.Value(ssh.ContextKeyPublicKey).(gossh.PublicKey)
-	u, reason := authorizeSession(st.cfg, conn.User(), ctxKey, conn.Permissions)
+	u, opts, reason := authorizeSession(st.cfg, conn, ctxKey, conn.Permissions)
 	if reason != "" {
 		fp := ""
 		if ctxKey != nil {
@@ -71,7 +71,6 @@ func (s *Server) forwardHandler(_ *ssh.Server, conn *gossh.ServerConn, nc gossh.
 		s.log.Info("forward refused", "tenant", u.Name, "remote", remote, "conn", st.id, "reason", why)
 		nc.Reject(gossh.Prohibited, msg)
 	}
-	opts, _ := st.cfg.Keys.Lookup(conn.User(), ctxKey)
 	switch {
 	case opts.NoPortForwarding:
 		refuse("the key's line says no-port-forwarding (or restrict)", "port forwarding is disabled for this key")

@@ -29,6 +29,16 @@ func newPub(t *testing.T) gossh.PublicKey {
 	return k
 }
 
+// meta is the connection metadata of a client logged in as user.
+type meta struct{ user string }
+
+func (m meta) User() string        { return m.user }
+func (meta) SessionID() []byte     { return nil }
+func (meta) ClientVersion() []byte { return nil }
+func (meta) ServerVersion() []byte { return nil }
+func (meta) RemoteAddr() net.Addr  { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
+func (meta) LocalAddr() net.Addr   { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 2} }
+
 func TestAuthorizeSession(t *testing.T) {
 	alice, bob := newPub(t), newPub(t)
 	cfg := &config.Config{Users: map[string]*config.User{"alice": {Name: "alice"}, "bob": {Name: "bob"}}, Keys: keys.NewIndex()}
@@ -55,7 +65,7 @@ func TestAuthorizeSession(t *testing.T) {
 		{"unknown user", "mallory", alice, verified(alice), reasonUnknownUser},
 	}
 	for _, tc := range cases {
-		u, reason := authorizeSession(cfg, tc.user, tc.ctxKey, tc.perms)
+		u, _, reason := authorizeSession(cfg, meta{tc.user}, tc.ctxKey, tc.perms)
 		if reason != tc.reason || (reason == "") != (u != nil) {
 			t.Errorf("%s: user %v reason %q, want %q", tc.name, u, reason, tc.reason)
 		}

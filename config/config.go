@@ -62,6 +62,7 @@ type Server struct {
 	MaxConnections       int           // all connections at once (default 0: no cap)
 	ClientAliveInterval  time.Duration // ClientAliveInterval: keepalive probe period (default 0: off)
 	ClientAliveCountMax  int           // ClientAliveCountMax: unanswered probes before disconnect (default 3)
+	ShutdownGrace        time.Duration // on SIGTERM, how long live sessions may take to end (default 30s)
 }
 
 // User is one tenant's effective settings.

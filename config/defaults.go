@@ -54,6 +54,9 @@ func applyTopDefaults(c *Config) {
 	if sv.PerSourceMaxStartups == 0 {
 		sv.PerSourceMaxStartups = 10
 	}
+	if sv.ShutdownGrace == 0 {
+		sv.ShutdownGrace = 30 * time.Second
+	}
 	if sv.ClientAliveCountMax == 0 {
 		sv.ClientAliveCountMax = 3
 	}

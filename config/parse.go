@@ -99,7 +99,7 @@ var (
 	topKeys = []string{"listen", "host_key", "state_dir", "limits_enforcement", "server",
 		"trusted_user_ca_keys", "revoked_keys", "defaults", "users"}
 	serverKeys = []string{"login_grace_time", "max_auth_tries", "max_startups", "per_source_max_startups",
-		"max_connections", "client_alive_interval", "client_alive_count_max"}
+		"max_connections", "client_alive_interval", "client_alive_count_max", "shutdown_grace"}
 	userKeys = []string{"keys", "keys_file", "rootfs", "shell", "hostname", "environment", "linger", "network", "limits", "id_range", "uid_base", "capabilities", "seccomp", "rlimits", "forwarding",
 		"max_sessions", "idle_timeout", "idle_grace", "max_session_time", "banner"}
 	limitKeys  = []string{"memory", "memory_swap", "pids", "cpu", "io_weight"}
@@ -260,6 +260,8 @@ func (p *parser) server(sv *Server, n *yaml.Node, path string) {
 			p.duration(&sv.LoginGraceTime, v, field)
 		case "client_alive_interval":
 			p.duration(&sv.ClientAliveInterval, v, field)
+		case "shutdown_grace":
+			p.duration(&sv.ShutdownGrace, v, field)
 		case "max_auth_tries":
 			p.count(&sv.MaxAuthTries, v, field)
 		case "max_startups":

@@ -54,7 +54,7 @@ func hostOf(a net.Addr) string {
 }
 
 // sessionLimitLayer enforces the tenant's max_sessions across all her
-// connections.
+// connections, and keeps the registry of live sessions Shutdown tells.
 func (s *Server) sessionLimitLayer(next sessionHandler) sessionHandler {
 	return func(ss *session) {
 		u := ss.tenant
@@ -68,12 +68,14 @@ func (s *Server) sessionLimitLayer(next sessionHandler) sessionHandler {
 			return
 		}
 		s.sessionsOf[u.Name]++
+		s.live[ss] = struct{}{}
 		s.mu.Unlock()
 		defer func() {
 			s.mu.Lock()
 			if s.sessionsOf[u.Name]--; s.sessionsOf[u.Name] <= 0 {
 				delete(s.sessionsOf, u.Name)
 			}
+			delete(s.live, ss)
 			s.mu.Unlock()
 		}()
 		next(ss)
@@ -118,18 +120,12 @@ func (w activeWriter) Write(b []byte) (int, error) {
 // (with a warning when the grace starts) or that reached
 // max_session_time, telling the tenant why in her terminal or on stderr.
 // It returns when done is closed.
-func (ss *session) watchdog(act *activity, tty bool, kill func(), done <-chan struct{}) {
+func (ss *session) watchdog(act *activity, kill func(), done <-chan struct{}) {
 	u := ss.tenant
 	if u.IdleTimeout <= 0 && u.MaxSessionTime <= 0 {
 		return
 	}
-	say := func(msg string) {
-		if tty {
-			io.WriteString(ss.ch, "\r\njailgate: "+msg+"\r\n")
-		} else {
-			io.WriteString(ss.ch.Stderr(), "jailgate: "+msg+"\n")
-		}
-	}
+	say := ss.notice
 	tick := 250 * time.Millisecond
 	if u.IdleTimeout > 0 && u.IdleTimeout/4 < tick {
 		tick = u.IdleTimeout / 4

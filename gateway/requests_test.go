@@ -166,13 +166,15 @@ func TestSubsystems(t *testing.T) {
 	if err := s2.RequestSubsystem("sftp"); err != nil {
 		t.Fatalf("subsystem sftp refused: %v", err)
 	}
-	s2.Wait()
 	var got *jailtest.Proc
-	for _, p := range m.Procs() {
-		if p.Subsystem != "" {
-			got = &p
+	m.WaitFor(wait, func() bool {
+		for _, p := range m.Procs() {
+			if p.Subsystem != "" {
+				got = &p
+			}
 		}
-	}
+		return got != nil
+	})
 	if got == nil || got.Subsystem != "sftp" || got.TTY != nil || got.Dir != "/root" {
 		t.Errorf("spawned %+v, want the sftp subsystem in /root without a terminal", got)
 	}

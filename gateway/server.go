@@ -61,6 +61,7 @@ type Server struct {
 	unauth      int            // connections not yet authenticated
 	unauthBySrc map[string]int // the same, per source address
 	sessionsOf  map[string]int // live session channels per tenant
+	live        map[*session]struct{}
 	wg          sync.WaitGroup // connection and session handlers
 }
 
@@ -88,6 +89,7 @@ func New(opts Options) (*Server, error) {
 		conns:       map[*graceConn]struct{}{},
 		unauthBySrc: map[string]int{},
 		sessionsOf:  map[string]int{},
+		live:        map[*session]struct{}{},
 	}
 	s.cfg.Store(opts.Config)
 	s.handle = s.layers()
@@ -195,6 +197,46 @@ func (s *Server) Serve(l net.Listener) error {
 			s.ssh.HandleConn(nc)
 		}()
 	}
+}
+
+// Shutdown drains the server: it stops accepting connections, tells every
+// live session msg (in its terminal, or on stderr), waits until the
+// sessions end or ctx is done, and then closes everything as Close does.
+func (s *Server) Shutdown(ctx context.Context, msg string) error {
+	s.mu.Lock()
+	var ls []net.Listener
+	for l := range s.listeners {
+		ls = append(ls, l)
+	}
+	var live []*session
+	for ss := range s.live {
+		live = append(live, ss)
+	}
+	s.mu.Unlock()
+	for _, l := range ls {
+		l.Close()
+	}
+	s.log.Info("shutting down", "sessions", len(live))
+	for _, ss := range live {
+		ss.notice(msg)
+	}
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		n := len(s.live)
+		s.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			s.log.Info("shutdown grace over; ending the remaining sessions", "sessions", n)
+			return s.Close()
+		case <-t.C:
+		}
+	}
+	return s.Close()
 }
 
 // Close stops every listener, closes every connection (the processes of

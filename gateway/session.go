@@ -253,7 +253,7 @@ func (ss *session) attach(proc jail.Process, tty *jail.TTY, gone <-chan struct{}
 	}
 	watched := make(chan struct{})
 	defer close(watched)
-	ss.srv.goSafe(ss, func() { ss.watchdog(act, tty != nil, func() { proc.Kill() }, watched) })
+	ss.srv.goSafe(ss, func() { ss.watchdog(act, func() { proc.Kill() }, watched) })
 	ss.srv.goSafe(ss, func() {
 		io.Copy(proc.Stdin(), act.reader(ss.ch))
 		proc.Stdin().Close() // the client's EOF; with a TTY the jail makes this a no-op
@@ -279,7 +279,7 @@ func (ss *session) attach(proc jail.Process, tty *jail.TTY, gone <-chan struct{}
 		}
 		ss.exit = describeExit(st)
 		if st.OOM {
-			ss.oomNotice(tty != nil)
+			ss.oomNotice()
 		}
 		ss.sendExit(st)
 		ss.ch.CloseWrite()
@@ -340,6 +340,22 @@ func (ss *session) sendExit(st jail.ExitStatus) {
 	ss.ch.SendRequest("exit-status", false, gossh.Marshal(&struct{ Status uint32 }{code}))
 }
 
+// notice writes one line from jailgate to the tenant: in her terminal
+// (CRLF, on a line of its own) or on stderr.
+func (ss *session) notice(msg string) {
+	ss.mu.Lock()
+	started, tty := ss.started, ss.pty != nil
+	ss.mu.Unlock()
+	if ss.ch == nil || !started {
+		return
+	}
+	if tty {
+		io.WriteString(ss.ch, "\r\njailgate: "+msg+"\r\n")
+		return
+	}
+	io.WriteString(ss.ch.Stderr(), "jailgate: "+msg+"\n")
+}
+
 // motd shows the tenant's banner at the start of an interactive shell, as
 // sshd prints /etc/motd; with a terminal, lines end in CRLF.
 func (ss *session) motd(banner string, tty bool) {
@@ -354,17 +370,13 @@ func (ss *session) motd(banner string, tty bool) {
 
 // oomNotice tells the tenant, in one line, why her process was killed; the
 // operator's log gets the event with the tenant and session.
-func (ss *session) oomNotice(tty bool) {
+func (ss *session) oomNotice() {
 	limit := "the memory limit"
 	if m := ss.tenant.Limits.Memory; m > 0 {
 		limit = "memory limit " + config.FormatSize(m)
 	}
 	ss.srv.log.Warn("limit.oom", "tenant", ss.tenant.Name, "session", ss.id, "limit", limit)
-	if tty {
-		io.WriteString(ss.ch, "\r\njailgate: killed: "+limit+" reached\r\n")
-		return
-	}
-	io.WriteString(ss.ch.Stderr(), "jailgate: killed: "+limit+" reached\n")
+	ss.notice("killed: " + limit + " reached")
 }
 
 // fail ends a session whose command could not start: the tenant gets one

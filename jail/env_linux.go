@@ -26,8 +26,9 @@ type Supervisor struct {
 	log  *slog.Logger
 	cg   cgroupManager
 
-	mu   sync.Mutex
-	envs map[string]*environment
+	mu     sync.Mutex
+	envs   map[string]*environment
+	ending sync.WaitGroup // environments being torn down
 }
 
 // New returns a Supervisor. It picks the cgroup hierarchy and sweeps the
@@ -158,6 +159,9 @@ func (s *Supervisor) Close() error {
 	for _, e := range all {
 		e.close()
 	}
+	// Environments whose last session just ended are torn down in the
+	// background; Close returns only when they are gone too.
+	s.ending.Wait()
 	return nil
 }
 

@@ -61,6 +61,7 @@ func (e *environment) release() {
 // markClosedLocked takes the environment out of service; sup.mu is held.
 func (e *environment) markClosedLocked() {
 	e.state = envClosed
+	e.sup.ending.Add(1) // teardown, which always follows, says Done
 	if e.linger != nil {
 		e.linger.Stop()
 	}
@@ -90,6 +91,7 @@ func (e *environment) close() {
 // markClosedLocked.
 func (e *environment) teardown() {
 	s := e.sup
+	defer s.ending.Done()
 	e.cmd.Process.Kill()
 	e.ctl.close()
 	e.cmd.Wait()

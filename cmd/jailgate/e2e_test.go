@@ -17,6 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/jailgate/jailgate/gateway/gatewaytest"
 	"github.com/jailgate/jailgate/jail"
 	"github.com/jailgate/jailgate/jail/jailtest"
 )
@@ -103,6 +106,12 @@ func sshKeygen(t *testing.T, path string) {
 // startServe writes a config for alice and bob and runs `jailgate serve`.
 func startServe(t *testing.T) *e2eGateway {
 	t.Helper()
+	return startServeWith(t, "")
+}
+
+// startServeWith is startServe with extra top-level YAML in the config.
+func startServeWith(t *testing.T, extra string) *e2eGateway {
+	t.Helper()
 	jailtest.RequireRoot(t)
 	g := &e2eGateway{dir: jailtest.SearchableTempDir(t), port: freePort(t), log: &syncBuffer{}, rootfs: map[string]string{}}
 	g.stateDir = filepath.Join(g.dir, "state")
@@ -113,8 +122,8 @@ func startServe(t *testing.T) *e2eGateway {
 		g.rootfs[u] = root
 		fmt.Fprintf(&users, "  %s:\n    keys_file: %s.pub\n    rootfs: %s\n", u, filepath.Join(g.dir, u), root)
 	}
-	cfg := fmt.Sprintf("listen: 127.0.0.1:%d\nstate_dir: %s\ndefaults:\n  hostname: \"{user}-lab\"\nusers:\n%s",
-		g.port, g.stateDir, users.String())
+	cfg := fmt.Sprintf("listen: 127.0.0.1:%d\nstate_dir: %s\n%sdefaults:\n  hostname: \"{user}-lab\"\nusers:\n%s",
+		g.port, g.stateDir, extra, users.String())
 	path := filepath.Join(g.dir, "jailgate.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -267,5 +276,38 @@ func TestE2ECheck(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("check output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+func TestE2EGracefulShutdown(t *testing.T) {
+	g := startServeWith(t, "server:\n  shutdown_grace: 1s\n")
+	cmd := exec.Command("ssh", append(append(g.clientOpts("alice", "-p"), "alice@127.0.0.1"), "echo ready; exec sleep 1000")...)
+	var errb syncBuffer
+	out, _ := cmd.StdoutPipe()
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	gatewaytest.Expect(t, out, "ready", 10*time.Second)
+	base := g.idBase(t, "alice")
+	g.cmd.Process.Signal(unix.SIGTERM)
+	exited := make(chan error, 1)
+	go func() { exited <- g.cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("serve after SIGTERM: %v, want exit 0", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not stop within 10s of SIGTERM (grace 1s)")
+	}
+	cmd.Wait()
+	if !strings.Contains(errb.String(), "jailgate: the server is shutting down") {
+		t.Errorf("the tenant was not told: stderr %q", errb.String())
+	}
+	jailtest.WaitNoProcs(t, base, 65536, time.Second)
+	if left, _ := filepath.Glob("/sys/fs/cgroup/pids/jailgate/alice/*-*-*"); len(left) > 0 {
+		t.Errorf("environment cgroups left after shutdown: %v", left)
 	}
 }

@@ -76,10 +76,34 @@ func cmdServe(args []string, stderr io.Writer) error {
 				reload(srv, sup, path, log)
 				continue
 			}
-			log.Info("shutting down", "signal", sig.String())
-			srv.Close()
+			log.Info("shutting down", "signal", sig.String(), "grace", srv.Config().Server.ShutdownGrace)
+			drain(srv, sigs, log)
 			sup.Close()
+			log.Info("stopped")
 			return nil
+		}
+	}
+}
+
+// drain tells every live session the server is going down and gives them
+// shutdown_grace to end; a second SIGTERM or SIGINT ends them at once.
+func drain(srv *gateway.Server, sigs <-chan os.Signal, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), srv.Config().Server.ShutdownGrace)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		srv.Shutdown(ctx, "the server is shutting down; please save your work and log out")
+		close(done)
+	}()
+	for {
+		select {
+		case <-done:
+			return
+		case sig := <-sigs:
+			if sig != unix.SIGHUP {
+				log.Info("second signal: ending every session now", "signal", sig.String())
+				cancel()
+			}
 		}
 	}
 }

@@ -2,6 +2,7 @@
 GO       ?= go
 BIN      := bin/jailgate
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 # The init applies capabilities to all its threads with AllThreadsSyscall,
 # which needs a binary without cgo.
 NOCGO    := CGO_ENABLED=0
@@ -14,7 +15,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 build: ## build bin/jailgate
-	$(NOCGO) $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/jailgate
+	$(NOCGO) $(GO) build -trimpath -ldflags "-X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o $(BIN) ./cmd/jailgate
 
 demo: build ## build a demo rootfs, keys and config, then serve on 127.0.0.1:2222
 	./scripts/demo.sh

@@ -32,3 +32,13 @@ func (*Supervisor) CheckLimits(Limits) error { return errors.ErrUnsupported }
 
 // TenantStats reports that jails need Linux.
 func TenantStats(string, string) (Stats, error) { return Stats{}, errors.ErrUnsupported }
+
+// Feature is one kernel facility the jail uses.
+type Feature struct {
+	Name   string
+	OK     bool
+	Detail string
+}
+
+// Features reports nothing outside Linux.
+func Features() []Feature { return nil }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"runtime/debug"
 
 	"github.com/jailgate/jailgate/jail"
 )
@@ -61,7 +63,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "rootfs":
 		err = cmdRootfs(args[1:], stderr)
 	case "version":
-		fmt.Fprintln(stdout, "jailgate", version)
+		printVersion(stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 	default:
@@ -94,3 +96,34 @@ func report(err error, stderr io.Writer) int {
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
+
+// commit is set at build time like version; else read from the build info.
+var commit = ""
+
+// printVersion prints the version, the commit and Go version it was built
+// from, and the kernel features this host offers the jail.
+func printVersion(w io.Writer) {
+	commit := commit
+	if bi, ok := debug.ReadBuildInfo(); ok && commit == "" {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				commit = s.Value
+			}
+		}
+	}
+	if commit == "" {
+		commit = "unknown"
+	}
+	fmt.Fprintf(w, "jailgate %s (commit %s, %s)\n", version, commit, runtime.Version())
+	for _, f := range jail.Features() {
+		state := "yes"
+		if !f.OK {
+			state = "NO"
+		}
+		line := fmt.Sprintf("  %-16s %s", f.Name+":", state)
+		if f.Detail != "" {
+			line += " (" + f.Detail + ")"
+		}
+		fmt.Fprintln(w, line)
+	}
+}

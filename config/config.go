@@ -43,6 +43,7 @@ type Config struct {
 	// "best-effort" (enforce what the host can, log the rest).
 	LimitsEnforcement string
 	Server            Server // connection limits and timeouts
+	AuditLog          string // JSON-lines audit log file; "" for none
 	// TrustedUserCAKeys sign user certificates that log a tenant in when
 	// their principals name her (sshd TrustedUserCAKeys).
 	TrustedUserCAKeys []gossh.PublicKey

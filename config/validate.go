@@ -22,6 +22,9 @@ func (p *parser) validate(c *Config) {
 	if c.LimitsEnforcement != "strict" && c.LimitsEnforcement != "best-effort" {
 		p.add(p.fieldPos("limits_enforcement"), "limits_enforcement", "%q is not one of strict, best-effort", c.LimitsEnforcement)
 	}
+	if c.AuditLog != "" && !filepath.IsAbs(c.AuditLog) {
+		p.add(p.fieldPos("audit_log"), "audit_log", "%q must be an absolute path", c.AuditLog)
+	}
 	p.haveCAs = len(c.TrustedUserCAKeys) > 0 // certificates can stand in for keys
 	names := c.Names()
 	for _, n := range names {

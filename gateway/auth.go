@@ -62,6 +62,7 @@ type graceConn struct {
 	net.Conn
 	s         *Server
 	src       string // source address, for per-source counts
+	id        string // the connection id, for logs
 	start     time.Time
 	timer     *time.Timer
 	closeOnce sync.Once
@@ -82,6 +83,8 @@ func (c *graceConn) Close() error {
 	c.closeOnce.Do(func() {
 		c.timer.Stop()
 		c.s.startupDone(c)
+		c.s.log.Info("disconnect", "remote", c.RemoteAddr().String(), "conn", c.id,
+			"duration", time.Since(c.start).Round(time.Millisecond))
 		c.s.mu.Lock()
 		delete(c.s.conns, c)
 		c.s.mu.Unlock()
@@ -104,6 +107,7 @@ func (s *Server) connCallback(ctx ssh.Context, nc net.Conn) net.Conn {
 	}
 	gc := &graceConn{Conn: nc, s: s, src: hostOf(nc.RemoteAddr()), start: time.Now()}
 	st := &connState{id: newID(), cfg: cfg, conn: gc}
+	gc.id = st.id
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()

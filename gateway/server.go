@@ -145,6 +145,7 @@ func (s *Server) SetConfig(c *config.Config) {
 		return
 	}
 	s.cfg.Store(c)
+	s.log.Info("reloaded", "config", c.File, "tenants", len(c.Users))
 }
 
 // Config returns the current configuration snapshot.

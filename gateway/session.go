@@ -200,6 +200,19 @@ func (s *Server) run(ctx context.Context, ss *session, sr startRequest, gone <-c
 	if original != nil && *original != "" {
 		ps.Env = append(ps.Env, "SSH_ORIGINAL_COMMAND="+*original)
 	}
+	kind, pty := "shell", ""
+	switch {
+	case sr.subsystem != "":
+		kind = sr.subsystem
+	case sr.exec:
+		kind = "exec"
+	}
+	if ps.TTY != nil {
+		pty = fmt.Sprintf("%dx%d", ps.TTY.Cols, ps.TTY.Rows)
+	}
+	// The exec request is logged as what she ran; what she types never is.
+	s.log.Info("session exec", "tenant", u.Name, "remote", ss.remote, "session", ss.id, "kind", kind,
+		"command", sr.command, "pty", pty, "env", envKey(u, ss))
 
 	spec, err := s.opts.Provision(ctx, u)
 	if err != nil {

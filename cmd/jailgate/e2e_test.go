@@ -280,7 +280,8 @@ func TestE2ECheck(t *testing.T) {
 }
 
 func TestE2EGracefulShutdown(t *testing.T) {
-	g := startServeWith(t, "server:\n  shutdown_grace: 1s\n")
+	auditLog := filepath.Join(t.TempDir(), "audit.log")
+	g := startServeWith(t, "server:\n  shutdown_grace: 1s\naudit_log: "+auditLog+"\n")
 	cmd := exec.Command("ssh", append(append(g.clientOpts("alice", "-p"), "alice@127.0.0.1"), "echo ready; exec sleep 1000")...)
 	var errb syncBuffer
 	out, _ := cmd.StdoutPipe()
@@ -309,5 +310,16 @@ func TestE2EGracefulShutdown(t *testing.T) {
 	jailtest.WaitNoProcs(t, base, 65536, time.Second)
 	if left, _ := filepath.Glob("/sys/fs/cgroup/pids/jailgate/alice/*-*-*"); len(left) > 0 {
 		t.Errorf("environment cgroups left after shutdown: %v", left)
+	}
+	// The audit log: owner-only, one JSON object per event.
+	fi, err := os.Stat(auditLog)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("audit log %v, mode %v; want 0600", err, fi.Mode())
+	}
+	b, _ := os.ReadFile(auditLog)
+	for _, ev := range []string{`"event":"auth.success"`, `"event":"session.start"`, `"event":"env.start"`, `"event":"env.end"`} {
+		if !strings.Contains(string(b), ev) {
+			t.Errorf("audit log lacks %s:\n%s", ev, b)
+		}
 	}
 }

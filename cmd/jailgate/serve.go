@@ -32,6 +32,16 @@ func cmdServe(args []string, stderr io.Writer) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	var audit *gateway.AuditHandler
+	if cfg.AuditLog != "" {
+		f, err := openAudit(cfg.AuditLog)
+		if err != nil {
+			return err
+		}
+		defer func() { audit.Reopen(io.Discard).(*os.File).Close() }()
+		audit = gateway.NewAuditHandler(f)
+		log = slog.New(gateway.Tee{A: log.Handler(), B: audit})
+	}
 	signer, err := keys.LoadOrCreateHostKey(cfg.HostKey)
 	if err != nil {
 		return err
@@ -60,7 +70,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 		"fingerprint", keys.Fingerprint(signer.PublicKey()))
 
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, unix.SIGHUP, unix.SIGTERM, unix.SIGINT)
+	signal.Notify(sigs, unix.SIGHUP, unix.SIGTERM, unix.SIGINT, unix.SIGUSR1)
 	defer signal.Stop(sigs)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
@@ -72,8 +82,18 @@ func cmdServe(args []string, stderr io.Writer) error {
 			}
 			return nil
 		case sig := <-sigs:
-			if sig == unix.SIGHUP {
+			switch sig {
+			case unix.SIGHUP:
 				reload(srv, sup, path, log)
+				continue
+			case unix.SIGUSR1: // logrotate moved the audit log
+				if audit != nil {
+					if f, err := openAudit(cfg.AuditLog); err != nil {
+						log.Error("reopen audit log", "err", err)
+					} else {
+						audit.Reopen(f).(*os.File).Close()
+					}
+				}
 				continue
 			}
 			log.Info("shutting down", "signal", sig.String(), "grace", srv.Config().Server.ShutdownGrace)
@@ -83,6 +103,15 @@ func cmdServe(args []string, stderr io.Writer) error {
 			return nil
 		}
 	}
+}
+
+// openAudit opens the audit log for appending, owner-only.
+func openAudit(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	return f, nil
 }
 
 // drain tells every live session the server is going down and gives them
@@ -100,7 +129,7 @@ func drain(srv *gateway.Server, sigs <-chan os.Signal, log *slog.Logger) {
 		case <-done:
 			return
 		case sig := <-sigs:
-			if sig != unix.SIGHUP {
+			if sig == unix.SIGTERM || sig == unix.SIGINT {
 				log.Info("second signal: ending every session now", "signal", sig.String())
 				cancel()
 			}

@@ -44,6 +44,7 @@ type Config struct {
 	LimitsEnforcement string
 	Server            Server // connection limits and timeouts
 	AuditLog          string // JSON-lines audit log file; "" for none
+	Revoke            string // RevokeEndSessions (default) or RevokeKeepSessions
 	// TrustedUserCAKeys sign user certificates that log a tenant in when
 	// their principals name her (sshd TrustedUserCAKeys).
 	TrustedUserCAKeys []gossh.PublicKey
@@ -96,6 +97,12 @@ type User struct {
 type Forwarding struct {
 	Local bool // ssh -L: connections into her environment's loopback (default true)
 }
+
+// What a reload does to the live sessions of a removed tenant or key.
+const (
+	RevokeEndSessions  = "end-sessions"
+	RevokeKeepSessions = "keep-sessions"
+)
 
 // Seccomp modes.
 const (

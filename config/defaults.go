@@ -60,6 +60,9 @@ func applyTopDefaults(c *Config) {
 	if sv.ClientAliveCountMax == 0 {
 		sv.ClientAliveCountMax = 3
 	}
+	if c.Revoke == "" {
+		c.Revoke = RevokeEndSessions
+	}
 	if c.LimitsEnforcement == "" {
 		c.LimitsEnforcement = "strict"
 	}

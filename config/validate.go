@@ -25,6 +25,9 @@ func (p *parser) validate(c *Config) {
 	if c.AuditLog != "" && !filepath.IsAbs(c.AuditLog) {
 		p.add(p.fieldPos("audit_log"), "audit_log", "%q must be an absolute path", c.AuditLog)
 	}
+	if c.Revoke != RevokeEndSessions && c.Revoke != RevokeKeepSessions {
+		p.add(p.fieldPos("revoke"), "revoke", "%q is not one of end-sessions, keep-sessions", c.Revoke)
+	}
 	p.haveCAs = len(c.TrustedUserCAKeys) > 0 // certificates can stand in for keys
 	names := c.Names()
 	for _, n := range names {

@@ -281,7 +281,9 @@ func authorizeSession(cfg *config.Config, conn gossh.ConnMetadata, ctxKey gossh.
 func (s *Server) authorizeLayer(next sessionHandler) sessionHandler {
 	return func(ss *session) {
 		ctxKey, _ := ss.ctx.Value(ssh.ContextKeyPublicKey).(gossh.PublicKey)
-		u, opts, reason := authorizeSession(ss.st.cfg, ss.conn, ctxKey, ss.conn.Permissions)
+		// The current snapshot, not the connection's: a tenant or key
+		// removed by a reload opens no new session on an old connection.
+		u, opts, reason := authorizeSession(ss.srv.Config(), ss.conn, ctxKey, ss.conn.Permissions)
 		if reason != "" {
 			fp := ""
 			if ctxKey != nil {

@@ -52,7 +52,7 @@ func (s *Server) forwardHandler(_ *ssh.Server, conn *gossh.ServerConn, nc gossh.
 	}
 	remote := remoteOf(conn.RemoteAddr())
 	ctxKey, _ := ctx.Value(ssh.ContextKeyPublicKey).(gossh.PublicKey)
-	u, opts, reason := authorizeSession(st.cfg, conn, ctxKey, conn.Permissions)
+	u, opts, reason := authorizeSession(s.Config(), conn, ctxKey, conn.Permissions)
 	if reason != "" {
 		fp := ""
 		if ctxKey != nil {

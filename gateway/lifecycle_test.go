@@ -325,6 +325,17 @@ func TestReload(t *testing.T) {
 	m := &jailtest.HostManager{}
 	l := newLab(t, m, config.EnvTenant)
 	old := l.client(t, "alice") // connected under the first snapshot
+	live, err := old.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var liveErr lockedBuffer
+	live.Stderr = &liveErr
+	out, _ := live.StdoutPipe()
+	if err := live.Start("echo up; exec sleep 100"); err != nil {
+		t.Fatal(err)
+	}
+	gatewaytest.Expect(t, out, "up", wait)
 	carolKey, carolPub := gatewaytest.NewKey(t)
 	next := gatewaytest.Config(gatewaytest.User("carol", carolPub))
 	l.Server.SetConfig(next)
@@ -337,7 +348,39 @@ func TestReload(t *testing.T) {
 	if _, err := gatewaytest.Dial(t, l.Addr, "alice", l.keys["alice"]); err == nil {
 		t.Error("alice, removed by the reload, logged in")
 	}
-	if out, _, err := run(t, old, "echo still"); err != nil || out != "still\n" {
-		t.Errorf("alice's live connection after the reload: %q, %v", out, err)
+	// Her live session was ended with a line saying why.
+	if err := live.Wait(); err == nil {
+		t.Error("alice's live session survived her removal")
+	}
+	if !strings.Contains(liveErr.String(), "jailgate: your access was revoked") {
+		t.Errorf("alice was not told: %q", liveErr.String())
+	}
+	// Her connection was closed with it: no new session on it either.
+	if s, err := old.NewSession(); err == nil {
+		s.Close()
+		t.Error("alice's old connection opened a new session after her removal")
+	}
+}
+
+func TestReloadKeepSessions(t *testing.T) {
+	m := &jailtest.HostManager{}
+	l := newLab(t, m, config.EnvTenant)
+	c := l.client(t, "alice")
+	_, carolPub := gatewaytest.NewKey(t)
+	next := gatewaytest.Config(gatewaytest.User("carol", carolPub))
+	next.Revoke = config.RevokeKeepSessions
+	s, _ := c.NewSession()
+	out, _ := s.StdoutPipe()
+	in, _ := s.StdinPipe()
+	if err := s.Start("echo up; cat"); err != nil {
+		t.Fatal(err)
+	}
+	gatewaytest.Expect(t, out, "up", wait)
+	l.Server.SetConfig(next)
+	in.Write([]byte("after\n"))
+	gatewaytest.Expect(t, out, "after", wait)
+	in.Close()
+	if err := s.Wait(); err != nil {
+		t.Errorf("with revoke: keep-sessions the live session was ended: %v", err)
 	}
 }

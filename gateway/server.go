@@ -146,6 +146,37 @@ func (s *Server) SetConfig(c *config.Config) {
 	}
 	s.cfg.Store(c)
 	s.log.Info("reloaded", "config", c.File, "tenants", len(c.Users))
+	s.revoke(c)
+}
+
+// revoke ends the live sessions whose tenant or key c no longer admits,
+// with a line telling her why, and closes their connections, unless c says
+// revoke: keep-sessions. Sessions of tenants still admitted keep the
+// settings they started with.
+func (s *Server) revoke(c *config.Config) {
+	if c.Revoke == config.RevokeKeepSessions {
+		return
+	}
+	s.mu.Lock()
+	var gone []*session
+	for ss := range s.live {
+		key, _ := ss.ctx.Value(ssh.ContextKeyPublicKey).(gossh.PublicKey)
+		if _, _, reason := authorizeSession(c, ss.conn, key, ss.conn.Permissions); reason != "" {
+			gone = append(gone, ss)
+		}
+	}
+	s.mu.Unlock()
+	for _, ss := range gone {
+		s.log.Info("session revoked", "tenant", ss.tenant.Name, "session", ss.id, "reason", "removed by a reload")
+		ss.notice("your access was revoked; closing")
+		ss.mu.Lock()
+		proc := ss.proc
+		ss.mu.Unlock()
+		if proc != nil {
+			proc.Kill()
+		}
+		ss.conn.Close()
+	}
 }
 
 // Config returns the current configuration snapshot.

@@ -53,13 +53,36 @@ func configFlag(name string, args []string) (string, *flag.FlagSet, error) {
 
 // cmdCheck validates a configuration and prints one summary line per tenant.
 func cmdCheck(args []string, stdout io.Writer) error {
-	path, _, err := configFlag("check", args)
+	diff := false
+	var rest []string
+	for _, a := range args {
+		if a == "--diff" || a == "-diff" {
+			diff = true
+			continue
+		}
+		rest = append(rest, a)
+	}
+	path, _, err := configFlag("check", rest)
 	if err != nil {
 		return err
 	}
 	c, err := loadConfig(path)
 	if err != nil {
 		return err
+	}
+	if diff {
+		old, err := config.Load(activeConfig(c.StateDir))
+		if err != nil {
+			return fmt.Errorf("check --diff: the configuration in force (%s): %w", activeConfig(c.StateDir), err)
+		}
+		lines := diffConfigs(old, c)
+		if len(lines) == 0 {
+			fmt.Fprintln(stdout, "no change")
+		}
+		for _, l := range lines {
+			fmt.Fprintln(stdout, l)
+		}
+		return nil
 	}
 	fmt.Fprintf(stdout, "%s: ok, listen %s, %d tenants\n", path, c.Listen, len(c.Users))
 	for _, n := range c.Names() {

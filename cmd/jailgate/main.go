@@ -25,7 +25,9 @@ const usage = `usage: jailgate <command> [flags]
 
 commands:
   serve --config FILE              run the SSH gateway
-  check --config FILE              validate a configuration and summarise each tenant
+  check --config FILE [--diff]     validate a configuration and summarise each tenant;
+                                   --diff: what a reload would change against the one in force
+  explain --config FILE TENANT     a tenant's effective settings, defaults and templates applied
   status --config FILE             each tenant's environments, memory, pids, cpu (from her cgroup)
   rootfs from-host [--with CMD,...] DIR
                                    build a minimal root filesystem from the host's binaries
@@ -60,6 +62,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdCheck(args[1:], stdout)
 	case "status":
 		err = cmdStatus(args[1:], stdout)
+	case "explain":
+		err = cmdExplain(args[1:], stdout)
 	case "rootfs":
 		err = cmdRootfs(args[1:], stderr)
 	case "version":

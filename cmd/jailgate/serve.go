@@ -66,6 +66,9 @@ func cmdServe(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := saveActive(cfg); err != nil {
+		log.Warn("record the configuration in force", "err", err)
+	}
 	log.Info("listening", "addr", l.Addr().String(), "config", path, "tenants", len(cfg.Users),
 		"fingerprint", keys.Fingerprint(signer.PublicKey()))
 
@@ -151,8 +154,10 @@ func reload(srv *gateway.Server, sup *jail.Supervisor, path string, log *slog.Lo
 		log.Error("reload rejected; the previous configuration stays in force", "config", path)
 		return
 	}
-	srv.SetConfig(c)
-	log.Info("reloaded", "config", path, "tenants", len(c.Users))
+	srv.SetConfig(c) // logs the reload
+	if err := saveActive(c); err != nil {
+		log.Warn("record the configuration in force", "err", err)
+	}
 }
 
 // enforceable checks that this host can enforce every tenant's limits, and

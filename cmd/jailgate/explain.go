@@ -1,0 +1,169 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/jailgate/jailgate/config"
+	"github.com/jailgate/jailgate/keys"
+)
+
+// activeConfig is where serve keeps a copy of the configuration in force,
+// so that `check --diff` can say what a reload would change.
+func activeConfig(stateDir string) string { return filepath.Join(stateDir, "active.yaml") }
+
+// saveActive records the configuration serve just put in force.
+func saveActive(c *config.Config) error {
+	data, err := os.ReadFile(c.File)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
+		return err
+	}
+	tmp := activeConfig(c.StateDir) + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, activeConfig(c.StateDir))
+}
+
+// explainLines lists a tenant's effective settings, defaults and
+// templates applied.
+func explainLines(u *config.User) []string {
+	lines := []string{
+		"tenant:       " + u.Name,
+		"rootfs:       " + u.Rootfs,
+		"shell:        " + u.Shell,
+		"hostname:     " + u.Hostname,
+		"environment:  " + u.Environment,
+		fmt.Sprintf("linger:       %v", u.Linger),
+		"network:      " + u.Network,
+		fmt.Sprintf("limits:       memory=%s memory_swap=%s pids=%d cpu=%g io_weight=%d",
+			sizeOrUnlimited(u.Limits.Memory), sizeOrUnlimited(u.Limits.MemorySwap), u.Limits.Pids, u.Limits.CPU, u.Limits.IOWeight),
+		fmt.Sprintf("rlimits:      %v", u.Rlimits),
+		fmt.Sprintf("ids:          base %s, %d ids", baseText(u.UIDBase), u.IDRange),
+		fmt.Sprintf("capabilities: %s", capsText(u.Caps)),
+		"seccomp:      " + u.Seccomp,
+		fmt.Sprintf("forwarding:   local=%v", u.Forwarding.Local),
+		fmt.Sprintf("sessions:     max %d, idle_timeout %v (+%v grace), max_session_time %v",
+			u.MaxSessions, u.IdleTimeout, u.IdleGrace, u.MaxSessionTime),
+	}
+	for _, k := range u.Keys {
+		opts := ""
+		if len(k.Options) > 0 {
+			opts = " [" + strings.Join(k.Options, ",") + "]"
+		}
+		lines = append(lines, fmt.Sprintf("key:          %s %s%s", keys.Fingerprint(k.Key), k.Comment, opts))
+	}
+	return lines
+}
+
+// sizeOrUnlimited renders a limit; 0 is unlimited.
+func sizeOrUnlimited(n int64) string {
+	if n == 0 {
+		return "unlimited"
+	}
+	return config.FormatSize(n)
+}
+
+// baseText renders an explicit or allocated id base.
+func baseText(b uint32) string {
+	if b == 0 {
+		return "allocated from the pool"
+	}
+	return fmt.Sprint(b)
+}
+
+// capsText renders the capability list; nil is the jail's default set.
+func capsText(c []string) string {
+	if c == nil {
+		return "the default set"
+	}
+	return strings.Join(c, " ")
+}
+
+// cmdExplain prints one tenant's effective settings.
+func cmdExplain(args []string, stdout io.Writer) error {
+	var tenant string
+	var rest []string
+	for _, a := range args {
+		if !strings.HasPrefix(a, "-") && tenant == "" && (len(rest) == 0 || rest[len(rest)-1] != "--config") {
+			tenant = a
+			continue
+		}
+		rest = append(rest, a)
+	}
+	path, _, err := configFlag("explain", rest)
+	if err != nil {
+		return err
+	}
+	if tenant == "" {
+		return &usageError{"explain: name a tenant"}
+	}
+	c, err := loadConfig(path)
+	if err != nil {
+		return err
+	}
+	u := c.Users[tenant]
+	if u == nil {
+		return fmt.Errorf("explain: %s has no tenant %q", path, tenant)
+	}
+	for _, l := range explainLines(u) {
+		fmt.Fprintln(stdout, l)
+	}
+	return nil
+}
+
+// diffConfigs says what a reload from old to c would change.
+func diffConfigs(old, c *config.Config) []string {
+	var out []string
+	names := map[string]bool{}
+	for n := range old.Users {
+		names[n] = true
+	}
+	for n := range c.Users {
+		names[n] = true
+	}
+	sorted := make([]string, 0, len(names))
+	for n := range names {
+		sorted = append(sorted, n)
+	}
+	sort.Strings(sorted)
+	for _, n := range sorted {
+		o, u := old.Users[n], c.Users[n]
+		switch {
+		case o == nil:
+			out = append(out, "+ tenant "+n)
+		case u == nil:
+			out = append(out, "- tenant "+n+" (her live sessions end unless revoke: keep-sessions)")
+		default:
+			a, b := explainLines(o), explainLines(u)
+			for _, l := range a {
+				if !contains(b, l) {
+					out = append(out, "~ "+n+": - "+l)
+				}
+			}
+			for _, l := range b {
+				if !contains(a, l) {
+					out = append(out, "~ "+n+": + "+l)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// contains reports whether list has s.
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

@@ -62,6 +62,17 @@ func TestE2ESFTP(t *testing.T) {
 		}
 	})
 
+	t.Run("scp -O (legacy protocol, the rootfs's own scp)", func(t *testing.T) {
+		if _, err := os.Stat(filepath.Join(g.rootfs["alice"], "usr/bin/scp")); err != nil {
+			t.Fatalf("from-host did not copy scp into the rootfs: %v", err)
+		}
+		scp("-O", src, "alice@127.0.0.1:legacy.bin")
+		got, err := os.ReadFile(filepath.Join(g.rootfs["alice"], "root/legacy.bin"))
+		if err != nil || !bytes.Equal(got, data) {
+			t.Errorf("scp -O upload: %d bytes, %v", len(got), err)
+		}
+	})
+
 	t.Run("sftp batch", func(t *testing.T) {
 		batch := filepath.Join(local, "batch")
 		os.WriteFile(batch, []byte(strings.Join([]string{

@@ -90,7 +90,9 @@ type User struct {
 	IdleTimeout    time.Duration     // no input or output this long: a warning (0: off)
 	IdleGrace      time.Duration     // then this long more: the session ends (default 1m)
 	MaxSessionTime time.Duration     // a session ends after this long (0: off)
-	Banner         string            // shown before authentication; {user} expanded
+	Banner         string            // shown at the start of an interactive shell; {user} expanded
+	Record         bool              // record terminal sessions (asciicast v2) under state_dir/recordings
+	RecordInput    bool              // record what she types too
 }
 
 // Forwarding switches (OpenSSH AllowTcpForwarding, AllowAgentForwarding).

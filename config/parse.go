@@ -101,7 +101,7 @@ var (
 	serverKeys = []string{"login_grace_time", "max_auth_tries", "max_startups", "per_source_max_startups",
 		"max_connections", "client_alive_interval", "client_alive_count_max", "shutdown_grace"}
 	userKeys = []string{"keys", "keys_file", "rootfs", "shell", "hostname", "environment", "linger", "network", "limits", "id_range", "uid_base", "capabilities", "seccomp", "rlimits", "forwarding",
-		"max_sessions", "idle_timeout", "idle_grace", "max_session_time", "banner"}
+		"max_sessions", "idle_timeout", "idle_grace", "max_session_time", "banner", "record", "record_input"}
 	limitKeys  = []string{"memory", "memory_swap", "pids", "cpu", "io_weight"}
 	defaultBad = []string{"uid_base"} // per-tenant only
 )
@@ -213,6 +213,15 @@ func (p *parser) user(u *User, n *yaml.Node, path string, isDefaults bool) {
 			p.count(&u.MaxSessions, v, field)
 		case "banner":
 			u.Banner = p.str(v, field)
+		case "record", "record_input":
+			on, err := strconv.ParseBool(p.str(v, field))
+			if err != nil {
+				p.add(p.at(v), field, "%q is not true or false", v.Value)
+			} else if key == "record" {
+				u.Record = on
+			} else {
+				u.RecordInput = on
+			}
 		case "limits":
 			p.limits(&u.Limits, v, field)
 		case "capabilities":

@@ -40,6 +40,7 @@ type session struct {
 	env     envVars   // from env requests
 	started bool      // shell or exec accepted
 	proc    jail.Process
+	rec     *recorder // the session's recording, if the tenant is recorded
 }
 
 // startRequest is the shell or exec request that starts the session.
@@ -123,6 +124,9 @@ func (ss *session) request(req *gossh.Request) (bool, *startRequest) {
 			return false, nil
 		}
 		ss.pty.Rows, ss.pty.Cols = rows, cols
+		if ss.rec != nil {
+			ss.rec.resize(cols, rows)
+		}
 		if ss.proc != nil {
 			return ss.proc.Resize(rows, cols) == nil, nil
 		}
@@ -230,6 +234,18 @@ func (s *Server) run(ctx context.Context, ss *session, sr startRequest, gone <-c
 		ss.fail(ctx, ps.TTY != nil, "spawn", err)
 		return
 	}
+	if u.Record && ps.TTY != nil {
+		path := RecordingPath(ss.st.cfg.StateDir, u.Name, ss.id, time.Now())
+		rec, err := newRecorder(path, ps.TTY.Cols, ps.TTY.Rows, ps.TTY.Term, u.RecordInput, s.log)
+		if err != nil {
+			s.log.Error("recording not started; the session goes on", "tenant", u.Name, "session", ss.id, "err", err)
+		} else {
+			defer rec.close()
+			ss.mu.Lock()
+			ss.rec = rec
+			ss.mu.Unlock()
+		}
+	}
 	if !sr.exec && sr.subsystem == "" && u.Banner != "" {
 		ss.motd(u.Banner, ps.TTY != nil)
 	}
@@ -260,7 +276,18 @@ func (ss *session) attach(proc jail.Process, tty *jail.TTY, gone <-chan struct{}
 	}
 	act := &activity{}
 	act.touch()
-	copyOut(act.writer(ss.ch), proc.Stdout())
+	ss.mu.Lock()
+	rec := ss.rec
+	ss.mu.Unlock()
+	var toClient io.Writer = act.writer(ss.ch)
+	var in io.Reader = act.reader(ss.ch)
+	if rec != nil {
+		toClient = io.MultiWriter(toClient, recOutput{rec})
+		if rec.input {
+			in = io.TeeReader(in, recInput{rec})
+		}
+	}
+	copyOut(toClient, proc.Stdout())
 	if r := proc.Stderr(); r != nil {
 		copyOut(act.writer(ss.ch.Stderr()), r)
 	}
@@ -268,7 +295,7 @@ func (ss *session) attach(proc jail.Process, tty *jail.TTY, gone <-chan struct{}
 	defer close(watched)
 	ss.srv.goSafe(ss, func() { ss.watchdog(act, func() { proc.Kill() }, watched) })
 	ss.srv.goSafe(ss, func() {
-		io.Copy(proc.Stdin(), act.reader(ss.ch))
+		io.Copy(proc.Stdin(), in)
 		proc.Stdin().Close() // the client's EOF; with a TTY the jail makes this a no-op
 	})
 	drained := make(chan struct{})

@@ -28,6 +28,9 @@ commands:
   check --config FILE [--diff]     validate a configuration and summarise each tenant;
                                    --diff: what a reload would change against the one in force
   explain --config FILE TENANT     a tenant's effective settings, defaults and templates applied
+  recordings list --config FILE [--tenant T]
+                                   the recorded sessions (asciicast v2)
+  play [--speed N] FILE            replay a recording in this terminal
   status --config FILE             each tenant's environments, memory, pids, cpu (from her cgroup)
   rootfs from-host [--with CMD,...] DIR
                                    build a minimal root filesystem from the host's binaries
@@ -64,6 +67,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdStatus(args[1:], stdout)
 	case "explain":
 		err = cmdExplain(args[1:], stdout)
+	case "recordings":
+		err = cmdRecordings(args[1:], stdout)
+	case "play":
+		err = cmdPlay(args[1:], stdout)
 	case "rootfs":
 		err = cmdRootfs(args[1:], stderr)
 	case "version":

@@ -44,6 +44,7 @@ type Config struct {
 	LimitsEnforcement string
 	Server            Server // connection limits and timeouts
 	AuditLog          string // JSON-lines audit log file; "" for none
+	MetricsListen     string // address:port for /metrics, /healthz, /readyz; "" for none
 	Revoke            string // RevokeEndSessions (default) or RevokeKeepSessions
 	// TrustedUserCAKeys sign user certificates that log a tenant in when
 	// their principals name her (sshd TrustedUserCAKeys).

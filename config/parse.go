@@ -97,7 +97,7 @@ func join(path, key string) string {
 // The schema, per section.
 var (
 	topKeys = []string{"listen", "host_key", "state_dir", "limits_enforcement", "server",
-		"trusted_user_ca_keys", "revoked_keys", "audit_log", "revoke", "defaults", "users"}
+		"trusted_user_ca_keys", "revoked_keys", "audit_log", "metrics_listen", "revoke", "defaults", "users"}
 	serverKeys = []string{"login_grace_time", "max_auth_tries", "max_startups", "per_source_max_startups",
 		"max_connections", "client_alive_interval", "client_alive_count_max", "shutdown_grace"}
 	userKeys = []string{"keys", "keys_file", "rootfs", "shell", "hostname", "environment", "linger", "network", "limits", "id_range", "uid_base", "capabilities", "seccomp", "rlimits", "forwarding",
@@ -135,6 +135,8 @@ func (p *parser) parse(data []byte) *Config {
 				c.RevokedKeys = p.keySources(v, key)
 			case "audit_log":
 				c.AuditLog = p.str(v, key)
+			case "metrics_listen":
+				c.MetricsListen = p.str(v, key)
 			case "revoke":
 				c.Revoke = p.str(v, key)
 			case "defaults":

@@ -47,10 +47,16 @@ func (p *parser) validate(c *Config) {
 
 // checkListen wants host:port with a valid port.
 func (p *parser) checkListen(c *Config) {
-	host, port, err := net.SplitHostPort(c.Listen)
-	n, perr := strconv.Atoi(port)
-	if err != nil || perr != nil || n < 0 || n > 65535 || strings.ContainsAny(host, " /") {
-		p.add(p.fieldPos("listen"), "listen", "%q is not address:port (use e.g. 0.0.0.0:2222)", c.Listen)
+	check := func(field, v, example string) {
+		host, port, err := net.SplitHostPort(v)
+		n, perr := strconv.Atoi(port)
+		if err != nil || perr != nil || n < 0 || n > 65535 || strings.ContainsAny(host, " /") {
+			p.add(p.fieldPos(field), field, "%q is not address:port (use e.g. %s)", v, example)
+		}
+	}
+	check("listen", c.Listen, "0.0.0.0:2222")
+	if c.MetricsListen != "" {
+		check("metrics_listen", c.MetricsListen, "127.0.0.1:9222")
 	}
 }
 

@@ -74,6 +74,7 @@ type graceConn struct {
 // anyway.
 func (c *graceConn) authenticated() {
 	c.timer.Stop()
+	c.s.opts.Metrics.handshake(time.Since(c.start))
 	c.s.startupDone(c)
 }
 
@@ -83,6 +84,7 @@ func (c *graceConn) Close() error {
 	c.closeOnce.Do(func() {
 		c.timer.Stop()
 		c.s.startupDone(c)
+		c.s.opts.Metrics.connClosed()
 		c.s.log.Info("disconnect", "remote", c.RemoteAddr().String(), "conn", c.id,
 			"duration", time.Since(c.start).Round(time.Millisecond))
 		c.s.mu.Lock()
@@ -127,6 +129,7 @@ func (s *Server) connCallback(ctx ssh.Context, nc net.Conn) net.Conn {
 	s.mu.Unlock()
 	ctx.SetValue(connStateKey{}, st)
 	s.log.Info("connection", "remote", remote, "conn", st.id)
+	s.opts.Metrics.connOpened()
 	go s.keepalive(ctx, st)
 	return gc
 }
@@ -188,6 +191,7 @@ func (s *Server) publicKeyHandler(ctx ssh.Context, key ssh.PublicKey) bool {
 		}
 	}
 	if reason != "" {
+		s.opts.Metrics.authResult(false)
 		s.log.Info("auth failed", "user", ctx.User(), "remote", remoteOf(ctx.RemoteAddr()),
 			"fingerprint", keys.Fingerprint(key), "reason", reason)
 		if st != nil {
@@ -204,6 +208,7 @@ func (s *Server) publicKeyHandler(ctx ssh.Context, key ssh.PublicKey) bool {
 // handler accepted, which need not be the one used (CVE-2024-45337).
 func (s *Server) verifiedKey(conn gossh.ConnMetadata, key gossh.PublicKey, perms *gossh.Permissions, _ string) (*gossh.Permissions, error) {
 	s.log.Info("auth ok", "user", conn.User(), "remote", remoteOf(conn.RemoteAddr()), "fingerprint", keys.Fingerprint(key))
+	s.opts.Metrics.authResult(true)
 	out := &gossh.Permissions{Extensions: map[string]string{}}
 	if perms != nil {
 		out.CriticalOptions = perms.CriticalOptions

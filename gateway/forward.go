@@ -143,6 +143,7 @@ func (s *Server) pipeForward(nc gossh.NewChannel, c net.Conn, tenant, remote, co
 		ch.CloseWrite()
 	}()
 	wg.Wait()
+	s.opts.Metrics.forwarded(in, out)
 	s.log.Info("forward close", "tenant", tenant, "remote", remote, "conn", conn, "port", port,
 		"bytes_in", in, "bytes_out", out, "duration", time.Since(begin).Round(time.Millisecond))
 }

@@ -41,8 +41,10 @@ type Options struct {
 	// environment request.
 	Provision func(ctx context.Context, u *config.User) (*jail.EnvSpec, error)
 	// LoginGraceTime bounds the handshake plus authentication of a
-	// connection; 0 means DefaultLoginGraceTime.
+	// connection; 0 means the config's server.login_grace_time.
 	LoginGraceTime time.Duration
+	// Metrics, if set, are kept up to date (see NewMetrics).
+	Metrics *Metrics
 }
 
 // Server is the SSH gateway. Its methods are safe for concurrent use.
@@ -146,6 +148,7 @@ func (s *Server) SetConfig(c *config.Config) {
 	}
 	s.cfg.Store(c)
 	s.log.Info("reloaded", "config", c.File, "tenants", len(c.Users))
+	s.opts.Metrics.Reload("ok")
 	s.revoke(c)
 }
 
@@ -178,6 +181,9 @@ func (s *Server) revoke(c *config.Config) {
 		ss.conn.Close()
 	}
 }
+
+// Metrics returns the server's metrics (nil if it keeps none).
+func (s *Server) Metrics() *Metrics { return s.opts.Metrics }
 
 // Config returns the current configuration snapshot.
 func (s *Server) Config() *config.Config { return s.cfg.Load() }

@@ -214,6 +214,7 @@ func (s *Server) run(ctx context.Context, ss *session, sr startRequest, gone <-c
 	if ps.TTY != nil {
 		pty = fmt.Sprintf("%dx%d", ps.TTY.Cols, ps.TTY.Rows)
 	}
+	defer s.opts.Metrics.sessionStarted(kind)()
 	// The exec request is logged as what she ran; what she types never is.
 	s.log.Info("session exec", "tenant", u.Name, "remote", ss.remote, "session", ss.id, "kind", kind,
 		"command", sr.command, "pty", pty, "env", envKey(u, ss))
@@ -223,7 +224,9 @@ func (s *Server) run(ctx context.Context, ss *session, sr startRequest, gone <-c
 		ss.fail(ctx, ps.TTY != nil, "provision", err)
 		return
 	}
+	waitEnv := time.Now()
 	env, err := s.opts.Manager.Environment(ctx, envKey(u, ss), spec)
+	s.opts.Metrics.envWait(time.Since(waitEnv))
 	if err != nil {
 		ss.fail(ctx, ps.TTY != nil, "environment", err)
 		return
@@ -416,6 +419,7 @@ func (ss *session) oomNotice() {
 		limit = "memory limit " + config.FormatSize(m)
 	}
 	ss.srv.log.Warn("limit.oom", "tenant", ss.tenant.Name, "session", ss.id, "limit", limit)
+	ss.srv.opts.Metrics.oomKilled(ss.tenant.Name)
 	ss.notice("killed: " + limit + " reached")
 }
 

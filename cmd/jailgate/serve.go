@@ -7,9 +7,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"golang.org/x/sys/unix"
 
@@ -55,8 +59,11 @@ func cmdServe(args []string, stderr io.Writer) error {
 		return err
 	}
 	prov := &provisioner{stateDir: cfg.StateDir, pool: jail.NewIDPool(cfg.StateDir)}
-	srv, err := gateway.New(gateway.Options{
-		Config: cfg, Manager: sup, HostKey: signer, Logger: log, Provision: prov.provision,
+	var srv *gateway.Server
+	metrics := gateway.NewMetrics(func() []string { return srv.Config().Names() },
+		func(t string) (jail.Stats, error) { return jail.TenantStats(t, "") })
+	srv, err = gateway.New(gateway.Options{
+		Config: cfg, Manager: sup, HostKey: signer, Logger: log, Provision: prov.provision, Metrics: metrics,
 	})
 	if err != nil {
 		return err
@@ -65,6 +72,15 @@ func cmdServe(args []string, stderr io.Writer) error {
 	l, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
+	}
+	if cfg.MetricsListen != "" {
+		ml, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("metrics_listen: %w", err)
+		}
+		hs := &http.Server{Handler: opsHandler(metrics, sup, srv), ReadHeaderTimeout: 5 * time.Second}
+		go hs.Serve(ml)
+		defer hs.Close()
 	}
 	if err := saveActive(cfg); err != nil {
 		log.Warn("record the configuration in force", "err", err)
@@ -106,6 +122,23 @@ func cmdServe(args []string, stderr io.Writer) error {
 			return nil
 		}
 	}
+}
+
+// opsHandler serves /metrics (Prometheus), /healthz (the process is up)
+// and /readyz (listening with a configuration, and cgroups usable where a
+// tenant has limits).
+func opsHandler(m *gateway.Metrics, sup *jail.Supervisor, srv *gateway.Server) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := enforceable(sup, srv.Config()); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	return mux
 }
 
 // openAudit opens the audit log for appending, owner-only.
@@ -151,6 +184,7 @@ func reload(srv *gateway.Server, sup *jail.Supervisor, path string, log *slog.Lo
 		for _, line := range errorLines(err) {
 			log.Error("reload rejected: " + line)
 		}
+		srv.Metrics().Reload("error")
 		log.Error("reload rejected; the previous configuration stays in force", "config", path)
 		return
 	}

@@ -147,14 +147,26 @@ func TestLimitsSharedBudget(t *testing.T) {
 func TestLimitsCPU(t *testing.T) {
 	limNoSessionCgroups(t)
 	l := startLab(t, "    limits: { cpu: 0.5 }\n")
-	// A 2 s busy loop in bash, then bash's own CPU time from `times`
-	// (user and system, first line): measured, not timed.
-	out := must(t, l.client(t, "alice"), `end=$((SECONDS+3)); while [ $SECONDS -lt $end ]; do :; done; times >/tmp/times; head -1 /tmp/times`)
-	used := cpuSeconds(t, out)
-	// The loop runs 2-3 s of wall time; at 0.5 CPU it may use at most
-	// ~1.5 s, and it must have run at all.
+	c := l.client(t, "alice")
+	// Hold the environment (and so her cgroup's counters) across the run.
+	hold, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	holdOut, _ := hold.StdoutPipe()
+	if err := hold.Start("echo up; exec sleep 1000"); err != nil {
+		t.Fatal(err)
+	}
+	gatewaytest.Expect(t, holdOut, "up", 10*time.Second)
+	usage := "/sys/fs/cgroup/cpuacct/jailgate-test/alice/cpuacct.usage"
+	before := readInt(t, usage)
+	// A busy loop of 2-3 s wall time; the CPU it used is read from her
+	// cgroup's usage: measured, not timed.
+	must(t, c, `end=$((SECONDS+3)); while [ $SECONDS -lt $end ]; do :; done`)
+	used := float64(readInt(t, usage)-before) / 1e9
+	// At 0.5 CPU a 2-3 s loop may use at most ~1.5 s; it must have run.
 	if used > 1.7 || used < 0.3 {
-		t.Errorf("busy loop under cpu: 0.5 used %.2fs of CPU (times: %q), want 0.3-1.7s", used, out)
+		t.Errorf("busy loop under cpu: 0.5 used %.2fs of CPU (cpuacct.usage), want 0.3-1.7s", used)
 	}
 }
 
@@ -162,23 +174,6 @@ func TestLimitsCPU(t *testing.T) {
 // own process (exec), so an OOM kill ends the session with exit-signal KILL.
 func hog(n string) string {
 	return `exec bash -c 'v=$(head -c ` + n + ` /dev/zero | tr "\0" x); echo ${#v}; exec sleep 100'`
-}
-
-// cpuSeconds sums the user and system times bash's `times` prints, e.g.
-// "0m1.010s 0m0.002s".
-func cpuSeconds(t *testing.T, line string) float64 {
-	t.Helper()
-	var total float64
-	for _, f := range strings.Fields(line) {
-		m, s, ok := strings.Cut(strings.TrimSuffix(f, "s"), "m")
-		mins, err1 := strconv.ParseFloat(m, 64)
-		secs, err2 := strconv.ParseFloat(s, 64)
-		if !ok || err1 != nil || err2 != nil {
-			t.Fatalf("cannot read %q from times output %q", f, line)
-		}
-		total += mins*60 + secs
-	}
-	return total
 }
 
 func TestLimitsRlimitsAndCore(t *testing.T) {

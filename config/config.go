@@ -45,6 +45,8 @@ type Config struct {
 	Server            Server // connection limits and timeouts
 	AuditLog          string // JSON-lines audit log file; "" for none
 	MetricsListen     string // address:port for /metrics, /healthz, /readyz; "" for none
+	LogFormat         string // "text" (default) or "json"
+	LogLevel          string // "debug", "info" (default), "warn" or "error"
 	Revoke            string // RevokeEndSessions (default) or RevokeKeepSessions
 	// TrustedUserCAKeys sign user certificates that log a tenant in when
 	// their principals name her (sshd TrustedUserCAKeys).

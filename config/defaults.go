@@ -60,6 +60,12 @@ func applyTopDefaults(c *Config) {
 	if sv.ClientAliveCountMax == 0 {
 		sv.ClientAliveCountMax = 3
 	}
+	if c.LogFormat == "" {
+		c.LogFormat = "text"
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
 	if c.Revoke == "" {
 		c.Revoke = RevokeEndSessions
 	}

@@ -97,7 +97,7 @@ func join(path, key string) string {
 // The schema, per section.
 var (
 	topKeys = []string{"listen", "host_key", "state_dir", "limits_enforcement", "server",
-		"trusted_user_ca_keys", "revoked_keys", "audit_log", "metrics_listen", "revoke", "defaults", "users"}
+		"trusted_user_ca_keys", "revoked_keys", "audit_log", "metrics_listen", "log", "revoke", "defaults", "users"}
 	serverKeys = []string{"login_grace_time", "max_auth_tries", "max_startups", "per_source_max_startups",
 		"max_connections", "client_alive_interval", "client_alive_count_max", "shutdown_grace"}
 	userKeys = []string{"keys", "keys_file", "rootfs", "shell", "hostname", "environment", "linger", "network", "limits", "id_range", "uid_base", "capabilities", "seccomp", "rlimits", "forwarding",
@@ -137,6 +137,16 @@ func (p *parser) parse(data []byte) *Config {
 				c.AuditLog = p.str(v, key)
 			case "metrics_listen":
 				c.MetricsListen = p.str(v, key)
+			case "log":
+				p.mapping(v, key, []string{"format", "level"}, func(k string, v *yaml.Node) {
+					f := join(key, k)
+					p.pos[f] = p.at(v)
+					if k == "format" {
+						c.LogFormat = p.str(v, f)
+					} else {
+						c.LogLevel = p.str(v, f)
+					}
+				})
 			case "revoke":
 				c.Revoke = p.str(v, key)
 			case "defaults":
@@ -174,6 +184,7 @@ func (p *parser) parse(data []byte) *Config {
 		for _, k := range u.Keys {
 			o, _ := keys.ParseOptions(k.Options) // checked above
 			c.Keys.AddWithOptions(u.Name, k.Key, o)
+			c.Keys.SetComment(u.Name, k.Key, k.Comment)
 		}
 	}
 	return c

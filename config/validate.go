@@ -25,6 +25,14 @@ func (p *parser) validate(c *Config) {
 	if c.AuditLog != "" && !filepath.IsAbs(c.AuditLog) {
 		p.add(p.fieldPos("audit_log"), "audit_log", "%q must be an absolute path", c.AuditLog)
 	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		p.add(p.fieldPos("log.format"), "log.format", "%q is not one of text, json", c.LogFormat)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		p.add(p.fieldPos("log.level"), "log.level", "%q is not one of debug, info, warn, error", c.LogLevel)
+	}
 	if c.Revoke != RevokeEndSessions && c.Revoke != RevokeKeepSessions {
 		p.add(p.fieldPos("revoke"), "revoke", "%q is not one of end-sessions, keep-sessions", c.Revoke)
 	}

@@ -101,6 +101,9 @@ func TestAuditLog(t *testing.T) {
 	if fail["user"] != "alice" || fail["fingerprint"] == nil || fail["reason"] != "key not listed" {
 		t.Errorf("auth.failure = %v", fail)
 	}
+	if events[1]["method"] != "publickey" || events[3]["bytes_in"] != float64(len("typed-secret\n")) || events[3]["bytes_out"] != float64(len("typed-secret\ndone\n")) {
+		t.Errorf("auth.success %v / session.end %v: method or byte counts wrong", events[1], events[3])
+	}
 	if events[1]["fingerprint"] == nil || events[3]["exit"] != "0" {
 		t.Errorf("auth.success %v / session.end %v lack fingerprint or exit", events[1], events[3])
 	}

@@ -207,7 +207,14 @@ func (s *Server) publicKeyHandler(ctx ssh.Context, key ssh.PublicKey) bool {
 // Permissions: gliderlabs' ContextKeyPublicKey holds the last key the
 // handler accepted, which need not be the one used (CVE-2024-45337).
 func (s *Server) verifiedKey(conn gossh.ConnMetadata, key gossh.PublicKey, perms *gossh.Permissions, _ string) (*gossh.Permissions, error) {
-	s.log.Info("auth ok", "user", conn.User(), "remote", remoteOf(conn.RemoteAddr()), "fingerprint", keys.Fingerprint(key))
+	attrs := []any{"user", conn.User(), "remote", remoteOf(conn.RemoteAddr()), "fingerprint", keys.Fingerprint(key),
+		"method", "publickey"}
+	if cert, ok := key.(*gossh.Certificate); ok {
+		attrs = append(attrs, "key_id", cert.KeyId, "serial", cert.Serial)
+	} else if cfg := s.Config(); cfg != nil {
+		attrs = append(attrs, "comment", cfg.Keys.Comment(conn.User(), key))
+	}
+	s.log.Info("auth ok", attrs...)
 	s.opts.Metrics.authResult(true)
 	out := &gossh.Permissions{Extensions: map[string]string{}}
 	if perms != nil {

@@ -82,8 +82,12 @@ func (s *Server) sessionLimitLayer(next sessionHandler) sessionHandler {
 	}
 }
 
-// activity remembers when a session last had input or output.
-type activity struct{ last atomic.Int64 }
+// activity remembers when a session last had input or output, and how
+// many bytes went each way.
+type activity struct {
+	last    atomic.Int64
+	in, out atomic.Int64
+}
 
 func (a *activity) touch()                       { a.last.Store(time.Now().UnixNano()) }
 func (a *activity) idle() time.Duration          { return time.Since(time.Unix(0, a.last.Load())) }
@@ -99,6 +103,7 @@ func (r activeReader) Read(b []byte) (int, error) {
 	n, err := r.r.Read(b)
 	if n > 0 {
 		r.a.touch()
+		r.a.in.Add(int64(n))
 	}
 	return n, err
 }
@@ -112,6 +117,7 @@ func (w activeWriter) Write(b []byte) (int, error) {
 	n, err := w.w.Write(b)
 	if n > 0 {
 		w.a.touch()
+		w.a.out.Add(int64(n))
 	}
 	return n, err
 }

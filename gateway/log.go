@@ -30,8 +30,13 @@ func (s *Server) logLayer(next sessionHandler) sessionHandler {
 			if ss.tenant != nil {
 				tenant = ss.tenant.Name
 			}
+			var in, out int64
+			if ss.act != nil {
+				in, out = ss.act.in.Load(), ss.act.out.Load()
+			}
 			s.log.Info("session end", "tenant", tenant, "user", ss.user, "remote", ss.remote,
-				"session", ss.id, "exit", ss.exit, "duration", time.Since(ss.begin).Round(time.Millisecond))
+				"session", ss.id, "exit", ss.exit, "duration", time.Since(ss.begin).Round(time.Millisecond),
+				"bytes_in", in, "bytes_out", out)
 		}()
 		next(ss)
 	}

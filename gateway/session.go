@@ -33,6 +33,7 @@ type session struct {
 	keyOpts keys.Options  // the verified key's authorized_keys options, likewise
 	ch      gossh.Channel // once accepted
 	exit    string        // how it ended, for the log
+	act     *activity     // bytes in and out, for the log
 	exited  bool          // exit-status or exit-signal was sent
 
 	mu      sync.Mutex
@@ -279,6 +280,7 @@ func (ss *session) attach(proc jail.Process, tty *jail.TTY, gone <-chan struct{}
 	}
 	act := &activity{}
 	act.touch()
+	ss.act = act
 	ss.mu.Lock()
 	rec := ss.rec
 	ss.mu.Unlock()

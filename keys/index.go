@@ -18,12 +18,13 @@ type Key struct {
 // Index answers "is this key one of this tenant's keys?". It is built once
 // per configuration snapshot and is safe for concurrent reads.
 type Index struct {
-	byUser map[string]map[string]Options // user -> marshalled key -> its options
+	byUser   map[string]map[string]Options // user -> marshalled key -> its options
+	comments map[string]string             // user + marshalled key -> the line's comment
 }
 
 // NewIndex returns an empty index.
 func NewIndex() *Index {
-	return &Index{byUser: map[string]map[string]Options{}}
+	return &Index{byUser: map[string]map[string]Options{}, comments: map[string]string{}}
 }
 
 // Add lists key as one of user's keys, with no options.
@@ -40,6 +41,19 @@ func (ix *Index) AddWithOptions(user string, key gossh.PublicKey, o Options) {
 	if _, dup := m[string(key.Marshal())]; !dup {
 		m[string(key.Marshal())] = o
 	}
+}
+
+// SetComment remembers the comment of user's key line, for the audit log.
+func (ix *Index) SetComment(user string, key gossh.PublicKey, comment string) {
+	ix.comments[user+"\x00"+string(key.Marshal())] = comment
+}
+
+// Comment returns the comment of user's key line, if any.
+func (ix *Index) Comment(user string, key gossh.PublicKey) string {
+	if ix == nil || key == nil {
+		return ""
+	}
+	return ix.comments[user+"\x00"+string(key.Marshal())]
 }
 
 // Authorize reports whether key is listed for user. Keys compare by their

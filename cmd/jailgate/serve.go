@@ -35,7 +35,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, nil))
+	log := newLogger(cfg, stderr)
 	var audit *gateway.AuditHandler
 	if cfg.AuditLog != "" {
 		f, err := openAudit(cfg.AuditLog)
@@ -122,6 +122,18 @@ func cmdServe(args []string, stderr io.Writer) error {
 			return nil
 		}
 	}
+}
+
+// newLogger builds the operational log the config asks for (log.format,
+// log.level); journald captures stderr.
+func newLogger(cfg *config.Config, stderr io.Writer) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(stderr, opts))
 }
 
 // opsHandler serves /metrics (Prometheus), /healthz (the process is up)

@@ -143,3 +143,31 @@ func TestForwardingOff(t *testing.T) {
 		t.Errorf("refusals not logged with their reasons:\n%s", logs)
 	}
 }
+
+// TestE2EForwardOpenSSH: OpenSSH's ssh -L against the built binary reaches
+// a listener inside alice's jail, the way an editor's remote plugin does:
+// one exec channel starts the server, a forward on the same connection
+// talks to it.
+func TestE2EForwardOpenSSH(t *testing.T) {
+	g := startServe(t)
+	installEcho(t, g.rootfs["alice"])
+	jailPort := freePort(t)
+	localPort := freePort(t)
+	cmd := exec.Command("ssh", append(append(g.clientOpts("alice", "-p"),
+		"-o", "ExitOnForwardFailure=yes", "-L", fmt.Sprintf("127.0.0.1:%d:localhost:%d", localPort, jailPort),
+		"alice@127.0.0.1"), fmt.Sprintf("exec echoserver 127.0.0.1:%d jail", jailPort))...)
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	gatewaytest.Expect(t, out, "listening", 10*time.Second)
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", localPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := ask(t, c, "via-openssh"); got != "jail:via-openssh" {
+		t.Errorf("ssh -L answer %q, want jail:via-openssh", got)
+	}
+}

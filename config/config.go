@@ -68,6 +68,14 @@ type Server struct {
 	ClientAliveInterval  time.Duration // ClientAliveInterval: keepalive probe period (default 0: off)
 	ClientAliveCountMax  int           // ClientAliveCountMax: unanswered probes before disconnect (default 3)
 	ShutdownGrace        time.Duration // on SIGTERM, how long live sessions may take to end (default 30s)
+	// PerSourcePenalty (sshd PerSourcePenalties authfail): each connection
+	// from an address that fails to authenticate adds this much penalty
+	// time to the address; past 30s of it the address is refused until the
+	// penalty runs out (capped at 10m). Default 5s; 0 turns it off.
+	PerSourcePenalty       time.Duration
+	PerSourcePenaltyExempt []string // CIDRs never penalised (sshd PerSourcePenaltyExemptList)
+
+	penaltySet bool // per_source_penalty was written (0 then means off)
 }
 
 // User is one tenant's effective settings.

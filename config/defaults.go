@@ -54,6 +54,9 @@ func applyTopDefaults(c *Config) {
 	if sv.PerSourceMaxStartups == 0 {
 		sv.PerSourceMaxStartups = 10
 	}
+	if sv.PerSourcePenalty == 0 && !sv.penaltySet {
+		sv.PerSourcePenalty = 5 * time.Second
+	}
 	if sv.ShutdownGrace == 0 {
 		sv.ShutdownGrace = 30 * time.Second
 	}

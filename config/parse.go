@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -99,7 +100,8 @@ var (
 	topKeys = []string{"listen", "host_key", "state_dir", "limits_enforcement", "server",
 		"trusted_user_ca_keys", "revoked_keys", "audit_log", "metrics_listen", "log", "revoke", "defaults", "users"}
 	serverKeys = []string{"login_grace_time", "max_auth_tries", "max_startups", "per_source_max_startups",
-		"max_connections", "client_alive_interval", "client_alive_count_max", "shutdown_grace"}
+		"max_connections", "client_alive_interval", "client_alive_count_max", "shutdown_grace",
+		"per_source_penalty", "per_source_penalty_exempt"}
 	userKeys = []string{"keys", "keys_file", "rootfs", "shell", "hostname", "environment", "linger", "network", "limits", "id_range", "uid_base", "capabilities", "seccomp", "rlimits", "forwarding",
 		"max_sessions", "idle_timeout", "idle_grace", "max_session_time", "banner", "record", "record_input"}
 	limitKeys  = []string{"memory", "memory_swap", "pids", "cpu", "io_weight"}
@@ -288,6 +290,22 @@ func (p *parser) server(sv *Server, n *yaml.Node, path string) {
 			p.duration(&sv.ClientAliveInterval, v, field)
 		case "shutdown_grace":
 			p.duration(&sv.ShutdownGrace, v, field)
+		case "per_source_penalty":
+			p.duration(&sv.PerSourcePenalty, v, field)
+			sv.penaltySet = true
+		case "per_source_penalty_exempt":
+			if v.Kind != yaml.SequenceNode {
+				p.add(p.at(v), field, "must be a list of CIDRs, e.g. [10.0.0.0/8]")
+				return
+			}
+			for i, item := range v.Content {
+				cidr := p.str(item, fmt.Sprintf("%s[%d]", field, i))
+				if _, _, err := net.ParseCIDR(cidr); err != nil {
+					p.add(p.at(item), fmt.Sprintf("%s[%d]", field, i), "%q is not a CIDR block", cidr)
+					continue
+				}
+				sv.PerSourcePenaltyExempt = append(sv.PerSourcePenaltyExempt, cidr)
+			}
 		case "max_auth_tries":
 			p.count(&sv.MaxAuthTries, v, field)
 		case "max_startups":

@@ -44,8 +44,9 @@ type connState struct {
 	// and read only by authLog, which x/crypto calls from the handshake
 	// goroutine, one request at a time.
 	authUser string
-	// authFailures counts refused keys (publicKeyHandler only, same goroutine).
-	authFailures int
+	// authFailures counts refused keys; publicKeyHandler writes it, and
+	// graceConn.Close (possibly from x/crypto's transport goroutine) reads it.
+	authFailures atomic.Int32
 }
 
 // stateOf returns the connection state connCallback stored in ctx.
@@ -61,8 +62,9 @@ func stateOf(ctx ssh.Context) *connState {
 type graceConn struct {
 	net.Conn
 	s         *Server
-	src       string // source address, for per-source counts
-	id        string // the connection id, for logs
+	src       string     // source address, for per-source counts
+	id        string     // the connection id, for logs
+	st        *connState // its state, for the penalty on a failed close
 	start     time.Time
 	timer     *time.Timer
 	closeOnce sync.Once
@@ -83,6 +85,9 @@ func (c *graceConn) authenticated() {
 func (c *graceConn) Close() error {
 	c.closeOnce.Do(func() {
 		c.timer.Stop()
+		if c.counted.Load() && c.st != nil && c.st.authFailures.Load() > 0 {
+			c.s.penalise(c.st.cfg, c.src) // ended unauthenticated after refused keys
+		}
 		c.s.startupDone(c)
 		c.s.opts.Metrics.connClosed()
 		c.s.log.Info("disconnect", "remote", c.RemoteAddr().String(), "conn", c.id,
@@ -109,7 +114,7 @@ func (s *Server) connCallback(ctx ssh.Context, nc net.Conn) net.Conn {
 	}
 	gc := &graceConn{Conn: nc, s: s, src: hostOf(nc.RemoteAddr()), start: time.Now()}
 	st := &connState{id: newID(), cfg: cfg, conn: gc}
-	gc.id = st.id
+	gc.id, gc.st = st.id, st
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -171,13 +176,13 @@ func (s *Server) publicKeyHandler(ctx ssh.Context, key ssh.PublicKey) bool {
 	// x/crypto lets that many key queries go uncounted, so a client could
 	// try twice as many. Count them here (the handshake goroutine is the
 	// only caller for a connection).
-	if st != nil && cfg.Server.MaxAuthTries > 0 && st.authFailures >= cfg.Server.MaxAuthTries {
-		if st.authFailures == cfg.Server.MaxAuthTries {
+	if st != nil && cfg.Server.MaxAuthTries > 0 && int(st.authFailures.Load()) >= cfg.Server.MaxAuthTries {
+		if int(st.authFailures.Load()) == cfg.Server.MaxAuthTries {
 			s.log.Warn("auth: too many authentication failures; disconnecting", "user", ctx.User(),
 				"remote", remoteOf(ctx.RemoteAddr()), "conn", st.id, "max_auth_tries", cfg.Server.MaxAuthTries)
 			st.conn.Conn.Close()
 		}
-		st.authFailures++
+		st.authFailures.Add(1)
 		return false
 	}
 	_, o, reason := keyAuth(cfg, ctxMeta{ctx}, key)
@@ -195,7 +200,7 @@ func (s *Server) publicKeyHandler(ctx ssh.Context, key ssh.PublicKey) bool {
 		s.log.Info("auth failed", "user", ctx.User(), "remote", remoteOf(ctx.RemoteAddr()),
 			"fingerprint", keys.Fingerprint(key), "reason", reason)
 		if st != nil {
-			st.authFailures++
+			st.authFailures.Add(1)
 		}
 		return false
 	}

@@ -19,6 +19,8 @@ import (
 func (s *Server) admit(cfg *config.Config, src string) string {
 	sv := cfg.Server
 	switch {
+	case s.penalised(src, time.Now()):
+		return "per_source_penalty: repeated authentication failures from " + src
 	case sv.MaxConnections > 0 && len(s.conns) >= sv.MaxConnections:
 		return fmt.Sprintf("max_connections (%d) reached", sv.MaxConnections)
 	case sv.MaxStartups > 0 && s.unauth >= sv.MaxStartups:
@@ -211,4 +213,63 @@ func (s *Server) keepalive(ctx ssh.Context, st *connState) {
 			return
 		}
 	}
+}
+
+// Penalties (sshd PerSourcePenalties, authfail only): every connection
+// that ends without authenticating after refused keys adds
+// per_source_penalty to its address; past penaltyThreshold of it the
+// address is refused until the penalty runs out, capped at penaltyMax.
+const (
+	penaltyThreshold = 30 * time.Second
+	penaltyMax       = 10 * time.Minute
+)
+
+// penalised reports whether src is refused for now (called under s.mu).
+func (s *Server) penalised(src string, now time.Time) bool {
+	until, ok := s.penalties[src]
+	if !ok {
+		return false
+	}
+	if !until.After(now) {
+		delete(s.penalties, src)
+		return false
+	}
+	return until.Sub(now) >= penaltyThreshold
+}
+
+// penalise adds a failed connection's penalty to its address.
+func (s *Server) penalise(cfg *config.Config, src string) {
+	sv := cfg.Server
+	if sv.PerSourcePenalty <= 0 || exempt(sv.PerSourcePenaltyExempt, src) {
+		return
+	}
+	now := time.Now()
+	s.mu.Lock()
+	was := s.penalised(src, now)
+	until := s.penalties[src]
+	if until.Before(now) {
+		until = now
+	}
+	until = until.Add(sv.PerSourcePenalty)
+	if until.Sub(now) > penaltyMax {
+		until = now.Add(penaltyMax)
+	}
+	s.penalties[src] = until
+	started := !was && s.penalised(src, now)
+	s.mu.Unlock()
+	if started {
+		s.log.Warn("penalty starts: refusing the address after repeated authentication failures",
+			"remote", src, "until", until.Format(time.RFC3339))
+	}
+}
+
+// exempt reports whether src lies in one of the CIDRs.
+func exempt(cidrs []string, src string) bool {
+	ip := net.ParseIP(src)
+	for _, c := range cidrs {
+		if _, n, err := net.ParseCIDR(c); err == nil && ip != nil && n.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }

@@ -190,3 +190,46 @@ func TestBannerOnShell(t *testing.T) {
 		t.Errorf("exec output %q, want no banner", got)
 	}
 }
+
+// TestPerSourcePenalty: an address whose connections keep failing to
+// authenticate is refused for a while (even with the right key), another
+// address is not, and an exempt address never is.
+func TestPerSourcePenalty(t *testing.T) {
+	h, right := limitLab(t, func(c *config.Config, _ *config.User) { c.Server.PerSourcePenalty = 10 * time.Second })
+	wrong, _ := gatewaytest.NewKey(t)
+	for i := 0; i < 4; i++ { // 4 x 10s is past the 30s threshold
+		if c, err := dialFrom(t, "127.0.0.3", h.Addr, "alice", wrong); err == nil {
+			c.Close()
+			t.Fatal("a wrong key logged in")
+		}
+	}
+	var err error
+	for i := 0; i < 50; i++ { // the last failure's close is logged asynchronously
+		if _, err = dialFrom(t, "127.0.0.3", h.Addr, "alice", right); err != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err == nil {
+		t.Error("the penalised address still logs in")
+	}
+	if _, err := dialFrom(t, "127.0.0.4", h.Addr, "alice", right); err != nil {
+		t.Errorf("another address is refused too: %v", err)
+	}
+	if !strings.Contains(h.Logs(), "penalty starts") {
+		t.Errorf("no log line when the penalty started:\n%s", h.Logs())
+	}
+
+	h2, right2 := limitLab(t, func(c *config.Config, _ *config.User) {
+		c.Server.PerSourcePenalty = 10 * time.Second
+		c.Server.PerSourcePenaltyExempt = []string{"127.0.0.0/8"}
+	})
+	for i := 0; i < 4; i++ {
+		if c, err := dialFrom(t, "127.0.0.3", h2.Addr, "alice", wrong); err == nil {
+			c.Close()
+		}
+	}
+	if _, err := dialFrom(t, "127.0.0.3", h2.Addr, "alice", right2); err != nil {
+		t.Errorf("an exempt address was penalised: %v", err)
+	}
+}

@@ -64,7 +64,8 @@ type Server struct {
 	unauthBySrc map[string]int // the same, per source address
 	sessionsOf  map[string]int // live session channels per tenant
 	live        map[*session]struct{}
-	wg          sync.WaitGroup // connection and session handlers
+	penalties   map[string]time.Time // source address -> end of its penalty
+	wg          sync.WaitGroup       // connection and session handlers
 }
 
 // New returns a Server for opts; call Serve to accept connections.
@@ -92,6 +93,7 @@ func New(opts Options) (*Server, error) {
 		unauthBySrc: map[string]int{},
 		sessionsOf:  map[string]int{},
 		live:        map[*session]struct{}{},
+		penalties:   map[string]time.Time{},
 	}
 	s.cfg.Store(opts.Config)
 	s.handle = s.layers()

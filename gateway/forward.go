@@ -81,13 +81,21 @@ func (s *Server) forwardHandler(_ *ssh.Server, conn *gossh.ServerConn, nc gossh.
 	case !loopbackNames[d.DestAddr]:
 		refuse("destination is not loopback", "only localhost inside your environment can be reached")
 		return
-	case u.Environment == config.EnvSession:
-		refuse("environment: session has no environment to forward into", "port forwarding needs a shared environment")
-		return
 	}
 	key := "tenant/" + u.Name
-	if u.Environment == config.EnvConnection {
+	switch u.Environment {
+	case config.EnvConnection:
 		key = "conn/" + st.id
+	case config.EnvSession:
+		// Each session has its own environment: the forward can only go to
+		// the one if the connection has exactly one live session.
+		ids := s.liveSessionsOf(st)
+		if len(ids) != 1 {
+			refuse(fmt.Sprintf("environment: session and %d live sessions on the connection (need exactly 1)", len(ids)),
+				"port forwarding needs exactly one live session on this connection")
+			return
+		}
+		key = "session/" + ids[0]
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -153,4 +161,18 @@ func (s *Server) pipeForward(nc gossh.NewChannel, c net.Conn, tenant, remote, co
 func (s *Server) refuseRemoteForward(ctx ssh.Context, _ *ssh.Server, _ *gossh.Request) (bool, []byte) {
 	s.log.Info("forward refused", "user", ctx.User(), "remote", remoteOf(ctx.RemoteAddr()), "reason", "remote forwarding (-R) is not supported")
 	return false, nil
+}
+
+// liveSessionsOf lists the ids of the connection's live sessions that
+// started a command (and so have an environment).
+func (s *Server) liveSessionsOf(st *connState) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ids []string
+	for ss := range s.live {
+		if ss.st == st && ss.hasEnv.Load() {
+			ids = append(ids, ss.id)
+		}
+	}
+	return ids
 }

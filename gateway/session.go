@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gliderlabs/ssh"
@@ -34,6 +35,7 @@ type session struct {
 	ch      gossh.Channel // once accepted
 	exit    string        // how it ended, for the log
 	act     *activity     // bytes in and out, for the log
+	hasEnv  atomic.Bool   // its environment is up (session-mode forwards join it)
 	exited  bool          // exit-status or exit-signal was sent
 
 	mu      sync.Mutex
@@ -233,6 +235,8 @@ func (s *Server) run(ctx context.Context, ss *session, sr startRequest, gone <-c
 		return
 	}
 	defer env.Release()
+	ss.hasEnv.Store(true)
+	defer ss.hasEnv.Store(false)
 	proc, err := env.Spawn(ctx, ps)
 	if err != nil {
 		ss.fail(ctx, ps.TTY != nil, "spawn", err)

@@ -171,3 +171,39 @@ func TestE2EForwardOpenSSH(t *testing.T) {
 		t.Errorf("ssh -L answer %q, want jail:via-openssh", got)
 	}
 }
+
+// TestForwardSessionMode: with environment: session, a forward joins the
+// connection's one live session environment, and is refused when there
+// are two (it could not tell which).
+func TestForwardSessionMode(t *testing.T) {
+	l := startLab(t, "    environment: session\n")
+	installEcho(t, l.rootfs["alice"])
+	c := l.client(t, "alice")
+	port := strconv.Itoa(freePort(t))
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	out, _ := s.StdoutPipe()
+	if err := s.Start("exec echoserver 127.0.0.1:" + port + " sess"); err != nil {
+		t.Fatal(err)
+	}
+	gatewaytest.Expect(t, out, "listening", 10*time.Second)
+	fc, err := c.Dial("tcp", "127.0.0.1:"+port)
+	if err != nil {
+		t.Fatalf("forward into the one session environment: %v", err)
+	}
+	if got := ask(t, fc, "x"); got != "sess:x" {
+		t.Errorf("answer %q", got)
+	}
+	fc.Close()
+	s2, _ := c.NewSession()
+	defer s2.Close()
+	out2, _ := s2.StdoutPipe()
+	s2.Start("echo two; exec sleep 100")
+	gatewaytest.Expect(t, out2, "two", 10*time.Second)
+	if _, err := c.Dial("tcp", "127.0.0.1:"+port); err == nil {
+		t.Error("forward accepted with two session environments on the connection")
+	}
+}

@@ -150,3 +150,22 @@ func readCounter(dir, file, key string) int {
 	}
 	return 0
 }
+
+// staleEnvDirs lists the environment cgroups under base (one dir per
+// tenant, one per environment below it) that belong to no running gateway.
+func staleEnvDirs(base string) []string {
+	tenants, _ := os.ReadDir(base)
+	var dirs []string
+	for _, t := range tenants {
+		if !t.IsDir() {
+			continue
+		}
+		envs, _ := os.ReadDir(filepath.Join(base, t.Name()))
+		for _, e := range envs {
+			if e.IsDir() && stale(e.Name()) {
+				dirs = append(dirs, filepath.Join(base, t.Name(), e.Name()))
+			}
+		}
+	}
+	return dirs
+}

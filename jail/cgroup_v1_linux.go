@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -174,22 +173,8 @@ func writeV1Limits(ctrl, dir string, l Limits) error {
 func (m *cgroupV1) Sweep() error {
 	var errs []error
 	for _, mnt := range m.mounts {
-		base := filepath.Join(mnt, m.prefix)
-		tenants, err := os.ReadDir(base)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		for _, t := range tenants {
-			if !t.IsDir() {
-				continue
-			}
-			envs, _ := os.ReadDir(filepath.Join(base, t.Name()))
-			for _, e := range envs {
-				if e.IsDir() && stale(e.Name()) {
-					d := filepath.Join(base, t.Name(), e.Name())
-					errs = append(errs, removeCgroup(d, func() error { return killPids(d) }))
-				}
-			}
+		for _, d := range staleEnvDirs(filepath.Join(mnt, m.prefix)) {
+			errs = append(errs, removeCgroup(d, func() error { return killPids(d) }))
 		}
 	}
 	return errors.Join(errs...)

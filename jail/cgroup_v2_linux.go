@@ -114,23 +114,9 @@ func (m *cgroupV2) Create(tenant, env string, l Limits) (cgroupHandle, error) {
 }
 
 func (m *cgroupV2) Sweep() error {
-	base := filepath.Join(m.root, m.prefix)
-	tenants, err := os.ReadDir(base)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
 	var errs []error
-	for _, t := range tenants {
-		if !t.IsDir() {
-			continue
-		}
-		envs, _ := os.ReadDir(filepath.Join(base, t.Name()))
-		for _, e := range envs {
-			if e.IsDir() && stale(e.Name()) {
-				h := &v2Handle{dir: filepath.Join(base, t.Name(), e.Name())}
-				errs = append(errs, h.Destroy())
-			}
-		}
+	for _, d := range staleEnvDirs(filepath.Join(m.root, m.prefix)) {
+		errs = append(errs, (&v2Handle{dir: d}).Destroy())
 	}
 	return errors.Join(errs...)
 }

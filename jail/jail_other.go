@@ -5,6 +5,8 @@ package jail
 import (
 	"context"
 	"errors"
+	"io"
+	"os"
 )
 
 // Supervisor is unavailable outside Linux.
@@ -42,3 +44,6 @@ type Feature struct {
 
 // Features reports nothing outside Linux.
 func Features() []Feature { return nil }
+
+// TTYStreams is unavailable outside Linux.
+func TTYStreams(master *os.File) (io.WriteCloser, io.ReadCloser) { return nil, nil }

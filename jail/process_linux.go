@@ -305,8 +305,7 @@ func (p *process) setMaster(f *os.File) {
 		f = os.NewFile(uintptr(fd), "ptmx")
 	}
 	p.master = f
-	p.stdin = ttyInput{f}
-	p.stdout = ttyOutput{f}
+	p.stdin, p.stdout = TTYStreams(f)
 	go func() {
 		// Output still held open by background jobs is read for a short
 		// grace after the process exits, then ends (as sshd does).
@@ -397,16 +396,20 @@ func (p *process) Kill() error {
 	return nil
 }
 
-// ttyInput writes to the PTY master; closing it does nothing, because the
-// master also carries the output (a client's EOF on a terminal session is
-// not a hangup, as with sshd).
+// TTYStreams wraps a PTY master as a process's stdin and stdout. Closing
+// the stdin does nothing, because the master also carries the output (a
+// client's EOF on a terminal session is not a hangup, as with sshd). The
+// stdout ends (io.EOF) at EIO, when every slave fd is closed, or at a read
+// deadline, which callers set once the process has exited.
+func TTYStreams(master *os.File) (io.WriteCloser, io.ReadCloser) {
+	return ttyInput{master}, ttyOutput{master}
+}
+
 type ttyInput struct{ f *os.File }
 
 func (t ttyInput) Write(b []byte) (int, error) { return t.f.Write(b) }
 func (t ttyInput) Close() error                { return nil }
 
-// ttyOutput reads the PTY master. EIO (every slave fd closed) and the
-// deadline set after the exit are the end of the output.
 type ttyOutput struct{ f *os.File }
 
 func (t ttyOutput) Read(b []byte) (int, error) {
@@ -417,5 +420,4 @@ func (t ttyOutput) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// Close closes the master.
 func (t ttyOutput) Close() error { return t.f.Close() }

@@ -118,8 +118,7 @@ func (p *hostProc) startTTY(t *jail.TTY) error {
 		}
 	}
 	p.master = master
-	p.stdin = ttyInput{master}
-	p.stdout = ttyOutput{master}
+	p.stdin, p.stdout = jail.TTYStreams(master)
 	return nil
 }
 
@@ -285,26 +284,3 @@ func usableDir(dir string) bool {
 	fi, err := os.Stat(dir)
 	return err == nil && fi.IsDir() && unix.Access(dir, unix.X_OK) == nil
 }
-
-// ttyInput writes to the terminal; closing it does nothing, because the
-// master also carries the output (a client's EOF on a terminal session is
-// not a hangup, as with sshd).
-type ttyInput struct{ f *os.File }
-
-func (t ttyInput) Write(b []byte) (int, error) { return t.f.Write(b) }
-func (t ttyInput) Close() error                { return nil }
-
-// ttyOutput reads the terminal. EIO (every slave fd closed) and the drain
-// deadline set once the process exited are the end of the output.
-type ttyOutput struct{ f *os.File }
-
-func (t ttyOutput) Read(b []byte) (int, error) {
-	n, err := t.f.Read(b)
-	if err != nil && (errors.Is(err, unix.EIO) || errors.Is(err, os.ErrDeadlineExceeded)) {
-		err = io.EOF
-	}
-	return n, err
-}
-
-// Close closes the terminal's master.
-func (t ttyOutput) Close() error { return t.f.Close() }

@@ -75,6 +75,7 @@ func TestAuditLog(t *testing.T) {
 		t.Fatalf("exec: %q %v", out, err)
 	}
 	s.Close()
+	waitEvents(4) // the session's end is logged as the server notices it
 	c.Close()
 	waitEvents(5) // her connection's events, in order, before the next one
 	stranger, _ := gatewaytest.NewKey(t)

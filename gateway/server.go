@@ -148,10 +148,31 @@ func (s *Server) SetConfig(c *config.Config) {
 	if c == nil {
 		return
 	}
-	s.cfg.Store(c)
-	s.log.Info("reloaded", "config", c.File, "tenants", len(c.Users))
+	old := s.cfg.Swap(c)
+	s.log.Info("reloaded", "config", c.File, "tenants", len(c.Users), "changes", tenantChanges(old, c))
 	s.opts.Metrics.Reload("ok")
 	s.revoke(c)
+}
+
+// tenantChanges summarises a reload for the log: tenants added and removed.
+func tenantChanges(old, c *config.Config) string {
+	var added, removed []string
+	for _, n := range c.Names() {
+		if old == nil || old.Users[n] == nil {
+			added = append(added, n)
+		}
+	}
+	if old != nil {
+		for _, n := range old.Names() {
+			if c.Users[n] == nil {
+				removed = append(removed, n)
+			}
+		}
+	}
+	if len(added)+len(removed) == 0 {
+		return "no tenant added or removed"
+	}
+	return fmt.Sprintf("added %v, removed %v", added, removed)
 }
 
 // revoke ends the live sessions whose tenant or key c no longer admits,

@@ -1,17 +1,12 @@
 package config
 
 import (
-	"errors"
 	"fmt"
-	"net"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"time"
 
-	gossh "golang.org/x/crypto/ssh"
 	"gopkg.in/yaml.v3"
 
 	"github.com/jailgate/jailgate/keys"
@@ -278,154 +273,10 @@ func (p *parser) user(u *User, n *yaml.Node, path string, isDefaults bool) {
 	})
 }
 
-// server decodes the server section.
-func (p *parser) server(sv *Server, n *yaml.Node, path string) {
-	p.mapping(n, path, serverKeys, func(key string, v *yaml.Node) {
-		field := join(path, key)
-		p.pos[field] = p.at(v)
-		switch key {
-		case "login_grace_time":
-			p.duration(&sv.LoginGraceTime, v, field)
-		case "client_alive_interval":
-			p.duration(&sv.ClientAliveInterval, v, field)
-		case "shutdown_grace":
-			p.duration(&sv.ShutdownGrace, v, field)
-		case "per_source_penalty":
-			p.duration(&sv.PerSourcePenalty, v, field)
-			sv.penaltySet = true
-		case "per_source_penalty_exempt":
-			if v.Kind != yaml.SequenceNode {
-				p.add(p.at(v), field, "must be a list of CIDRs, e.g. [10.0.0.0/8]")
-				return
-			}
-			for i, item := range v.Content {
-				cidr := p.str(item, fmt.Sprintf("%s[%d]", field, i))
-				if _, _, err := net.ParseCIDR(cidr); err != nil {
-					p.add(p.at(item), fmt.Sprintf("%s[%d]", field, i), "%q is not a CIDR block", cidr)
-					continue
-				}
-				sv.PerSourcePenaltyExempt = append(sv.PerSourcePenaltyExempt, cidr)
-			}
-		case "max_auth_tries":
-			p.count(&sv.MaxAuthTries, v, field)
-		case "max_startups":
-			p.count(&sv.MaxStartups, v, field)
-		case "per_source_max_startups":
-			p.count(&sv.PerSourceMaxStartups, v, field)
-		case "max_connections":
-			p.count(&sv.MaxConnections, v, field)
-		case "client_alive_count_max":
-			p.count(&sv.ClientAliveCountMax, v, field)
-		}
-	})
-}
-
-// duration decodes a non-negative Go duration ("30s", "5m", "0").
-func (p *parser) duration(d *time.Duration, v *yaml.Node, field string) {
-	s := p.str(v, field)
-	got, err := time.ParseDuration(s)
-	if s == "0" {
-		got, err = 0, nil
-	}
-	switch {
-	case err != nil:
-		p.add(p.at(v), field, "%q is not a duration (use e.g. 30s or 5m)", s)
-	case got < 0:
-		p.add(p.at(v), field, "must not be negative")
-	default:
-		*d = got
-	}
-}
-
-// count decodes a whole number >= 0.
-func (p *parser) count(n *int, v *yaml.Node, field string) {
-	if x, ok := p.uint(v, field); ok {
-		*n = int(x)
-	}
-}
-
-// limits decodes a limits mapping.
-func (p *parser) limits(l *Limits, n *yaml.Node, path string) {
-	p.mapping(n, path, limitKeys, func(key string, v *yaml.Node) {
-		field := join(path, key)
-		s := p.str(v, field)
-		switch key {
-		case "memory", "memory_swap":
-			size, err := ParseSize(s)
-			if err != nil {
-				p.add(p.at(v), field, "%q is not a size (use e.g. 512MiB)", s)
-				return
-			}
-			if key == "memory" {
-				l.Memory = size
-			} else {
-				l.MemorySwap = size
-			}
-		case "io_weight":
-			n, err := strconv.ParseInt(s, 10, 64)
-			if err != nil || n < 0 || n > 10000 {
-				p.add(p.at(v), field, "%q is not a weight from 1 to 10000 (0: unset)", s)
-				return
-			}
-			l.IOWeight = n
-		case "pids":
-			n, err := strconv.ParseInt(s, 10, 64)
-			if err != nil || n < 0 {
-				p.add(p.at(v), field, "%q is not a whole number >= 0", s)
-				return
-			}
-			l.Pids = n
-		case "cpu":
-			f, err := strconv.ParseFloat(s, 64)
-			if err != nil || f < 0 || f != f {
-				p.add(p.at(v), field, "%q is not a number of CPUs >= 0 (use e.g. 1.5)", s)
-				return
-			}
-			l.CPU = f
-		}
-	})
-}
-
 // RlimitNames are the rlimits a tenant may set (getrlimit(2), lowercase,
 // without RLIMIT_).
 var RlimitNames = []string{"as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue",
 	"nice", "nofile", "nproc", "rtprio", "rttime", "sigpending", "stack"}
-
-// rlimits decodes an rlimits mapping onto the defaults (a copy, so a
-// tenant's entries never leak into the defaults of the next one).
-func (p *parser) rlimits(u *User, n *yaml.Node, path string) {
-	m := map[string]uint64{}
-	for k, v := range u.Rlimits {
-		m[k] = v
-	}
-	p.mapping(n, path, RlimitNames, func(key string, v *yaml.Node) {
-		if n, ok := p.uint64(v, join(path, key)); ok {
-			m[key] = n
-		}
-	})
-	u.Rlimits = m
-}
-
-// caps decodes a list of capability names ("CAP_CHOWN" or "chown").
-func (p *parser) caps(n *yaml.Node, field string) []string {
-	if n.Kind != yaml.SequenceNode {
-		p.add(p.at(n), field, "must be a list of capability names, e.g. [CAP_CHOWN, CAP_KILL]")
-		return nil
-	}
-	out := []string{}
-	for i, item := range n.Content {
-		name := strings.ToUpper(p.str(item, fmt.Sprintf("%s[%d]", field, i)))
-		if !strings.HasPrefix(name, "CAP_") {
-			name = "CAP_" + name
-		}
-		if !contains(CapabilityNames, name) {
-			p.add(p.at(item), fmt.Sprintf("%s[%d]", field, i), "%q is not a capability (see capabilities(7))", item.Value)
-			continue
-		}
-		out = append(out, name)
-	}
-	return out
-}
 
 // str returns a scalar's value, reporting anything else.
 func (p *parser) str(n *yaml.Node, field string) string {
@@ -459,116 +310,6 @@ func (p *parser) uint(n *yaml.Node, field string) (uint64, bool) {
 		return 0, false
 	}
 	return v, true
-}
-
-// keyLines parses a sequence of authorized_keys lines, each reported at
-// its own YAML line.
-func (p *parser) keyLines(n *yaml.Node, field string) []keys.Key {
-	if n.Kind != yaml.SequenceNode {
-		p.add(p.at(n), field, "must be a list of authorized_keys lines")
-		return nil
-	}
-	var out []keys.Key
-	for i, item := range n.Content {
-		f := fmt.Sprintf("%s[%d]", field, i)
-		line := p.str(item, f)
-		ks, err := keys.ParseAuthorizedKeys([]byte(line))
-		if err != nil || len(ks) != 1 {
-			msg := "not an authorized_keys line"
-			var le *keys.LineError
-			if errors.As(err, &le) {
-				msg = le.Err.Error()
-			}
-			p.add(p.at(item), f, "%s", msg)
-			continue
-		}
-		ks[0].Line = item.Line
-		if _, err := keys.ParseOptions(ks[0].Options); err != nil {
-			p.add(p.at(item), f, "%v", err)
-			continue
-		}
-		out = append(out, ks[0])
-	}
-	return out
-}
-
-// keysFile reads u.KeysFile (relative to the config file), reporting bad
-// lines at their place in that file.
-func (p *parser) keysFile(u *User, path string) {
-	if u.KeysFile == "" {
-		return
-	}
-	field := path + ".keys_file"
-	kf := u.KeysFile
-	if !filepath.IsAbs(kf) {
-		kf = filepath.Join(filepath.Dir(p.file), kf)
-	}
-	data, err := os.ReadFile(kf)
-	if err != nil {
-		p.add(p.fieldPos(field), field, "%s", strings.TrimPrefix(err.Error(), "open "))
-		return
-	}
-	ks, err := keys.ParseAuthorizedKeys(data)
-	var j interface{ Unwrap() []error }
-	if errors.As(err, &j) {
-		for _, e := range j.Unwrap() {
-			var le *keys.LineError
-			if errors.As(e, &le) {
-				p.add(Pos{File: kf, Line: le.Line}, field, "%s", le.Err.Error())
-			}
-		}
-	} else if err != nil {
-		p.add(p.fieldPos(field), field, "%v", err)
-	}
-	for _, k := range ks {
-		if _, err := keys.ParseOptions(k.Options); err != nil {
-			p.add(Pos{File: kf, Line: k.Line}, field, "%v", err)
-			continue
-		}
-		u.Keys = append(u.Keys, k)
-	}
-}
-
-// keySources reads a key list given as key lines or files of them (one
-// value or a list); a file is relative to the config file.
-func (p *parser) keySources(n *yaml.Node, field string) []gossh.PublicKey {
-	items := []*yaml.Node{n}
-	if n.Kind == yaml.SequenceNode {
-		items = n.Content
-	}
-	var out []gossh.PublicKey
-	for i, item := range items {
-		f := field
-		if n.Kind == yaml.SequenceNode {
-			f = fmt.Sprintf("%s[%d]", field, i)
-		}
-		v := strings.TrimSpace(p.str(item, f))
-		data, src := []byte(v), Pos{}
-		if !strings.Contains(v, " ") { // a path, not a key line
-			path := v
-			if !filepath.IsAbs(path) {
-				path = filepath.Join(filepath.Dir(p.file), path)
-			}
-			b, err := os.ReadFile(path)
-			if err != nil {
-				p.add(p.at(item), f, "%s", strings.TrimPrefix(err.Error(), "open "))
-				continue
-			}
-			data, src = b, Pos{File: path}
-		}
-		ks, err := keys.ParseAuthorizedKeys(data)
-		var le *keys.LineError
-		switch {
-		case errors.As(err, &le) && src.File != "":
-			p.add(Pos{File: src.File, Line: le.Line}, f, "%s", le.Err.Error())
-		case err != nil:
-			p.add(p.at(item), f, "%v", err)
-		}
-		for _, k := range ks {
-			out = append(out, k.Key)
-		}
-	}
-	return out
 }
 
 // expand replaces {user} in the string fields.

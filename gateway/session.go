@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,13 +45,6 @@ type session struct {
 	rec     *recorder // the session's recording, if the tenant is recorded
 }
 
-// startRequest is the shell or exec request that starts the session.
-type startRequest struct {
-	exec      bool
-	command   string
-	subsystem string // "sftp"
-}
-
 // newSession builds the session of channel nc on conn.
 func newSession(s *Server, ctx ssh.Context, conn *gossh.ServerConn, nc gossh.NewChannel, st *connState) *session {
 	return &session{
@@ -89,102 +81,6 @@ func (s *Server) serveSession(ss *session) {
 		s.run(ctx, ss, sr, gone)
 	case <-gone:
 	}
-}
-
-// serveRequests answers the channel's requests until the channel closes;
-// it always replies to a request that wants a reply.
-func (ss *session) serveRequests(reqs <-chan *gossh.Request, starts chan<- startRequest) {
-	for req := range reqs {
-		ok, start := ss.request(req)
-		if req.WantReply {
-			req.Reply(ok, nil)
-		}
-		if start != nil {
-			starts <- *start // buffered, and sent at most once
-		}
-	}
-}
-
-// request handles one channel request. A start request is returned so that
-// it is started only after its reply went out.
-func (ss *session) request(req *gossh.Request) (bool, *startRequest) {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	switch req.Type {
-	case "pty-req":
-		if ss.pty != nil || ss.started || ss.keyOpts.NoPTY {
-			return false, nil // a second pty-req, or one after the command started
-		}
-		tty, err := parsePtyReq(req.Payload)
-		if err != nil {
-			return false, nil
-		}
-		ss.pty = tty
-		return true, nil
-	case "window-change":
-		rows, cols, err := parseWindowChange(req.Payload)
-		if err != nil || ss.pty == nil {
-			return false, nil
-		}
-		ss.pty.Rows, ss.pty.Cols = rows, cols
-		if ss.rec != nil {
-			ss.rec.resize(cols, rows)
-		}
-		if ss.proc != nil {
-			return ss.proc.Resize(rows, cols) == nil, nil
-		}
-		return true, nil
-	case "env":
-		var kv struct{ Name, Value string }
-		if ss.started || gossh.Unmarshal(req.Payload, &kv) != nil {
-			return false, nil
-		}
-		if !ss.env.set(kv.Name, kv.Value) {
-			ss.srv.log.Debug("env refused", "session", ss.id, "name", kv.Name)
-			return false, nil
-		}
-		return true, nil
-	case "shell", "exec":
-		sr := &startRequest{exec: req.Type == "exec"}
-		if sr.exec {
-			var cmd struct{ Command string }
-			if gossh.Unmarshal(req.Payload, &cmd) != nil {
-				return false, nil
-			}
-			sr.command = cmd.Command
-		}
-		if ss.started {
-			return false, nil
-		}
-		ss.started = true
-		return true, sr
-	case "subsystem":
-		var sub struct{ Name string }
-		if gossh.Unmarshal(req.Payload, &sub) != nil || ss.started {
-			return false, nil
-		}
-		if sub.Name != "sftp" {
-			ss.srv.log.Info("subsystem refused", "user", ss.user, "session", ss.id, "subsystem", sub.Name)
-			return false, nil
-		}
-		ss.started = true
-		return true, &startRequest{subsystem: sub.Name}
-	case "auth-agent-req@openssh.com", "x11-req":
-		ss.srv.log.Info("request refused", "user", ss.user, "session", ss.id, "request", req.Type,
-			"reason", "agent and X11 forwarding are not supported")
-		return false, nil
-	case "signal":
-		var sig struct{ Name string }
-		if gossh.Unmarshal(req.Payload, &sig) != nil || ss.proc == nil {
-			return false, nil
-		}
-		n, ok := signalByName(sig.Name)
-		if !ok {
-			return false, nil
-		}
-		return ss.proc.Signal(n) == nil, nil
-	}
-	return false, nil
 }
 
 // run starts the command in the tenant's environment, connects it to the
@@ -387,79 +283,6 @@ func (ss *session) sendExit(st jail.ExitStatus) {
 		code = uint32(st.Code)
 	}
 	ss.ch.SendRequest("exit-status", false, gossh.Marshal(&struct{ Status uint32 }{code}))
-}
-
-// notice writes one line from jailgate to the tenant: in her terminal
-// (CRLF, on a line of its own) or on stderr.
-func (ss *session) notice(msg string) {
-	ss.mu.Lock()
-	started, tty := ss.started, ss.pty != nil
-	ss.mu.Unlock()
-	if ss.ch == nil || !started {
-		return
-	}
-	if tty {
-		io.WriteString(ss.ch, "\r\njailgate: "+msg+"\r\n")
-		return
-	}
-	io.WriteString(ss.ch.Stderr(), "jailgate: "+msg+"\n")
-}
-
-// motd shows the tenant's banner at the start of an interactive shell, as
-// sshd prints /etc/motd; with a terminal, lines end in CRLF.
-func (ss *session) motd(banner string, tty bool) {
-	if !strings.HasSuffix(banner, "\n") {
-		banner += "\n"
-	}
-	if tty {
-		banner = strings.ReplaceAll(banner, "\n", "\r\n")
-	}
-	io.WriteString(ss.ch, banner)
-}
-
-// oomNotice tells the tenant, in one line, why her process was killed; the
-// operator's log gets the event with the tenant and session.
-func (ss *session) oomNotice() {
-	limit := "the memory limit"
-	if m := ss.tenant.Limits.Memory; m > 0 {
-		limit = "memory limit " + config.FormatSize(m)
-	}
-	ss.srv.log.Warn("limit.oom", "tenant", ss.tenant.Name, "session", ss.id, "limit", limit)
-	ss.srv.opts.Metrics.oomKilled(ss.tenant.Name)
-	ss.notice("killed: " + limit + " reached")
-}
-
-// fail ends a session whose command could not start: the tenant gets one
-// short line with a reference and exit status 255; the operator gets the
-// full error under the same reference. No host path or errno reaches the
-// tenant (tailssh userVisibleError).
-func (ss *session) fail(ctx context.Context, tty bool, step string, err error) {
-	if ctx.Err() != nil { // the client left while the environment started
-		ss.srv.log.Info("session abandoned during start", "tenant", ss.tenant.Name, "session", ss.id, "step", step, "err", err)
-		ss.exit = "abandoned"
-		return
-	}
-	ref := newRef()
-	ss.srv.log.Error("session could not start", "tenant", ss.tenant.Name, "user", ss.user, "session", ss.id,
-		"step", step, "ref", ref, "err", err)
-	ss.tenantError(tty, ref)
-	ss.exit = "255"
-}
-
-// tenantError writes the tenant's error line with ref, sends exit status
-// 255 and closes the channel. With a terminal the line goes to stdout (the
-// terminal has no separate stderr) and ends in CRLF, as the terminal's
-// output processing is not ours to rely on.
-func (ss *session) tenantError(tty bool, ref string) {
-	msg := fmt.Sprintf("jailgate: your environment could not start (ref %s)", ref)
-	if tty {
-		io.WriteString(ss.ch, msg+"\r\n")
-	} else {
-		io.WriteString(ss.ch.Stderr(), msg+"\n")
-	}
-	ss.sendExit(jail.ExitStatus{Code: 255})
-	ss.ch.CloseWrite()
-	ss.ch.Close()
 }
 
 // envKey is the key of the environment a session joins, per the tenant's

@@ -1,0 +1,155 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// server decodes the server section.
+func (p *parser) server(sv *Server, n *yaml.Node, path string) {
+	p.mapping(n, path, serverKeys, func(key string, v *yaml.Node) {
+		field := join(path, key)
+		p.pos[field] = p.at(v)
+		switch key {
+		case "login_grace_time":
+			p.duration(&sv.LoginGraceTime, v, field)
+		case "client_alive_interval":
+			p.duration(&sv.ClientAliveInterval, v, field)
+		case "shutdown_grace":
+			p.duration(&sv.ShutdownGrace, v, field)
+		case "per_source_penalty":
+			p.duration(&sv.PerSourcePenalty, v, field)
+			sv.penaltySet = true
+		case "per_source_penalty_exempt":
+			if v.Kind != yaml.SequenceNode {
+				p.add(p.at(v), field, "must be a list of CIDRs, e.g. [10.0.0.0/8]")
+				return
+			}
+			for i, item := range v.Content {
+				cidr := p.str(item, fmt.Sprintf("%s[%d]", field, i))
+				if _, _, err := net.ParseCIDR(cidr); err != nil {
+					p.add(p.at(item), fmt.Sprintf("%s[%d]", field, i), "%q is not a CIDR block", cidr)
+					continue
+				}
+				sv.PerSourcePenaltyExempt = append(sv.PerSourcePenaltyExempt, cidr)
+			}
+		case "max_auth_tries":
+			p.count(&sv.MaxAuthTries, v, field)
+		case "max_startups":
+			p.count(&sv.MaxStartups, v, field)
+		case "per_source_max_startups":
+			p.count(&sv.PerSourceMaxStartups, v, field)
+		case "max_connections":
+			p.count(&sv.MaxConnections, v, field)
+		case "client_alive_count_max":
+			p.count(&sv.ClientAliveCountMax, v, field)
+		}
+	})
+}
+
+// duration decodes a non-negative Go duration ("30s", "5m", "0").
+func (p *parser) duration(d *time.Duration, v *yaml.Node, field string) {
+	s := p.str(v, field)
+	got, err := time.ParseDuration(s)
+	if s == "0" {
+		got, err = 0, nil
+	}
+	switch {
+	case err != nil:
+		p.add(p.at(v), field, "%q is not a duration (use e.g. 30s or 5m)", s)
+	case got < 0:
+		p.add(p.at(v), field, "must not be negative")
+	default:
+		*d = got
+	}
+}
+
+// count decodes a whole number >= 0.
+func (p *parser) count(n *int, v *yaml.Node, field string) {
+	if x, ok := p.uint(v, field); ok {
+		*n = int(x)
+	}
+}
+
+// limits decodes a limits mapping.
+func (p *parser) limits(l *Limits, n *yaml.Node, path string) {
+	p.mapping(n, path, limitKeys, func(key string, v *yaml.Node) {
+		field := join(path, key)
+		s := p.str(v, field)
+		switch key {
+		case "memory", "memory_swap":
+			size, err := ParseSize(s)
+			if err != nil {
+				p.add(p.at(v), field, "%q is not a size (use e.g. 512MiB)", s)
+				return
+			}
+			if key == "memory" {
+				l.Memory = size
+			} else {
+				l.MemorySwap = size
+			}
+		case "io_weight":
+			n, err := strconv.ParseInt(s, 10, 64)
+			if err != nil || n < 0 || n > 10000 {
+				p.add(p.at(v), field, "%q is not a weight from 1 to 10000 (0: unset)", s)
+				return
+			}
+			l.IOWeight = n
+		case "pids":
+			n, err := strconv.ParseInt(s, 10, 64)
+			if err != nil || n < 0 {
+				p.add(p.at(v), field, "%q is not a whole number >= 0", s)
+				return
+			}
+			l.Pids = n
+		case "cpu":
+			f, err := strconv.ParseFloat(s, 64)
+			if err != nil || f < 0 || f != f {
+				p.add(p.at(v), field, "%q is not a number of CPUs >= 0 (use e.g. 1.5)", s)
+				return
+			}
+			l.CPU = f
+		}
+	})
+}
+
+// rlimits decodes an rlimits mapping onto the defaults (a copy, so a
+// tenant's entries never leak into the defaults of the next one).
+func (p *parser) rlimits(u *User, n *yaml.Node, path string) {
+	m := map[string]uint64{}
+	for k, v := range u.Rlimits {
+		m[k] = v
+	}
+	p.mapping(n, path, RlimitNames, func(key string, v *yaml.Node) {
+		if n, ok := p.uint64(v, join(path, key)); ok {
+			m[key] = n
+		}
+	})
+	u.Rlimits = m
+}
+
+// caps decodes a list of capability names ("CAP_CHOWN" or "chown").
+func (p *parser) caps(n *yaml.Node, field string) []string {
+	if n.Kind != yaml.SequenceNode {
+		p.add(p.at(n), field, "must be a list of capability names, e.g. [CAP_CHOWN, CAP_KILL]")
+		return nil
+	}
+	out := []string{}
+	for i, item := range n.Content {
+		name := strings.ToUpper(p.str(item, fmt.Sprintf("%s[%d]", field, i)))
+		if !strings.HasPrefix(name, "CAP_") {
+			name = "CAP_" + name
+		}
+		if !contains(CapabilityNames, name) {
+			p.add(p.at(item), fmt.Sprintf("%s[%d]", field, i), "%q is not a capability (see capabilities(7))", item.Value)
+			continue
+		}
+		out = append(out, name)
+	}
+	return out
+}

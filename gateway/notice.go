@@ -1,0 +1,84 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/jailgate/jailgate/config"
+	"github.com/jailgate/jailgate/jail"
+)
+
+// notice writes one line from jailgate to the tenant: in her terminal
+// (CRLF, on a line of its own) or on stderr.
+func (ss *session) notice(msg string) {
+	ss.mu.Lock()
+	started, tty := ss.started, ss.pty != nil
+	ss.mu.Unlock()
+	if ss.ch == nil || !started {
+		return
+	}
+	if tty {
+		io.WriteString(ss.ch, "\r\njailgate: "+msg+"\r\n")
+		return
+	}
+	io.WriteString(ss.ch.Stderr(), "jailgate: "+msg+"\n")
+}
+
+// motd shows the tenant's banner at the start of an interactive shell, as
+// sshd prints /etc/motd; with a terminal, lines end in CRLF.
+func (ss *session) motd(banner string, tty bool) {
+	if !strings.HasSuffix(banner, "\n") {
+		banner += "\n"
+	}
+	if tty {
+		banner = strings.ReplaceAll(banner, "\n", "\r\n")
+	}
+	io.WriteString(ss.ch, banner)
+}
+
+// oomNotice tells the tenant, in one line, why her process was killed; the
+// operator's log gets the event with the tenant and session.
+func (ss *session) oomNotice() {
+	limit := "the memory limit"
+	if m := ss.tenant.Limits.Memory; m > 0 {
+		limit = "memory limit " + config.FormatSize(m)
+	}
+	ss.srv.log.Warn("limit.oom", "tenant", ss.tenant.Name, "session", ss.id, "limit", limit)
+	ss.srv.opts.Metrics.oomKilled(ss.tenant.Name)
+	ss.notice("killed: " + limit + " reached")
+}
+
+// fail ends a session whose command could not start: the tenant gets one
+// short line with a reference and exit status 255; the operator gets the
+// full error under the same reference. No host path or errno reaches the
+// tenant (tailssh userVisibleError).
+func (ss *session) fail(ctx context.Context, tty bool, step string, err error) {
+	if ctx.Err() != nil { // the client left while the environment started
+		ss.srv.log.Info("session abandoned during start", "tenant", ss.tenant.Name, "session", ss.id, "step", step, "err", err)
+		ss.exit = "abandoned"
+		return
+	}
+	ref := newRef()
+	ss.srv.log.Error("session could not start", "tenant", ss.tenant.Name, "user", ss.user, "session", ss.id,
+		"step", step, "ref", ref, "err", err)
+	ss.tenantError(tty, ref)
+	ss.exit = "255"
+}
+
+// tenantError writes the tenant's error line with ref, sends exit status
+// 255 and closes the channel. With a terminal the line goes to stdout (the
+// terminal has no separate stderr) and ends in CRLF, as the terminal's
+// output processing is not ours to rely on.
+func (ss *session) tenantError(tty bool, ref string) {
+	msg := fmt.Sprintf("jailgate: your environment could not start (ref %s)", ref)
+	if tty {
+		io.WriteString(ss.ch, msg+"\r\n")
+	} else {
+		io.WriteString(ss.ch.Stderr(), msg+"\n")
+	}
+	ss.sendExit(jail.ExitStatus{Code: 255})
+	ss.ch.CloseWrite()
+	ss.ch.Close()
+}

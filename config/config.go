@@ -85,6 +85,7 @@ type User struct {
 	Keys           []keys.Key        // from keys: and keys_file:, in order
 	KeysFile       string            // keys_file as written, expanded
 	Rootfs         string            // absolute host path of her root filesystem
+	Image          string            // or a shared image under state_dir/images that she gets a layer over
 	Shell          string            // login shell inside the environment
 	Hostname       string            // hostname inside the environment
 	Environment    string            // EnvTenant, EnvConnection or EnvSession

@@ -38,8 +38,9 @@ func Parse(name string, data []byte) (*Config, error) {
 type parser struct {
 	file string
 	problems
-	pos     map[string]Pos // field path -> where its value was written
-	haveCAs bool           // trusted_user_ca_keys is set
+	pos      map[string]Pos // field path -> where its value was written
+	haveCAs  bool           // trusted_user_ca_keys is set
+	stateDir string         // where images live
 }
 
 // at returns the position of node n.
@@ -97,7 +98,7 @@ var (
 	serverKeys = []string{"login_grace_time", "max_auth_tries", "max_startups", "per_source_max_startups",
 		"max_connections", "client_alive_interval", "client_alive_count_max", "shutdown_grace",
 		"per_source_penalty", "per_source_penalty_exempt"}
-	userKeys = []string{"keys", "keys_file", "rootfs", "shell", "hostname", "environment", "linger", "network", "limits", "id_range", "uid_base", "capabilities", "seccomp", "rlimits", "forwarding",
+	userKeys = []string{"keys", "keys_file", "rootfs", "image", "shell", "hostname", "environment", "linger", "network", "limits", "id_range", "uid_base", "capabilities", "seccomp", "rlimits", "forwarding",
 		"max_sessions", "idle_timeout", "idle_grace", "max_session_time", "banner", "record", "record_input"}
 	limitKeys  = []string{"memory", "memory_swap", "pids", "cpu", "io_weight"}
 	defaultBad = []string{"uid_base"} // per-tenant only
@@ -170,6 +171,19 @@ func (p *parser) parse(data []byte) *Config {
 				}
 			}
 			p.user(&u, v, path, false)
+			// A tenant's own rootfs or image wins over the other from the
+			// defaults (e.g. defaults.rootfs with one tenant on an image).
+			fromDefaults := func(f string) bool {
+				pos, ok := p.pos["defaults."+f]
+				return ok && p.pos[path+"."+f] == pos
+			}
+			if u.Image != "" && u.Rootfs != "" {
+				if fromDefaults("rootfs") && !fromDefaults("image") {
+					u.Rootfs = ""
+				} else if fromDefaults("image") && !fromDefaults("rootfs") {
+					u.Image = ""
+				}
+			}
 			expand(&u)
 			p.keysFile(&u, path)
 			c.Users[name] = &u
@@ -203,6 +217,8 @@ func (p *parser) user(u *User, n *yaml.Node, path string, isDefaults bool) {
 			u.KeysFile = p.str(v, field)
 		case "rootfs":
 			u.Rootfs = p.str(v, field)
+		case "image":
+			u.Image = p.str(v, field)
 		case "shell":
 			u.Shell = p.str(v, field)
 		case "hostname":
@@ -314,7 +330,7 @@ func (p *parser) uint(n *yaml.Node, field string) (uint64, bool) {
 
 // expand replaces {user} in the string fields.
 func expand(u *User) {
-	for _, s := range []*string{&u.Rootfs, &u.Shell, &u.Hostname, &u.KeysFile, &u.Banner} {
+	for _, s := range []*string{&u.Rootfs, &u.Image, &u.Shell, &u.Hostname, &u.KeysFile, &u.Banner} {
 		*s = strings.ReplaceAll(*s, "{user}", u.Name)
 	}
 }

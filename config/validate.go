@@ -37,6 +37,7 @@ func (p *parser) validate(c *Config) {
 		p.add(p.fieldPos("revoke"), "revoke", "%q is not one of end-sessions, keep-sessions", c.Revoke)
 	}
 	p.haveCAs = len(c.TrustedUserCAKeys) > 0 // certificates can stand in for keys
+	p.stateDir = c.StateDir
 	names := c.Names()
 	for _, n := range names {
 		u := c.Users[n]
@@ -89,9 +90,25 @@ func (p *parser) checkKeys(u *User, path string) {
 func (p *parser) checkRootfs(u *User, path string) {
 	field := path + ".rootfs"
 	pos := p.fieldPos(field)
+	if u.Image != "" {
+		f := path + ".image"
+		switch {
+		case u.Rootfs != "":
+			p.add(p.fieldPos(f), f, "set rootfs or image, not both")
+		case !imageName.MatchString(u.Image):
+			p.add(p.fieldPos(f), f, "%q is not an image name (want %s)", u.Image, imageName)
+		default:
+			dir := filepath.Join(p.stateDir, "images", u.Image)
+			if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() {
+				p.add(p.fieldPos(f), f, "no image %q in %s (build it with: jailgate rootfs from-host --image %s --config FILE)",
+					u.Image, filepath.Dir(dir), u.Image)
+			}
+		}
+		return
+	}
 	switch {
 	case u.Rootfs == "":
-		p.add(u.Pos, field, "missing: every tenant needs a root filesystem")
+		p.add(u.Pos, field, "missing: every tenant needs a root filesystem (rootfs or image)")
 		return
 	case !filepath.IsAbs(u.Rootfs):
 		p.add(pos, field, "%q must be an absolute path", u.Rootfs)
@@ -118,6 +135,9 @@ func (p *parser) checkShell(u *User, path string) {
 		p.add(p.fieldPos(path+".shell"), path+".shell", "%q must be an absolute path inside the rootfs", u.Shell)
 	}
 }
+
+// imageName is an image's directory name under state_dir/images.
+var imageName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 
 // hostnameLabel is one RFC 1123 label.
 var hostnameLabel = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
@@ -155,7 +175,7 @@ func (p *parser) checkSharedRootfs(c *Config, names []string) {
 	owner := map[string]string{}
 	for _, n := range names {
 		u := c.Users[n]
-		if u.Rootfs == "" {
+		if u.Rootfs == "" || u.Image != "" {
 			continue
 		}
 		if first, ok := owner[u.Rootfs]; ok {

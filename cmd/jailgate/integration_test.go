@@ -53,6 +53,14 @@ func startLab(t *testing.T, extra string) *lab {
 			strings.TrimSpace(string(gossh.MarshalAuthorizedKey(pub))), l.rootfs[u], extra)
 	}
 	yaml := fmt.Sprintf("listen: 127.0.0.1:0\nstate_dir: %s\ndefaults:\n  hostname: \"{user}-lab\"\nusers:\n%s", l.stateDir, users.String())
+	l.serve(t, dir, yaml)
+	return l
+}
+
+// serve loads yamlText (written to dir) and serves it in-process with a
+// real Supervisor; the lab's keys must already be set.
+func (l *lab) serve(t *testing.T, dir, yaml string) {
+	t.Helper()
 	path := filepath.Join(dir, "jailgate.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -86,7 +94,6 @@ func startLab(t *testing.T, extra string) *lab {
 			t.Logf("gateway log:\n%s", l.log.String())
 		}
 	})
-	return l
 }
 
 // dial logs in as user with key.

@@ -118,6 +118,9 @@ func cmdServe(args []string, stderr io.Writer) error {
 			log.Info("shutting down", "signal", sig.String(), "grace", srv.Config().Server.ShutdownGrace)
 			drain(srv, sigs, log)
 			sup.Close()
+			if err := rootfs.UnmountImages(cfg.StateDir); err != nil {
+				log.Warn("unmount tenant layers", "err", err)
+			}
 			log.Info("stopped")
 			return nil
 		}
@@ -255,7 +258,13 @@ func (p *provisioner) provision(_ context.Context, u *config.User) (*jail.EnvSpe
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if err := rootfs.Prepare(p.stateDir, u.Name, u.Rootfs, base, size); err != nil {
+	if u.Image != "" {
+		merged, err := rootfs.MountImage(p.stateDir, u.Name, u.Image, base, size)
+		if err != nil {
+			return nil, err
+		}
+		spec.Rootfs = merged
+	} else if err := rootfs.Prepare(p.stateDir, u.Name, u.Rootfs, base, size); err != nil {
 		return nil, fmt.Errorf("prepare rootfs: %w", err)
 	}
 	spec.IDMap = jail.IDMap{UID: base, GID: base, Size: size}

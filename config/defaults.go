@@ -1,8 +1,12 @@
 package config
 
 import (
+	"fmt"
+	"os"
 	"path/filepath"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // Defaults, written out here rather than as struct tags.
@@ -92,4 +96,27 @@ var CapabilityNames = []string{
 	"CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
 	"CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
 	"CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+}
+
+// StateDirOf reads just the state directory of the configuration at path
+// (its default when unset), for commands that build the images a config
+// names and so cannot wait for it to validate.
+func StateDirOf(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read config: %w", err)
+	}
+	var top struct {
+		StateDir string `yaml:"state_dir"`
+	}
+	if err := yaml.Unmarshal(data, &top); err != nil {
+		return "", &Error{Pos: Pos{File: path}, Msg: yamlErrMsg(err)}
+	}
+	if top.StateDir == "" {
+		return DefaultStateDir, nil
+	}
+	if !filepath.IsAbs(top.StateDir) {
+		return "", &Error{Pos: Pos{File: path}, Field: "state_dir", Msg: fmt.Sprintf("%q must be an absolute path", top.StateDir)}
+	}
+	return top.StateDir, nil
 }

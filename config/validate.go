@@ -230,6 +230,10 @@ func (u *User) Summary() string {
 		}
 		lim = strings.Join(parts, " ")
 	}
-	return fmt.Sprintf("%s: %d key%s, rootfs %s, shell %s, hostname %s, environment %s, limits %s",
-		u.Name, n, plural, u.Rootfs, u.Shell, u.Hostname, u.Environment, lim)
+	tree := "rootfs " + u.Rootfs
+	if u.Image != "" {
+		tree = "image " + u.Image
+	}
+	return fmt.Sprintf("%s: %d key%s, %s, shell %s, hostname %s, environment %s, limits %s",
+		u.Name, n, plural, tree, u.Shell, u.Hostname, u.Environment, lim)
 }

@@ -32,8 +32,12 @@ commands:
                                    the recorded sessions (asciicast v2)
   play [--speed N] FILE            replay a recording in this terminal
   status --config FILE             each tenant's environments, memory, pids, cpu (from her cgroup)
-  rootfs from-host [--with CMD,...] DIR
-                                   build a minimal root filesystem from the host's binaries
+  rootfs from-host [--with CMD,...] DIR | --image NAME --config FILE
+                                   build a minimal root filesystem (or image) from the host's binaries
+  rootfs import [--keep-setuid] --config FILE NAME FILE.tar[.gz]
+                                   import a root filesystem tarball (docker export) as image NAME
+  rootfs list --config FILE        the images, their size and creation time
+  rootfs rm --config FILE NAME     remove an image no tenant uses
   version                          print the version
 `
 
@@ -72,7 +76,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "play":
 		err = cmdPlay(args[1:], stdout)
 	case "rootfs":
-		err = cmdRootfs(args[1:], stderr)
+		err = cmdRootfs(args[1:], stdout, stderr)
 	case "version":
 		printVersion(stdout)
 	case "help", "-h", "--help":

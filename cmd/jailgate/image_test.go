@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -66,5 +67,26 @@ func TestImageLayers(t *testing.T) {
 	// Inside, the image's files are her root's.
 	if out := must(t, b, "stat -c %u /usr/bin/ls"); out != "0\n" {
 		t.Errorf("image files inside bob's jail are owned by %q, want 0 (idmapped)", out)
+	}
+
+	// tenant du and reset.
+	cfgPath := filepath.Join(dir, "jailgate.yaml")
+	var out, errb bytes.Buffer
+	if code := run([]string{"tenant", "du", "--config", cfgPath}, &out, &errb); code != 0 || !strings.Contains(out.String(), "alice\t") {
+		t.Errorf("tenant du: %d %q %q", code, out.String(), errb.String())
+	}
+	if code := run([]string{"tenant", "reset", "--yes", "--config", cfgPath, "alice"}, &out, &errb); code == 0 {
+		t.Error("tenant reset discarded a layer that is mounted")
+	}
+	a1.Close()
+	a2.Close()
+	b.Close()
+	l.srv.Close()
+	rootfs.UnmountImages(l.stateDir)
+	if code := run([]string{"tenant", "reset", "--yes", "--config", cfgPath, "alice"}, &out, &errb); code != 0 {
+		t.Fatalf("tenant reset: %s", errb.String())
+	}
+	if _, err := os.Stat(filepath.Join(l.stateDir, "tenants", "alice")); err == nil {
+		t.Error("alice's layer is still there after reset")
 	}
 }

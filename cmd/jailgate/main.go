@@ -31,6 +31,9 @@ commands:
   recordings list --config FILE [--tenant T]
                                    the recorded sessions (asciicast v2)
   play [--speed N] FILE            replay a recording in this terminal
+  tenant du --config FILE          per-tenant disk use of their image layers
+  tenant reset [--yes] --config FILE TENANT
+                                   discard a tenant's layer over her image
   status --config FILE             each tenant's environments, memory, pids, cpu (from her cgroup)
   rootfs from-host [--with CMD,...] DIR | --image NAME --config FILE
                                    build a minimal root filesystem (or image) from the host's binaries
@@ -75,6 +78,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdRecordings(args[1:], stdout)
 	case "play":
 		err = cmdPlay(args[1:], stdout)
+	case "tenant":
+		err = cmdTenant(args[1:], os.Stdin, stdout)
 	case "rootfs":
 		err = cmdRootfs(args[1:], stdout, stderr)
 	case "version":

@@ -4,7 +4,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"time"
 
 	"os"
@@ -143,15 +142,7 @@ func cmdImages(args []string, stdout io.Writer) error {
 		if !e.IsDir() || strings.Contains(e.Name(), ".building") {
 			continue
 		}
-		var size int64
-		filepath.WalkDir(filepath.Join(dir, e.Name()), func(_ string, d fs.DirEntry, err error) error {
-			if err == nil && d.Type().IsRegular() {
-				if fi, err := d.Info(); err == nil {
-					size += fi.Size()
-				}
-			}
-			return nil
-		})
+		size := treeSize(filepath.Join(dir, e.Name()))
 		fi, _ := e.Info()
 		fmt.Fprintf(stdout, "%s\t%s\t%s\n", e.Name(), config.FormatSize(size), fi.ModTime().Format(time.RFC3339))
 	}

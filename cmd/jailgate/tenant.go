@@ -1,0 +1,75 @@
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/jailgate/jailgate/config"
+)
+
+// cmdTenant handles `jailgate tenant reset|du`.
+func cmdTenant(args []string, stdin io.Reader, stdout io.Writer) error {
+	if len(args) == 0 || (args[0] != "reset" && args[0] != "du") {
+		return &usageError{"tenant: want a subcommand: reset, du"}
+	}
+	fset := flag.NewFlagSet("tenant "+args[0], flag.ContinueOnError)
+	fset.SetOutput(io.Discard)
+	path := fset.String("config", "/etc/jailgate/jailgate.yaml", "configuration file")
+	yes := fset.Bool("yes", false, "do not ask for confirmation")
+	if err := fset.Parse(args[1:]); err != nil {
+		return &usageError{fmt.Sprintf("tenant %s: %v", args[0], err)}
+	}
+	stateDir, err := config.StateDirOf(*path)
+	if err != nil {
+		return err
+	}
+	layers := filepath.Join(stateDir, "tenants")
+	if args[0] == "du" {
+		ents, _ := os.ReadDir(layers)
+		for _, e := range ents {
+			fmt.Fprintf(stdout, "%s\t%s\n", e.Name(), config.FormatSize(treeSize(filepath.Join(layers, e.Name(), "upper"))))
+		}
+		return nil
+	}
+	if fset.NArg() != 1 {
+		return &usageError{"tenant reset: want TENANT"}
+	}
+	name := fset.Arg(0)
+	dir := filepath.Join(layers, name)
+	if _, err := os.Stat(dir); err != nil {
+		return fmt.Errorf("tenant reset %s: she has no layer under %s", name, layers)
+	}
+	if !*yes {
+		fmt.Fprintf(stdout, "discard every change %s made to her image (%s)? type yes: ", name, dir)
+		line, _ := bufio.NewReader(stdin).ReadString('\n')
+		if strings.TrimSpace(line) != "yes" {
+			return fmt.Errorf("tenant reset %s: not confirmed", name)
+		}
+	}
+	// Her layer must not be in use: its merged tree is mounted while the
+	// gateway serves her.
+	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil && strings.Contains(string(b), "/"+name+"/merged ") {
+		return fmt.Errorf("tenant reset %s: her layer is mounted (the gateway is serving her); stop it or remove her first", name)
+	}
+	return os.RemoveAll(dir)
+}
+
+// treeSize sums the sizes of the regular files under dir.
+func treeSize(dir string) int64 {
+	var size int64
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				size += fi.Size()
+			}
+		}
+		return nil
+	})
+	return size
+}

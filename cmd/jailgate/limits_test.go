@@ -14,6 +14,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/jailgate/jailgate/gateway/gatewaytest"
+	"github.com/jailgate/jailgate/jail/jailtest"
 )
 
 // limEnvCgroups lists environment cgroups left under the test prefix.
@@ -81,6 +82,8 @@ func TestLimitsForkBomb(t *testing.T) {
 	}
 	hold.Close()
 	a.Close()
+	// Her environment ends with her last session (and the bomb with it).
+	jailtest.WaitNoProcs(t, l.base(t, "alice"), 65536, 5*time.Second)
 	// Her next login gets a fresh environment and works.
 	if out := must(t, l.client(t, "alice"), "echo again"); out != "again\n" {
 		t.Errorf("alice's next login: %q", out)

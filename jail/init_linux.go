@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -69,6 +70,7 @@ func InitMain() {
 		ctl.send(&message{Op: opFailed, Step: serr})
 		os.Exit(1)
 	}
+	prewarmThreads(initThreads)
 	if err := ctl.send(&message{Op: opReady}); err != nil {
 		os.Exit(1)
 	}
@@ -143,4 +145,35 @@ func closeFds(*initConfig) *StepError {
 		return stepErr("fds", "close_range", "", err)
 	}
 	return nil
+}
+
+// initThreads is how many OS threads the init makes before the tenant's
+// first process runs. The init is in her pids cgroup: once a fork bomb has
+// filled pids.max, the Go runtime could not create a thread when it needs
+// one (a goroutine blocked in a syscall) and would die (newosproc), taking
+// her environment with it. Threads it made earlier stay parked and are
+// reused, so it keeps serving her (and can still end the bomb).
+const initThreads = 12
+
+// prewarmThreads makes the runtime create n threads: each of n goroutines
+// holds its own thread (LockOSThread) until all are up, then lets go; the
+// threads stay in the runtime's idle pool.
+func prewarmThreads(n int) {
+	var up sync.WaitGroup
+	release := make(chan struct{})
+	var done sync.WaitGroup
+	for i := 0; i < n; i++ {
+		up.Add(1)
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			runtime.LockOSThread()
+			up.Done()
+			<-release
+			runtime.UnlockOSThread()
+		}()
+	}
+	up.Wait()
+	close(release)
+	done.Wait()
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -79,6 +80,25 @@ func TestLimitsForkBomb(t *testing.T) {
 	// Bob, meanwhile, is not affected.
 	if out := must(t, l.client(t, "bob"), "echo bob-ok"); out != "bob-ok\n" {
 		t.Errorf("bob's session during alice's fork bomb: %q", out)
+	}
+	// Spawns into the full environment fail (no pid left), but the init
+	// serving them must survive: ask it for several at once.
+	var wg sync.WaitGroup
+	for i := 0; i < 6; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if s, err := a.NewSession(); err == nil {
+				s.Run("true")
+				s.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	// Her environment's init survived the bomb: it made its threads before
+	// the bomb could take them (see jail's prewarmThreads).
+	if strings.Contains(l.log.String(), "newosproc") || strings.Contains(l.log.String(), "environment end tenant=alice") {
+		t.Errorf("alice's init died under the fork bomb:\n%s", l.log.String())
 	}
 	hold.Close()
 	a.Close()

@@ -66,11 +66,13 @@ func InitMain() {
 		os.Exit(1)
 	}
 	cfg := m.Config
+	// Before setup, so that the threads exist when their /proc entries are
+	// masked (initPrivate).
+	prewarmThreads(initThreads)
 	if serr := setup(cfg); serr != nil {
 		ctl.send(&message{Op: opFailed, Step: serr})
 		os.Exit(1)
 	}
-	prewarmThreads(initThreads)
 	if err := ctl.send(&message{Op: opReady}); err != nil {
 		os.Exit(1)
 	}

@@ -211,10 +211,27 @@ var maskedPaths = []string{
 // closes the rest.
 var readonlyPaths = []string{"proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger"}
 
-// maskPaths hides maskedPaths and freezes readonlyPaths.
+// initPrivate are the init's own /proc entries that would show the
+// tenant its fds. Non-dumpable is not enough here: the init was exec'd in
+// her user namespace, so its /proc/1 belongs to her root, who can list
+// /proc/1/fd (though not follow the links). They are masked, for PID 1 and
+// for each of its threads, which exist by now (prewarmThreads ran first).
+func initPrivate() []string {
+	paths := []string{"proc/1/fd", "proc/1/fdinfo", "proc/1/map_files", "proc/1/environ"}
+	tasks, _ := os.ReadDir(stagingDir + "/proc/1/task")
+	for _, t := range tasks {
+		for _, sub := range []string{"fd", "fdinfo", "map_files", "environ"} {
+			paths = append(paths, "proc/1/task/"+t.Name()+"/"+sub)
+		}
+	}
+	return paths
+}
+
+// maskPaths hides maskedPaths and the init's own entries, and freezes
+// readonlyPaths.
 func maskPaths(*initConfig) *StepError {
 	const procFlags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
-	for _, rel := range maskedPaths {
+	for _, rel := range append(append([]string(nil), maskedPaths...), initPrivate()...) {
 		fd, err := openInRoot(rel, false)
 		if errors.Is(err, unix.ENOENT) {
 			continue

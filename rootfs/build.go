@@ -47,7 +47,7 @@ var baseCommands = []string{
 }
 
 // optionalCommands are copied when the host has them.
-var optionalCommands = []string{"less", "vi", "vim", "top", "nano", "tmux", "clear", "which", "setsid", "free", "scp", "rsync"}
+var optionalCommands = []string{"less", "vi", "vim", "top", "nano", "tmux", "clear", "which", "setsid", "free", "scp", "rsync", "unshare", "mknod", "chroot"}
 
 // terminals are the terminfo entries copied when the host has them, so that
 // full-screen programs work over the common TERM values.

@@ -1,0 +1,109 @@
+//go:build linux
+
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jailgate/jailgate/gateway/gatewaytest"
+)
+
+// attackOnce builds testdata/attack, static, once per test binary.
+var attackOnce = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "jailgate-attack-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "attack")
+	cmd := exec.Command("go", "build", "-o", bin, "./testdata/attack")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build attack: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// armed starts a lab whose tenants have the attack program in their tree
+// (copied before the first login, so it is shifted into their ids).
+func armed(t *testing.T, extra string) *lab {
+	t.Helper()
+	l := startLab(t, extra)
+	bin, err := attackOnce()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(bin)
+	for _, root := range l.rootfs {
+		os.MkdirAll(filepath.Join(root, "usr/local/bin"), 0o755)
+		if err := os.WriteFile(filepath.Join(root, "usr/local/bin/attack"), b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return l
+}
+
+// verdictOf runs `attack name` as alice, with a terminal when tty.
+func verdictOf(t *testing.T, l *lab, name string, tty bool) string {
+	t.Helper()
+	s, err := l.client(t, "alice").NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if tty {
+		if err := s.RequestPty("xterm", 24, 80, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, _ := s.StdoutPipe()
+	if err := s.Start("attack " + name); err != nil {
+		t.Fatal(err)
+	}
+	line := gatewaytest.Expect(t, out, "\n", 10*time.Second)
+	return strings.TrimSpace(line)
+}
+
+// TestEscapeAttacks: calls no shell can make, from a static program in her
+// tree; each blocked by default and shown to get through with its
+// protection switched off (or, for the chroot escape, contained by a
+// structural one).
+func TestEscapeAttacks(t *testing.T) {
+	def := armed(t, "")
+	open := armed(t, openExtra)
+	cases := []struct {
+		name, guard string
+		tty         bool
+	}{
+		// seccomp denies the TIOCSTI ioctl (a command typed into her
+		// terminal by a process that should not type).
+		{"tiocsti", "seccomp", true},
+		// seccomp denies keyctl (the kernel keyring is shared state).
+		{"keyctl", "seccomp", false},
+		// CAP_NET_RAW is not in the default set.
+		{"rawsock", "capabilities", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if v := verdictOf(t, def, tc.name, tc.tty); !strings.Contains(v, "BLOCKED") {
+				t.Errorf("%s in a default jail: %q (guard: %s)", tc.name, v, tc.guard)
+			}
+			if v := verdictOf(t, open, tc.name, tc.tty); !strings.Contains(v, "ESCAPED") {
+				t.Errorf("control: %s with %s off: %q", tc.name, tc.guard, v)
+			}
+		})
+	}
+	// pivot_root with the old root detached: climbing out of a chroot
+	// (CAP_SYS_CHROOT is in the default set) lands in her own tree.
+	t.Run("chroot and ..", func(t *testing.T) {
+		if v := verdictOf(t, def, "chroot", false); !strings.Contains(v, "CONTAINED") {
+			t.Errorf("chroot escape: %q", v)
+		}
+	})
+}

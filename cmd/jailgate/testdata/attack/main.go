@@ -1,0 +1,65 @@
+// Command attack makes, inside a jail, one call an escaping tenant would
+// make and that a shell cannot, and prints one verdict line: "BLOCKED
+// <errno>", "ESCAPED <detail>" or "CONTAINED <detail>". The escape tests
+// copy it (static, CGO_ENABLED=0) into a tenant's rootfs.
+package main
+
+import (
+	"fmt"
+	"os"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Println("usage: attack tiocsti|keyctl|rawsock|chroot")
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "tiocsti": // push a byte into its own terminal's input queue
+		c := byte('x')
+		_, _, errno := unix.Syscall(unix.SYS_IOCTL, 0, unix.TIOCSTI, uintptr(unsafe.Pointer(&c)))
+		verdict(errno, "TIOCSTI injected a byte")
+	case "keyctl": // reach the session keyring
+		_, _, errno := unix.Syscall(unix.SYS_KEYCTL, unix.KEYCTL_GET_KEYRING_ID, uintptr(0xfffffffd), 1)
+		verdict(errno, "keyctl answered")
+	case "rawsock":
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_ICMP)
+		if err != nil {
+			fmt.Println("BLOCKED", err)
+			return
+		}
+		unix.Close(fd)
+		fmt.Println("ESCAPED raw socket")
+	case "chroot": // the classic: chroot into a subdir, climb, chroot "."
+		os.MkdirAll("/tmp/attack-chroot", 0o755)
+		if err := unix.Chroot("/tmp/attack-chroot"); err != nil {
+			fmt.Println("BLOCKED", err)
+			return
+		}
+		for i := 0; i < 256; i++ {
+			unix.Chdir("..")
+		}
+		unix.Chroot(".")
+		// Her tree carries this marker (rootfs from-host); the host's does not.
+		if _, err := os.Stat("/etc/jailgate-rootfs"); err == nil {
+			fmt.Println("CONTAINED still in her own tree")
+		} else {
+			fmt.Println("ESCAPED left her tree")
+		}
+	default:
+		fmt.Println("unknown attack")
+		os.Exit(2)
+	}
+}
+
+// verdict prints the outcome of a raw syscall.
+func verdict(errno unix.Errno, escaped string) {
+	if errno != 0 {
+		fmt.Println("BLOCKED", errno)
+		return
+	}
+	fmt.Println("ESCAPED", escaped)
+}

@@ -46,6 +46,15 @@ func TestEscapeShell(t *testing.T) {
 			t.Errorf("control: mount failed with seccomp off and CAP_SYS_ADMIN: %s", out)
 		}
 	})
+	// Guarded by seccomp (umount2) and capabilities (CAP_SYS_ADMIN).
+	t.Run("umount", func(t *testing.T) {
+		if out, ok := attempt(t, def, "umount /dev/shm"); ok {
+			t.Errorf("umount succeeded in a default jail: %s", out)
+		}
+		if out, ok := attempt(t, open, "umount /dev/shm"); !ok {
+			t.Errorf("control: umount failed with seccomp off and CAP_SYS_ADMIN: %s", out)
+		}
+	})
 	// Guarded by seccomp (unshare with CLONE_NEWUSER needs no capability).
 	t.Run("unshare -U then mount", func(t *testing.T) {
 		cmd := "unshare -Urm sh -c 'mount -t tmpfs x /mnt && echo MOUNTED'"

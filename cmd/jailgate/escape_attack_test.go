@@ -88,6 +88,8 @@ func TestEscapeAttacks(t *testing.T) {
 		{"keyctl", "seccomp", false},
 		// CAP_NET_RAW is not in the default set.
 		{"rawsock", "capabilities", false},
+		// The init is non-dumpable: attaching needs CAP_SYS_PTRACE over it.
+		{"ptrace-init", "non-dumpable init, no CAP_SYS_PTRACE", false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -99,6 +101,17 @@ func TestEscapeAttacks(t *testing.T) {
 			}
 		})
 	}
+	// The gateway binary behind /proc/1/exe: closed by the non-dumpable init,
+	// and even with that switched off (CAP_SYS_PTRACE, seccomp off) by the
+	// uid mapping: the binary's owner is unmapped in her namespace, so her
+	// root has no write permission on it (CVE-2019-5736 needed host root).
+	t.Run("write the gateway binary", func(t *testing.T) {
+		for _, l := range []*lab{def, open} {
+			if v := verdictOf(t, l, "write-init-exe", false); !strings.Contains(v, "BLOCKED") {
+				t.Errorf("opened /proc/1/exe for writing: %q", v)
+			}
+		}
+	})
 	// pivot_root with the old root detached: climbing out of a chroot
 	// (CAP_SYS_CHROOT is in the default set) lands in her own tree.
 	t.Run("chroot and ..", func(t *testing.T) {

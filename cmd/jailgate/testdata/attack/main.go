@@ -49,6 +49,23 @@ func main() {
 		} else {
 			fmt.Println("ESCAPED left her tree")
 		}
+	case "ptrace-init": // attach to PID 1, the environment's init
+		if err := unix.PtraceAttach(1); err != nil {
+			fmt.Println("BLOCKED", err)
+			return
+		}
+		var ws unix.WaitStatus
+		unix.Wait4(1, &ws, unix.WALL, nil)
+		unix.PtraceDetach(1)
+		fmt.Println("ESCAPED attached to the init")
+	case "write-init-exe": // overwrite the gateway binary through the init (CVE-2019-5736)
+		fd, err := unix.Open("/proc/1/exe", unix.O_WRONLY, 0)
+		if err != nil {
+			fmt.Println("BLOCKED", err)
+			return
+		}
+		unix.Close(fd)
+		fmt.Println("ESCAPED opened the gateway binary for writing")
 	default:
 		fmt.Println("unknown attack")
 		os.Exit(2)

@@ -66,10 +66,40 @@ func main() {
 		}
 		unix.Close(fd)
 		fmt.Println("ESCAPED opened the gateway binary for writing")
+	case "bpf": // create a BPF map (the verifier and maps are kernel attack surface)
+		attr := [5]uint32{unix.BPF_MAP_TYPE_ARRAY, 4, 4, 1, 0}
+		fd, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_MAP_CREATE, uintptr(unsafe.Pointer(&attr[0])), unsafe.Sizeof(attr))
+		if errno == 0 {
+			unix.Close(int(fd))
+		}
+		verdict(errno, "created a BPF map")
+	case "module": // load a kernel module (an empty one: past the permission check it fails on its content)
+		null, _ := unix.Open("/dev/null", unix.O_RDONLY, 0)
+		_, _, errno := unix.Syscall(unix.SYS_FINIT_MODULE, uintptr(null), uintptr(unsafe.Pointer(&[1]byte{})), 0)
+		pastPermission(errno, "finit_module got past the permission check")
+	case "pivot-root": // pivot the mount namespace's root
+		err := unix.PivotRoot(".", ".")
+		errno, _ := err.(unix.Errno)
+		pastPermission(errno, "pivot_root got past the permission check")
 	default:
 		fmt.Println("unknown attack")
 		os.Exit(2)
 	}
+}
+
+// pastPermission reports a call refused for lack of permission as
+// BLOCKED, and one that got further (success, or failing on its arguments)
+// as ESCAPED.
+func pastPermission(errno unix.Errno, escaped string) {
+	if errno == unix.EPERM || errno == unix.EACCES {
+		fmt.Println("BLOCKED", errno)
+		return
+	}
+	if errno == unix.ENOSYS {
+		fmt.Println("UNSUPPORTED by this kernel")
+		return
+	}
+	fmt.Println("ESCAPED", escaped, errno)
 }
 
 // verdict prints the outcome of a raw syscall.

@@ -37,7 +37,7 @@ var auditKeys = map[string]bool{
 	"tenant": true, "user": true, "remote": true, "session": true, "conn": true, "fingerprint": true,
 	"reason": true, "method": true, "exit": true, "duration": true, "env": true, "port": true,
 	"bytes_in": true, "bytes_out": true, "kind": true, "command": true, "pty": true, "limit": true,
-	"tenants": true, "config": true, "changes": true, "err": true, "key_id": true, "serial": true, "comment": true,
+	"tenants": true, "config": true, "changes": true, "errors": true, "err": true, "key_id": true, "serial": true, "comment": true,
 }
 
 // AuditHandler is a slog.Handler that writes the audit events among the

@@ -114,3 +114,23 @@ func TestAuditLog(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditRejectedReload: the serve command's summary line for a rejected
+// reload becomes a config.reload event with result error.
+func TestAuditRejectedReload(t *testing.T) {
+	var audit lockedBuffer
+	log := slog.New(gateway.NewAuditHandler(&audit))
+	log.Error("reload rejected: jailgate.yaml:3: users.x: bad") // per-problem lines are not events
+	log.Error("reload rejected", "config", "/etc/jailgate.yaml", "errors", 1)
+	lines := strings.Split(strings.TrimSpace(audit.String()), "\n")
+	if len(lines) != 1 {
+		t.Fatalf("audit lines %q, want exactly the summary", lines)
+	}
+	var ev map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev["event"] != "config.reload" || ev["result"] != "error" || ev["errors"] != 1.0 {
+		t.Errorf("event %v", ev)
+	}
+}

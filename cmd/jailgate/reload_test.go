@@ -67,6 +67,7 @@ func TestE2EReload(t *testing.T) {
 	// 2. A broken file changes nothing and the log names the line.
 	os.WriteFile(path, []byte(added+"  dave: [unclosed\n"), 0o600)
 	g.cmd.Process.Signal(unix.SIGHUP)
+	g.waitLog(t, `msg="reload rejected" config=`) // the summary line, audited as config.reload (error)
 	g.waitLog(t, "previous configuration stays in force")
 	if !strings.Contains(g.log.String(), "jailgate.yaml:") {
 		t.Errorf("the rejected reload does not name file:line:\n%s", g.log.String())

@@ -200,7 +200,10 @@ func reload(srv *gateway.Server, sup *jail.Supervisor, path string, log *slog.Lo
 			log.Error("reload rejected: " + line)
 		}
 		srv.Metrics().Reload("error")
-		log.Error("reload rejected; the previous configuration stays in force", "config", path)
+		// One summary line under the audit log's message (config.reload,
+		// result error); the previous configuration stays in force.
+		log.Error("reload rejected", "config", path, "errors", len(errorLines(err)),
+			"changes", "none: the previous configuration stays in force")
 		return
 	}
 	srv.SetConfig(c) // logs the reload

@@ -28,24 +28,37 @@ func TestMain(m *testing.M) {
 	if jail.IsInit() {
 		jail.InitMain()
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	for _, d := range builtDirs {
+		os.RemoveAll(d)
+	}
+	os.Exit(code)
 }
 
-// buildOnce builds the jailgate binary once per test run.
-var buildOnce = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "jailgate-bin-")
+// builtDirs are the temp dirs of the helper binaries the tests build once
+// (the gateway, echoserver, attack); TestMain removes them at the end.
+var builtDirs []string
+
+// buildStatic builds package pkg (a directory of this module) as a static
+// binary named name, once per test binary through the caller's OnceValues.
+func buildStatic(pkg, name string) (string, error) {
+	dir, err := os.MkdirTemp("", "jailgate-"+name+"-")
 	if err != nil {
 		return "", err
 	}
+	builtDirs = append(builtDirs, dir)
 	os.Chmod(dir, 0o755)
-	bin := filepath.Join(dir, "jailgate")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
+	bin := filepath.Join(dir, name)
+	cmd := exec.Command("go", "build", "-o", bin, pkg)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
+		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
 	}
 	return bin, nil
-})
+}
+
+// buildOnce builds the jailgate binary once per test run.
+var buildOnce = sync.OnceValues(func() (string, error) { return buildStatic(".", "jailgate") })
 
 // binary returns the built jailgate binary.
 func binary(t *testing.T) string {

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,19 +15,7 @@ import (
 )
 
 // attackOnce builds testdata/attack, static, once per test binary.
-var attackOnce = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "jailgate-attack-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "attack")
-	cmd := exec.Command("go", "build", "-o", bin, "./testdata/attack")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build attack: %v\n%s", err, out)
-	}
-	return bin, nil
-})
+var attackOnce = sync.OnceValues(func() (string, error) { return buildStatic("./testdata/attack", "attack") })
 
 // armed starts a lab whose tenants have the attack program in their tree
 // (copied before the first login, so it is shifted into their ids).

@@ -20,19 +20,7 @@ import (
 )
 
 // echoOnce builds testdata/echoserver, static, once per test binary.
-var echoOnce = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "jailgate-echo-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "echoserver")
-	cmd := exec.Command("go", "build", "-o", bin, "./testdata/echoserver")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build echoserver: %v\n%s", err, out)
-	}
-	return bin, nil
-})
+var echoOnce = sync.OnceValues(func() (string, error) { return buildStatic("./testdata/echoserver", "echoserver") })
 
 // installEcho copies the echo server into a tenant's tree before her first
 // login (the provisioner then shifts it into her ids with the rest).

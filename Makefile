@@ -47,6 +47,7 @@ lint: vet staticcheck fmt-check ## vet, staticcheck and gofmt
 fuzz: ## run each fuzz target for 30s
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./config/
 	$(GO) test -run '^$$' -fuzz FuzzParseAuthorizedKeys -fuzztime 30s ./keys/
+	$(GO) test -run '^$$' -fuzz FuzzParseKRL -fuzztime 30s ./keys/
 	$(GO) test -run '^$$' -fuzz FuzzPtyModes -fuzztime 30s ./gateway/
 
 clean: ## remove build output

@@ -54,6 +54,9 @@ type Config struct {
 	// RevokedKeys are refused, as keys or as certificates' keys or CAs
 	// (sshd RevokedKeys, plain key list).
 	RevokedKeys []gossh.PublicKey
+	// RevokedKRLs are the binary OpenSSH KRLs among revoked_keys' files:
+	// they also revoke certificates by serial number or key ID.
+	RevokedKRLs []*keys.KRL
 }
 
 // Server holds the connection-level limits and timeouts, named after

@@ -81,8 +81,9 @@ func (p *parser) keysFile(u *User, path string) {
 }
 
 // keySources reads a key list given as key lines or files of them (one
-// value or a list); a file is relative to the config file.
-func (p *parser) keySources(n *yaml.Node, field string) []gossh.PublicKey {
+// value or a list); a file is relative to the config file. With krls set,
+// a file may also be a binary OpenSSH KRL (revoked_keys), which goes there.
+func (p *parser) keySources(n *yaml.Node, field string, krls *[]*keys.KRL) []gossh.PublicKey {
 	items := []*yaml.Node{n}
 	if n.Kind == yaml.SequenceNode {
 		items = n.Content
@@ -106,6 +107,19 @@ func (p *parser) keySources(n *yaml.Node, field string) []gossh.PublicKey {
 				continue
 			}
 			data, src = b, Pos{File: path}
+			if keys.IsKRL(b) {
+				if krls == nil {
+					p.add(p.at(item), f, "%s is a KRL; only revoked_keys takes one", v)
+					continue
+				}
+				k, err := keys.ParseKRL(b)
+				if err != nil {
+					p.add(p.at(item), f, "%s: %v", v, err)
+					continue
+				}
+				*krls = append(*krls, k)
+				continue
+			}
 		}
 		ks, err := keys.ParseAuthorizedKeys(data)
 		var le *keys.LineError

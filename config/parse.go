@@ -128,9 +128,9 @@ func (p *parser) parse(data []byte) *Config {
 			case "server":
 				p.server(&c.Server, v, key)
 			case "trusted_user_ca_keys":
-				c.TrustedUserCAKeys = p.keySources(v, key)
+				c.TrustedUserCAKeys = p.keySources(v, key, nil)
 			case "revoked_keys":
-				c.RevokedKeys = p.keySources(v, key)
+				c.RevokedKeys = p.keySources(v, key, &c.RevokedKRLs)
 			case "audit_log":
 				c.AuditLog = p.str(v, key)
 			case "metrics_listen":

@@ -19,6 +19,25 @@ const (
 	reasonRevoked = "key is revoked"
 )
 
+// revoked reports whether cfg's revoked_keys refuse key: listed as a plain
+// key (for a certificate: its key or its CA), or revoked by one of the
+// KRLs, which also name certificates by serial number and key ID.
+func revoked(cfg *config.Config, key gossh.PublicKey) bool {
+	if listed(cfg.RevokedKeys, key) {
+		return true
+	}
+	if cert, ok := key.(*gossh.Certificate); ok &&
+		(listed(cfg.RevokedKeys, cert.Key) || listed(cfg.RevokedKeys, cert.SignatureKey)) {
+		return true
+	}
+	for _, k := range cfg.RevokedKRLs {
+		if k.IsRevoked(key) {
+			return true
+		}
+	}
+	return false
+}
+
 // listed reports whether key is in list, by wire encoding.
 func listed(list []gossh.PublicKey, key gossh.PublicKey) bool {
 	m := key.Marshal()
@@ -33,16 +52,13 @@ func listed(list []gossh.PublicKey, key gossh.PublicKey) bool {
 // authorizeCert checks a user certificate as sshd does with
 // TrustedUserCAKeys: signed by a trusted CA, a user certificate whose
 // principals include the tenant's name, within its validity window, its
-// source-address critical option matching the client, and neither the
-// certificate's key nor its CA revoked. It returns the tenant and her
-// options from the certificate, or why not.
+// source-address critical option matching the client (keyAuth has checked
+// it is not revoked). It returns the tenant and her options from the
+// certificate, or why not.
 func authorizeCert(cfg *config.Config, conn gossh.ConnMetadata, cert *gossh.Certificate) (*config.User, keys.Options, string) {
 	u := cfg.Users[conn.User()]
 	if u == nil {
 		return nil, keys.Options{}, reasonUnknownUser
-	}
-	if listed(cfg.RevokedKeys, cert.Key) || listed(cfg.RevokedKeys, cert.SignatureKey) {
-		return nil, keys.Options{}, reasonRevoked
 	}
 	checker := gossh.CertChecker{
 		IsUserAuthority:          func(auth gossh.PublicKey) bool { return listed(cfg.TrustedUserCAKeys, auth) },
@@ -72,7 +88,7 @@ func keyAuth(cfg *config.Config, conn gossh.ConnMetadata, key gossh.PublicKey) (
 	if cfg == nil {
 		return nil, keys.Options{}, reasonNoConfig
 	}
-	if key != nil && listed(cfg.RevokedKeys, key) {
+	if key != nil && revoked(cfg, key) {
 		return nil, keys.Options{}, reasonRevoked
 	}
 	if cert, ok := key.(*gossh.Certificate); ok {

@@ -95,6 +95,12 @@ func (s *Supervisor) CgroupVersion() string { return s.cg.Version() }
 
 // Environment implements Manager.
 func (s *Supervisor) Environment(ctx context.Context, key string, spec *EnvSpec) (Env, error) {
+	adopted := false // an environment was started from spec: its teardown calls OnEnd
+	defer func() {
+		if !adopted && spec.OnEnd != nil {
+			spec.OnEnd()
+		}
+	}()
 	for {
 		s.mu.Lock()
 		e := s.envs[key]
@@ -141,6 +147,7 @@ func (s *Supervisor) Environment(ctx context.Context, key string, spec *EnvSpec)
 	}
 	e.state = envLive
 	e.refs = 1
+	adopted = true
 	close(e.started)
 	s.mu.Unlock()
 	s.log.Info("environment start", "tenant", spec.Tenant, "env", e.name, "duration", time.Since(t0))

@@ -110,6 +110,9 @@ func (e *environment) teardown() {
 		c <- dialReply{err: ErrClosed}
 	}
 	s.log.Info("environment end", "tenant", e.spec.Tenant, "env", e.name)
+	if e.spec.OnEnd != nil {
+		e.spec.OnEnd()
+	}
 	close(e.done)
 }
 

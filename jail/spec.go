@@ -55,6 +55,14 @@ type EnvSpec struct {
 	Linger   time.Duration     // how long the environment outlives its last Release
 	Seccomp  string            // "" for the default filter, SeccompUnconfined for none
 	Rlimits  map[string]uint64 // per-process limits by name (nofile, core, …), soft = hard
+
+	// OnEnd, if set, is called once when the Manager is done with the spec:
+	// after the environment started from it has ended (its init, and with
+	// it every process inside, is gone), or as Environment returns if no
+	// environment was started from it (a live one was joined, or the start
+	// failed). It releases what was acquired for the environment, such as
+	// the tenant's mounted layer.
+	OnEnd func()
 }
 
 // TTY asks for a pseudo-terminal allocated inside the environment.

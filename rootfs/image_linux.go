@@ -6,12 +6,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -20,7 +18,8 @@ import (
 // ImageDir is where image NAME lives under the state directory.
 func ImageDir(stateDir, name string) string { return filepath.Join(stateDir, "images", name) }
 
-// tenantDir holds a tenant's persistent layer (upper and work dirs).
+// tenantDir holds a tenant's persistent layer (upper and work dirs, and
+// the shifted copy of her image where the kernel needs one).
 func tenantDir(stateDir, tenant string) string { return filepath.Join(stateDir, "tenants", tenant) }
 
 // layerRoot holds the mount points (the idmapped lower and the merged
@@ -34,59 +33,167 @@ func layerRoot(stateDir string) string {
 	return filepath.Join("/run/jailgate/layers", hex.EncodeToString(sum[:6]))
 }
 
-// imageMu serialises mounting, so concurrent first logins mount once.
-var imageMu sync.Mutex
+// layerPaths are the directories of one tenant's layer.
+type layerPaths struct {
+	tenant, upper, work string // persistent, under state_dir/tenants/<tenant>
+	mnt, lower, merged  string // mount points, under layerRoot
+}
 
-// MountImage gives tenant a persistent copy-on-write layer over the shared
-// read-only image (design.md "image: NAME"): the image is mounted idmapped
-// into her id range (so it appears owned by her root, while the files on
-// disk stay root's and shared) as the lower layer of an overlay whose
-// upper and work dirs are hers under state_dir/tenants/<tenant>/. It is
-// mounted once per tenant and shared by her environments; it returns the
-// merged tree. Needs Linux >= 5.19 (overlayfs over idmapped layers).
-func MountImage(stateDir, tenant, image string, base, size uint32) (string, error) {
-	imageMu.Lock()
-	defer imageMu.Unlock()
-	src := ImageDir(stateDir, image)
-	if fi, err := os.Lstat(src); err != nil || !fi.IsDir() {
-		return "", fmt.Errorf("image %s: no such image under %s (build it with: jailgate rootfs from-host --image %s)",
-			image, filepath.Dir(src), image)
-	}
+func pathsOf(stateDir, tenant string) layerPaths {
 	t, mnt := tenantDir(stateDir, tenant), filepath.Join(layerRoot(stateDir), tenant)
-	lower, upper, work, merged := filepath.Join(mnt, "lower"), filepath.Join(t, "upper"), filepath.Join(t, "work"), filepath.Join(mnt, "merged")
-	if mounted(merged) {
-		return merged, nil
+	return layerPaths{tenant: t, upper: filepath.Join(t, "upper"), work: filepath.Join(t, "work"),
+		mnt: mnt, lower: filepath.Join(mnt, "lower"), merged: filepath.Join(mnt, "merged")}
+}
+
+// noIDMapError says the kernel or the image's file system cannot give the
+// overlay an idmapped lower layer; a shifted copy can stand in for it.
+type noIDMapError struct{ err error }
+
+func (e *noIDMapError) Error() string { return e.err.Error() }
+func (e *noIDMapError) Unwrap() error { return e.err }
+
+// refused reports whether err is the kernel saying no to a feature (rather
+// than to this one call): an old kernel, or a file system without it.
+func refused(err error) bool {
+	return errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) ||
+		errors.Is(err, unix.EOPNOTSUPP)
+}
+
+// mountLayer mounts the tenant's overlay on p.merged: upper and work dirs
+// hers, the lower layer the image at src, shown in her id range [base,
+// base+size) either by an idmapped mount (lowerCopy empty) or by the
+// shifted copy at lowerCopy. A *noIDMapError says the idmapped mount was
+// refused.
+func mountLayer(p layerPaths, src, lowerCopy string, base, size uint32) error {
+	if fi, err := os.Lstat(src); err != nil || !fi.IsDir() {
+		return fmt.Errorf("no such image under %s (build it with: jailgate rootfs from-host --image %s)",
+			filepath.Dir(src), filepath.Base(src))
 	}
-	for _, d := range []string{"/run/jailgate", "/run/jailgate/layers", layerRoot(stateDir), mnt, lower, merged} {
+	for _, d := range []string{"/run/jailgate", "/run/jailgate/layers", filepath.Dir(p.mnt), p.mnt, p.lower, p.merged} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
-			return "", fmt.Errorf("image %s for %s: %w", image, tenant, err)
+			return err
 		}
 	}
-	for _, d := range []string{t, upper, work} {
+	for _, d := range []string{p.upper, p.work} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
-			return "", fmt.Errorf("image %s for %s: %w", image, tenant, err)
+			return err
 		}
 	}
 	// The upper dir's mode is her "/": like the image's root, not 0700.
-	if err := os.Chmod(upper, 0o755); err != nil {
-		return "", fmt.Errorf("image %s for %s: %w", image, tenant, err)
+	if err := os.Chmod(p.upper, 0o755); err != nil {
+		return err
 	}
 	// Her layer belongs to her root: new files in it are hers on disk.
-	for _, d := range []string{upper, work} {
+	for _, d := range []string{p.upper, p.work} {
 		if err := os.Lchown(d, int(base), int(base)); err != nil {
-			return "", fmt.Errorf("image %s for %s: %w", image, tenant, err)
+			return err
 		}
 	}
-	if !mounted(lower) {
-		if err := idmappedBind(src, lower, base, size); err != nil {
-			return "", fmt.Errorf("image %s for %s: idmapped mount of %s (needs Linux >= 5.19): %w", image, tenant, src, err)
+	lower := lowerCopy
+	if lower == "" {
+		lower = p.lower
+		if mounted(p.lower) { // left by a gateway that crashed: its ids may differ
+			unix.Unmount(p.lower, unix.MNT_DETACH)
+		}
+		if err := idmappedBind(src, p.lower, base, size); err != nil {
+			err = fmt.Errorf("idmapped mount of %s: %w", src, err)
+			if refused(err) {
+				return &noIDMapError{err}
+			}
+			return err
 		}
 	}
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work)
-	if err := unix.Mount("overlay", merged, "overlay", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
-		return "", fmt.Errorf("image %s for %s: mount overlay on %s: %w", image, tenant, merged, err)
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, p.upper, p.work)
+	if err := unix.Mount("overlay", p.merged, "overlay", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+		err = fmt.Errorf("mount overlay on %s: %w", p.merged, err)
+		if lowerCopy == "" {
+			unix.Unmount(p.lower, unix.MNT_DETACH)
+			// Before Linux 5.19 overlayfs refuses idmapped layers (EINVAL).
+			if errors.Is(err, unix.EINVAL) {
+				return &noIDMapError{err}
+			}
+		}
+		return err
 	}
-	return merged, nil
+	return nil
+}
+
+// unmountLayer unmounts the tenant's merged tree and then its idmapped
+// lower layer. Without detach, a merged tree still in use stays mounted
+// and the error wraps EBUSY; with it, the tree is detached lazily (it goes
+// when its last user does).
+func unmountLayer(p layerPaths, detach bool) error {
+	var errs []error
+	if mounted(p.merged) {
+		err := unix.Unmount(p.merged, 0)
+		if errors.Is(err, unix.EBUSY) && detach {
+			errs = append(errs, fmt.Errorf("unmount %s: %w; detached lazily", p.merged, err))
+			err = unix.Unmount(p.merged, unix.MNT_DETACH)
+		}
+		if err != nil {
+			return errors.Join(append(errs, &os.PathError{Op: "unmount", Path: p.merged, Err: err})...)
+		}
+	}
+	// The overlay holds its own private clone of the lower mount: this
+	// one has no user left that matters, and is read-only anyway.
+	if mounted(p.lower) {
+		if err := unix.Unmount(p.lower, unix.MNT_DETACH); err != nil {
+			errs = append(errs, &os.PathError{Op: "unmount", Path: p.lower, Err: err})
+		}
+	}
+	for _, d := range []string{p.merged, p.lower, p.mnt} {
+		os.Remove(d) // an empty mount point; a busy one stays
+	}
+	return errors.Join(errs...)
+}
+
+// shiftedCopy returns the tenant's shifted copy of the image at src (her
+// lower layer where the kernel cannot idmap it), making it the first time:
+// the image copied into dir (state_dir/tenants/<tenant>) and its ownership
+// shifted into [base, base+size). Its name hashes the image's identity and
+// the range, so a replaced image (rootfs rm, then import) or a new range
+// gets a new copy, and the old one is removed. A copy is not remade when
+// an image is changed in place.
+func shiftedCopy(dir, src string, base, size uint32) (string, error) {
+	var st unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, src, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_INO|unix.STATX_BTIME, &st); err != nil {
+		return "", &os.PathError{Op: "statx", Path: src, Err: err}
+	}
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%d:%d\x00%d.%d\x00%d+%d", src, unix.Mkdev(st.Dev_major, st.Dev_minor), st.Ino,
+		st.Btime.Sec, st.Btime.Nsec, base, size))
+	dst := filepath.Join(dir, "lower-"+hex.EncodeToString(sum[:6]))
+	if fi, err := os.Lstat(dst); err == nil && fi.IsDir() {
+		return dst, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	tmp := dst + ".new"
+	if err := os.RemoveAll(tmp); err != nil { // a copy interrupted earlier
+		return "", err
+	}
+	// cp -a copies links as links, keeps hard links, modes, times and
+	// xattrs; -x stays on the image's file system, as Shift does.
+	cmd := exec.Command("cp", "-a", "-x", "--reflink=auto", "--no-target-directory", src, tmp)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		os.RemoveAll(tmp)
+		return "", fmt.Errorf("copy %s to %s: %w: %s", src, tmp, err, strings.TrimSpace(string(out)))
+	}
+	if err := Shift(tmp, 0, base, size); err != nil {
+		os.RemoveAll(tmp)
+		return "", err
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		os.RemoveAll(tmp)
+		return "", err
+	}
+	old, _ := filepath.Glob(filepath.Join(dir, "lower-*"))
+	for _, o := range old {
+		if o != dst {
+			os.RemoveAll(o)
+		}
+	}
+	return dst, nil
 }
 
 // idmappedBind mounts src read-only on dst with ids 0..size-1 shown as
@@ -136,27 +243,4 @@ func mounted(dir string) bool {
 		}
 	}
 	return false
-}
-
-// UnmountImages detaches every tenant layer under stateDir (at shutdown).
-func UnmountImages(stateDir string) error {
-	imageMu.Lock()
-	defer imageMu.Unlock()
-	root := layerRoot(stateDir)
-	ents, err := os.ReadDir(root)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	var errs []error
-	for _, e := range ents {
-		for _, sub := range []string{"merged", "lower"} {
-			d := filepath.Join(root, e.Name(), sub)
-			if mounted(d) {
-				if err := unix.Unmount(d, unix.MNT_DETACH); err != nil {
-					errs = append(errs, fmt.Errorf("unmount %s: %w", d, err))
-				}
-			}
-		}
-	}
-	return errors.Join(errs...)
 }

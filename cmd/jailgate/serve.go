@@ -58,7 +58,9 @@ func cmdServe(args []string, stderr io.Writer) error {
 	if err := enforceable(sup, cfg); err != nil {
 		return err
 	}
-	prov := &provisioner{stateDir: cfg.StateDir, pool: jail.NewIDPool(cfg.StateDir)}
+	prov := &provisioner{stateDir: cfg.StateDir, pool: jail.NewIDPool(cfg.StateDir),
+		layers: rootfs.NewLayers(cfg.StateDir, rootfs.LayerOptions{Logger: log})}
+	defer prov.layers.Close()
 	var srv *gateway.Server
 	metrics := gateway.NewMetrics(func() []string { return srv.Config().Names() },
 		func(t string) (jail.Stats, error) { return jail.TenantStats(t, "") })
@@ -118,7 +120,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 			log.Info("shutting down", "signal", sig.String(), "grace", srv.Config().Server.ShutdownGrace)
 			drain(srv, sigs, log)
 			sup.Close()
-			if err := rootfs.UnmountImages(cfg.StateDir); err != nil {
+			if err := prov.layers.Close(); err != nil {
 				log.Warn("unmount tenant layers", "err", err)
 			}
 			log.Info("stopped")
@@ -229,12 +231,14 @@ func enforceable(sup *jail.Supervisor, c *config.Config) error {
 
 // provisioner turns a tenant into an environment spec: her stable host id
 // range (explicit uid_base, or allocated and persisted) and her rootfs
-// shifted into it, once.
+// shifted into it, once, or her layer over her image, mounted for as long
+// as an environment uses it.
 type provisioner struct {
 	stateDir string
 	pool     *jail.IDPool
 	current  func() *config.Config
 	mu       sync.Mutex
+	layers   *rootfs.Layers // guarded by mu; nil: made with the defaults at first use
 }
 
 // provision implements gateway.Options.Provision.
@@ -259,17 +263,27 @@ func (p *provisioner) provision(_ context.Context, u *config.User) (*jail.EnvSpe
 			return nil, err
 		}
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if u.Image != "" {
-		merged, err := rootfs.MountImage(p.stateDir, u.Name, u.Image, base, size)
-		if err != nil {
-			return nil, err
-		}
-		spec.Rootfs = merged
-	} else if err := rootfs.Prepare(p.stateDir, u.Name, u.Rootfs, base, size); err != nil {
-		return nil, fmt.Errorf("prepare rootfs: %w", err)
-	}
 	spec.IDMap = jail.IDMap{UID: base, GID: base, Size: size}
+	p.mu.Lock()
+	if u.Image == "" {
+		defer p.mu.Unlock()
+		if err := rootfs.Prepare(p.stateDir, u.Name, u.Rootfs, base, size); err != nil {
+			return nil, fmt.Errorf("prepare rootfs: %w", err)
+		}
+		return spec, nil
+	}
+	if p.layers == nil {
+		p.layers = rootfs.NewLayers(p.stateDir, rootfs.LayerOptions{})
+	}
+	layers := p.layers
+	p.mu.Unlock()
+	// Her layer is one mount for all her environments (whatever their
+	// mode); the jail calls OnEnd when the environment this spec starts
+	// has ended, or at once if it joins a live one.
+	merged, release, err := layers.Acquire(u.Name, u.Image, base, size)
+	if err != nil {
+		return nil, err
+	}
+	spec.Rootfs, spec.OnEnd = merged, release
 	return spec, nil
 }

@@ -13,6 +13,10 @@ package jail
 //	   │── kill {id} ─────────────────────────────────►│ SIGHUP+SIGCONT to the group, SIGKILL after grace
 //	   │── dial {id, network, addr} ──────────────────►│ connect inside the network namespace
 //	   │◄──────────────────────── dialed {id} [+ socket] | dialed {id, err}
+//	   │── listen {id, network, addr} ────────────────►│ tcp: listen in the network namespace;
+//	   │                                               │ unix: mkdir 0700 + listen in the jail's fs
+//	   │◄──────────────── listening {id} [+ listener] | listening {id, err}
+//	   │── unlisten {id} ─────────────────────────────►│ unix: remove the socket and its directory
 //	   │◄────────────────────── exit {id, code, signal}  (when a spawned process ends)
 //	   │   EOF (gateway gone or environment closed) ──►│ exit: the pid namespace dies with it
 //
@@ -43,6 +47,10 @@ const (
 	opDial    = "dial"
 	opDialed  = "dialed"
 	opExit    = "exit"
+
+	opListen    = "listen"
+	opListening = "listening"
+	opUnlisten  = "unlisten"
 )
 
 // maxMsg bounds one control datagram; maxFds the fds riding on it.

@@ -22,9 +22,10 @@ type handle struct {
 // Release implements Env.
 func (h *handle) Release() { h.once.Do(h.environment.release) }
 
-// dialReply is the init's answer to a dial request.
+// dialReply is the init's answer to a dial or a listen request.
 type dialReply struct {
 	conn net.Conn
+	ln   net.Listener // for listen
 	err  error
 }
 
@@ -183,14 +184,18 @@ func (e *environment) dispatch(m *message, files []*os.File) {
 			}
 		}
 		p.finish(st)
-	case opDialed:
+	case opDialed, opListening:
 		c := e.dials[m.ID]
 		if c == nil {
 			closeAll(files)
 			return
 		}
 		delete(e.dials, m.ID)
-		c <- dialResult(m, files)
+		if m.Op == opDialed {
+			c <- dialResult(m, files)
+		} else {
+			c <- listenResult(m, files)
+		}
 	default:
 		closeAll(files)
 	}
@@ -263,23 +268,15 @@ func (e *environment) Spawn(ctx context.Context, ps *ProcSpec) (Process, error) 
 
 // Dial implements Env.
 func (e *environment) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	id, err := e.newID()
+	r, err := e.ask(ctx, &message{Op: opDial, Network: network, Addr: addr})
 	if err != nil {
 		return nil, err
 	}
-	c := make(chan dialReply, 1)
-	e.pmu.Lock()
-	e.dials[id] = c
-	e.pmu.Unlock()
-	if err := e.request(&message{Op: opDial, ID: id, Network: network, Addr: addr}); err != nil {
-		return nil, err
+	if r.conn == nil { // the init answered with a listener
+		r.close()
+		return nil, errors.New("init sent no socket")
 	}
-	select {
-	case r := <-c:
-		return r.conn, r.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	return r.conn, nil
 }
 
 // process is a process inside an environment, seen from the gateway.

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -23,13 +24,16 @@ type initServer struct {
 	procs map[int]uint64 // pid -> request id
 	pids  map[uint64]int // request id -> pid
 	sendM sync.Mutex     // one datagram at a time
+
+	smu     sync.Mutex        // guards sockets
+	sockets map[uint64]string // listen request id -> unix socket path, until unlisten
 }
 
 // serve answers the gateway until the control socket closes, then returns;
 // PID 1 exiting takes every process of the environment with it.
 func serve(ctl *ctlConn, cfg *initConfig) {
 	s := &initServer{ctl: ctl, grace: time.Duration(cfg.KillGrace) * time.Millisecond,
-		procs: map[int]uint64{}, pids: map[uint64]int{}}
+		procs: map[int]uint64{}, pids: map[uint64]int{}, sockets: map[uint64]string{}}
 	if s.grace <= 0 {
 		s.grace = 2 * time.Second
 	}
@@ -53,6 +57,12 @@ func serve(ctl *ctlConn, cfg *initConfig) {
 		case opDial:
 			closeAll(files)
 			go s.dial(m)
+		case opListen:
+			closeAll(files)
+			go s.listen(m)
+		case opUnlisten:
+			closeAll(files)
+			s.unlisten(m.ID)
 		default:
 			closeAll(files)
 		}
@@ -282,4 +292,73 @@ func (s *initServer) dial(m *message) {
 	}
 	defer f.Close()
 	s.send(&message{Op: opDialed, ID: m.ID}, int(f.Fd()))
+}
+
+// listen makes a listening socket inside the environment and hands it to
+// the gateway, which accepts on it: "tcp" in the network namespace (ssh
+// -R), "unix" in the jail's filesystem (ssh -A's SSH_AUTH_SOCK).
+func (s *initServer) listen(m *message) {
+	var l net.Listener
+	var err error
+	switch m.Network {
+	case "tcp", "tcp4", "tcp6":
+		l, err = net.Listen(m.Network, m.Addr)
+	case "unix":
+		l, err = s.listenUnix(m.ID, m.Addr)
+	default:
+		err = fmt.Errorf("network %q not supported", m.Network)
+	}
+	if err != nil {
+		s.send(&message{Op: opListening, ID: m.ID, Err: "listen: " + err.Error()})
+		return
+	}
+	if ul, ok := l.(*net.UnixListener); ok {
+		ul.SetUnlinkOnClose(false) // the socket outlives this copy; unlisten removes it
+	}
+	f, err := l.(interface{ File() (*os.File, error) }).File()
+	l.Close()
+	if err != nil {
+		s.unlisten(m.ID)
+		s.send(&message{Op: opListening, ID: m.ID, Err: "listen: " + err.Error()})
+		return
+	}
+	defer f.Close()
+	s.send(&message{Op: opListening, ID: m.ID}, int(f.Fd()))
+}
+
+// listenUnix listens at path, in a directory it makes for the socket alone:
+// mode 0700 and owned by the tenant's root (the init's own ids), so only
+// she can connect, as sshd makes ssh-agent sockets. The directory must not
+// exist yet, so nothing she placed there beforehand is used.
+func (s *initServer) listenUnix(id uint64, path string) (net.Listener, error) {
+	if !filepath.IsAbs(path) || filepath.Clean(path) != path || len(path) >= 108 {
+		return nil, fmt.Errorf("bad socket path %q", path)
+	}
+	dir := filepath.Dir(path)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		os.Remove(dir)
+		return nil, err
+	}
+	os.Chmod(path, 0o600)
+	s.smu.Lock()
+	s.sockets[id] = path
+	s.smu.Unlock()
+	return l, nil
+}
+
+// unlisten removes a unix socket listen made, and its directory; the
+// gateway sends it when it closes the listener.
+func (s *initServer) unlisten(id uint64) {
+	s.smu.Lock()
+	path, ok := s.sockets[id]
+	delete(s.sockets, id)
+	s.smu.Unlock()
+	if ok {
+		os.Remove(path)
+		os.Remove(filepath.Dir(path))
+	}
 }

@@ -90,6 +90,12 @@ type Env interface {
 	Spawn(ctx context.Context, p *ProcSpec) (Process, error)
 	// Dial connects to addr from inside the environment's network namespace.
 	Dial(ctx context.Context, network, addr string) (net.Conn, error)
+	// Listen listens on addr inside the environment: "tcp" in its network
+	// namespace (port 0 picks one; Addr says which), "unix" at a path in
+	// its filesystem, whose directory Listen creates (mode 0700, owned by
+	// the tenant's root; it must not exist) and Close removes with the
+	// socket. The caller accepts the connections and closes the listener.
+	Listen(ctx context.Context, network, addr string) (net.Listener, error)
 	// Release says one user of the environment is done with it; the
 	// environment ends when its last user released it and Linger passed.
 	Release()

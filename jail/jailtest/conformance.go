@@ -21,11 +21,12 @@ const conformancePath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:
 // RunConformance runs one shared table of behaviours against m, after
 // ContainerSSH's RunConformanceTests: the fake HostManager and the real jail
 // must both pass it. spec is the environment every case starts (each under
-// a key of its own); its filesystem needs /bin/sh, cat, sleep and stty.
+// a key of its own); its filesystem needs /bin/sh, cat, sleep, stty and ls,
+// and a writable /tmp.
 // It calls t.Setenv, so t must not be parallel.
 func RunConformance(t *testing.T, m jail.Manager, spec *jail.EnvSpec) {
 	t.Setenv("JAILGATE_CONFORMANCE_SECRET", "leaked")
-	for _, tc := range conformanceCases {
+	for _, tc := range append(conformanceCases, listenCases...) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), conformanceTimeout)
 			defer cancel()

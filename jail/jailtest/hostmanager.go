@@ -23,7 +23,8 @@ import (
 //     (the gateway asks for /root, which a non-root user cannot use); the
 //     process then starts in the test's working directory.
 //   - A relative Argv[0] is looked up in the test process's PATH.
-//   - Dial connects from the host's network namespace.
+//   - Dial connects from, and Listen listens in, the host's network
+//     namespace; a unix Listen path is a host path.
 //   - EnvSpec.Linger is ignored: an environment ends at its last Release,
 //     and the processes still running in it are hung up and killed.
 //
@@ -64,11 +65,12 @@ var _ jail.Manager = (*HostManager)(nil)
 
 // hostEnv is one environment: a key, a reference count and its processes.
 type hostEnv struct {
-	m     *HostManager
-	key   string
-	refs  int // guarded by m.mu
-	ended bool
-	procs map[*hostProc]bool
+	m         *HostManager
+	key       string
+	refs      int // guarded by m.mu
+	ended     bool
+	procs     map[*hostProc]bool
+	listeners map[*hostListener]bool // closed when the environment ends
 }
 
 // handle is one Environment call's reference; Release is once-only.
@@ -97,7 +99,7 @@ func (m *HostManager) Environment(ctx context.Context, key string, spec *jail.En
 	}
 	e := m.envs[key]
 	if e == nil {
-		e = &hostEnv{m: m, key: key, procs: map[*hostProc]bool{}}
+		e = &hostEnv{m: m, key: key, procs: map[*hostProc]bool{}, listeners: map[*hostListener]bool{}}
 		m.envs[key] = e
 		m.started = append(m.started, key)
 		m.specs[key] = copySpec(spec)
@@ -116,17 +118,24 @@ func (e *hostEnv) release() {
 	m.mu.Lock()
 	e.refs--
 	var left []*hostProc
+	var ls []*hostListener
 	if e.refs == 0 {
 		e.ended = true
 		delete(m.envs, e.key)
 		for p := range e.procs {
 			left = append(left, p)
 		}
+		for l := range e.listeners {
+			ls = append(ls, l)
+		}
 	}
 	m.notifyLocked()
 	m.mu.Unlock()
 	for _, p := range left {
 		p.hangup()
+	}
+	for _, l := range ls {
+		l.Close()
 	}
 }
 

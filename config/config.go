@@ -111,8 +111,11 @@ type User struct {
 }
 
 // Forwarding switches (OpenSSH AllowTcpForwarding, AllowAgentForwarding).
+// X11 forwarding is always refused.
 type Forwarding struct {
-	Local bool // ssh -L: connections into her environment's loopback (default true)
+	Local  bool // ssh -L: connections into her environment's loopback (default true)
+	Remote bool // ssh -R: listeners on her environment's loopback, to the client (default false)
+	Agent  bool // ssh -A: her environment's SSH_AUTH_SOCK reaches the client's agent (default false)
 }
 
 // What a reload does to the live sessions of a removed tenant or key.

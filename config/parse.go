@@ -265,8 +265,10 @@ func (p *parser) user(u *User, n *yaml.Node, path string, isDefaults bool) {
 					p.add(p.at(v), f, "%q is not true or false", v.Value)
 				case key == "local":
 					u.Forwarding.Local = on
-				case on: // remote, agent
-					p.add(p.at(v), f, "%s forwarding is not supported yet; it is always refused", key)
+				case key == "remote":
+					u.Forwarding.Remote = on
+				default:
+					u.Forwarding.Agent = on
 				}
 			})
 		case "id_range":

@@ -8,6 +8,35 @@ import (
 
 const aliceKey = `["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl a"]`
 
+// TestForwardingSwitches: local on, remote and agent off by default; the
+// defaults section and the tenant set each.
+func TestForwardingSwitches(t *testing.T) {
+	r := fixture(t)
+	c, err := Parse("fwd.yaml", []byte(r.Replace(`defaults:
+  forwarding: { remote: true }
+users:
+  alice:
+    keys: `+aliceKey+`
+    rootfs: $ROOT/alice
+  bob:
+    keys: `+aliceKey+`
+    rootfs: $ROOT/bob
+    forwarding: { local: false, remote: false, agent: true }
+`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.Users["alice"].Forwarding, (Forwarding{Local: true, Remote: true}); got != want {
+		t.Errorf("alice: %+v, want %+v", got, want)
+	}
+	if got, want := c.Users["bob"].Forwarding, (Forwarding{Agent: true}); got != want {
+		t.Errorf("bob: %+v, want %+v", got, want)
+	}
+	if got, want := defaultUser().Forwarding, (Forwarding{Local: true}); got != want {
+		t.Errorf("built-in default %+v, want %+v", got, want)
+	}
+}
+
 // TestRevokedKeysKRL: revoked_keys takes a binary KRL beside key lines,
 // and each Parse (a reload) reads the file again.
 func TestRevokedKeysKRL(t *testing.T) {

@@ -82,20 +82,10 @@ func (s *Server) forwardHandler(_ *ssh.Server, conn *gossh.ServerConn, nc gossh.
 		refuse("destination is not loopback", "only localhost inside your environment can be reached")
 		return
 	}
-	key := "tenant/" + u.Name
-	switch u.Environment {
-	case config.EnvConnection:
-		key = "conn/" + st.id
-	case config.EnvSession:
-		// Each session has its own environment: the forward can only go to
-		// the one if the connection has exactly one live session.
-		ids := s.liveSessionsOf(st)
-		if len(ids) != 1 {
-			refuse(fmt.Sprintf("environment: session and %d live sessions on the connection (need exactly 1)", len(ids)),
-				"port forwarding needs exactly one live session on this connection")
-			return
-		}
-		key = "session/" + ids[0]
+	key, why := s.forwardEnvKey(u, st)
+	if why != "" {
+		refuse(why, "port forwarding needs exactly one live session on this connection")
+		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -123,6 +113,24 @@ func (s *Server) forwardHandler(_ *ssh.Server, conn *gossh.ServerConn, nc gossh.
 	nc.Reject(gossh.ConnectionFailed, "your environment could not start (ref "+ref+")")
 }
 
+// forwardEnvKey names the environment a forward of u's on st joins: in
+// tenant mode her one environment, in connection mode the connection's; in
+// session mode each session has its own, so a forward can only join one if
+// the connection has exactly one live session. why says why not.
+func (s *Server) forwardEnvKey(u *config.User, st *connState) (key, why string) {
+	switch u.Environment {
+	case config.EnvConnection:
+		return "conn/" + st.id, ""
+	case config.EnvSession:
+		ids := s.liveSessionsOf(st)
+		if len(ids) != 1 {
+			return "", fmt.Sprintf("environment: session and %d live sessions on the connection (need exactly 1)", len(ids))
+		}
+		return "session/" + ids[0], ""
+	}
+	return "tenant/" + u.Name, ""
+}
+
 // pipeForward accepts the channel and copies between it and c until both
 // directions end.
 func (s *Server) pipeForward(nc gossh.NewChannel, c net.Conn, tenant, remote, conn string, port uint32) {
@@ -134,8 +142,18 @@ func (s *Server) pipeForward(nc gossh.NewChannel, c net.Conn, tenant, remote, co
 	defer ch.Close()
 	go gossh.DiscardRequests(reqs)
 	begin := time.Now()
-	s.log.Info("forward open", "tenant", tenant, "remote", remote, "conn", conn, "port", port)
-	var in, out int64
+	s.log.Info("forward open", "tenant", tenant, "remote", remote, "conn", conn, "kind", "local", "port", port)
+	in, out := pipe(ch, c)
+	s.opts.Metrics.forwarded(in, out)
+	s.log.Info("forward close", "tenant", tenant, "remote", remote, "conn", conn, "kind", "local", "port", port,
+		"bytes_in", in, "bytes_out", out, "duration", time.Since(begin).Round(time.Millisecond))
+}
+
+// pipe copies between a channel and a connection inside the environment
+// until both directions end, passing each EOF on; it returns the bytes
+// from the client (in) and to it (out). A slow reader on either side holds
+// up this pipe only: each channel has its own flow-control window.
+func pipe(ch gossh.Channel, c net.Conn) (in, out int64) {
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
@@ -151,16 +169,7 @@ func (s *Server) pipeForward(nc gossh.NewChannel, c net.Conn, tenant, remote, co
 		ch.CloseWrite()
 	}()
 	wg.Wait()
-	s.opts.Metrics.forwarded(in, out)
-	s.log.Info("forward close", "tenant", tenant, "remote", remote, "conn", conn, "port", port,
-		"bytes_in", in, "bytes_out", out, "duration", time.Since(begin).Round(time.Millisecond))
-}
-
-// refuseRemoteForward refuses ssh -R (OpenSSH AllowTcpForwarding local),
-// saying why in the log; the client only learns it was refused.
-func (s *Server) refuseRemoteForward(ctx ssh.Context, _ *ssh.Server, _ *gossh.Request) (bool, []byte) {
-	s.log.Info("forward refused", "user", ctx.User(), "remote", remoteOf(ctx.RemoteAddr()), "reason", "remote forwarding (-R) is not supported")
-	return false, nil
+	return in, out
 }
 
 // liveSessionsOf lists the ids of the connection's live sessions that

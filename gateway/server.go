@@ -108,9 +108,12 @@ func New(opts Options) (*Server, error) {
 		ConnectionFailedCallback: s.connectionFailed,
 		// Our own session handler; any other channel type (direct-tcpip,
 		// x11 …) is rejected as unknown.
-		ChannelHandlers:   map[string]ssh.ChannelHandler{"session": s.channelHandler, "direct-tcpip": s.forwardHandler},
-		RequestHandlers:   map[string]ssh.RequestHandler{"tcpip-forward": s.refuseRemoteForward}, // the rest: refused
-		SubsystemHandlers: map[string]ssh.SubsystemHandler{},                                     // unused: we own "session"
+		ChannelHandlers: map[string]ssh.ChannelHandler{"session": s.channelHandler, "direct-tcpip": s.forwardHandler},
+		RequestHandlers: map[string]ssh.RequestHandler{ // the rest: refused
+			"tcpip-forward":        s.remoteForwardHandler,
+			"cancel-tcpip-forward": s.cancelRemoteForwardHandler,
+		},
+		SubsystemHandlers: map[string]ssh.SubsystemHandler{}, // unused: we own "session"
 	}
 	return s, nil
 }

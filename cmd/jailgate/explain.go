@@ -49,7 +49,8 @@ func explainLines(u *config.User) []string {
 		fmt.Sprintf("ids:          base %s, %d ids", baseText(u.UIDBase), u.IDRange),
 		fmt.Sprintf("capabilities: %s", capsText(u.Caps)),
 		"seccomp:      " + u.Seccomp,
-		fmt.Sprintf("forwarding:   local=%v", u.Forwarding.Local),
+		fmt.Sprintf("forwarding:   local=%v remote=%v agent=%v (x11 always refused)",
+			u.Forwarding.Local, u.Forwarding.Remote, u.Forwarding.Agent),
 		fmt.Sprintf("sessions:     max %d, idle_timeout %v (+%v grace), max_session_time %v",
 			u.MaxSessions, u.IdleTimeout, u.IdleGrace, u.MaxSessionTime),
 	}

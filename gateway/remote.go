@@ -1,0 +1,311 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gliderlabs/ssh"
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/jailgate/jailgate/config"
+	"github.com/jailgate/jailgate/jail"
+)
+
+// maxRemoteConns bounds the connections one ssh -R listener has open at
+// once (each holds a gateway fd and a channel); past it the listener stops
+// accepting until one ends, so a tenant's connect storm cannot exhaust the
+// gateway's descriptors.
+const maxRemoteConns = 128
+
+// maxRemoteForwards bounds the ssh -R listeners of one connection.
+const maxRemoteForwards = 32
+
+// tcpipForward is the payload of "tcpip-forward" and "cancel-tcpip-forward"
+// (RFC 4254 7.1).
+type tcpipForward struct {
+	BindAddr string
+	BindPort uint32
+}
+
+// forwardedTCPIP is the payload of a "forwarded-tcpip" channel (RFC 4254 7.2).
+type forwardedTCPIP struct {
+	DestAddr   string
+	DestPort   uint32
+	OriginAddr string
+	OriginPort uint32
+}
+
+// remoteForwards are one connection's ssh -R listeners, by the address and
+// port the client named ("localhost:8080"; for port 0, the port allocated).
+type remoteForwards struct {
+	mu     sync.Mutex
+	byKey  map[string]*remoteForward
+	closed bool // the connection ended
+}
+
+type remoteForwardsKey struct{}
+
+// remoteForward is one ssh -R listener inside the tenant's environment.
+type remoteForward struct {
+	l    net.Listener
+	env  jail.Env
+	bind string // the address as the client named it, echoed in forwarded-tcpip
+	port uint32 // the port listened on
+	once sync.Once
+}
+
+// close stops the listener and releases its environment.
+func (f *remoteForward) close() {
+	f.once.Do(func() {
+		f.l.Close()
+		f.env.Release()
+	})
+}
+
+// bindHost maps the address ssh -R asks to listen on to one inside her
+// environment: OpenSSH sends "localhost" by default and "" for "*"; with
+// network: none (the only mode) her namespace has nothing but loopback,
+// so "", "*" and "localhost" listen on 127.0.0.1 and other addresses must
+// be loopback ones (sshd GatewayPorts no keeps -R on loopback likewise).
+func bindHost(addr string) (string, bool) {
+	switch addr {
+	case "", "*", "localhost":
+		return "127.0.0.1", true
+	}
+	if ip := net.ParseIP(addr); ip != nil && ip.IsLoopback() {
+		return ip.String(), true
+	}
+	return "", false
+}
+
+// remoteForwardHandler serves "tcpip-forward" (ssh -R): the tenant's
+// environment listens on its own loopback (the init makes the socket in
+// her network namespace and hands it over), and each connection her
+// programs make to it comes out on the client as a forwarded-tcpip
+// channel. The environment is chosen as for ssh -L, and the listener holds
+// a reference on it until cancel-tcpip-forward or the connection's end.
+func (s *Server) remoteForwardHandler(ctx ssh.Context, _ *ssh.Server, req *gossh.Request) (ok bool, reply []byte) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic in remote forward", "user", ctx.User(), "err", fmt.Sprint(r), "stack", stack())
+			ok, reply = false, nil
+		}
+	}()
+	st := stateOf(ctx)
+	conn, _ := ctx.Value(ssh.ContextKeyConn).(*gossh.ServerConn)
+	if st == nil || conn == nil {
+		return false, nil
+	}
+	remote := remoteOf(conn.RemoteAddr())
+	ctxKey, _ := ctx.Value(ssh.ContextKeyPublicKey).(gossh.PublicKey)
+	u, opts, reason := authorizeSession(s.Config(), conn, ctxKey, conn.Permissions)
+	if reason != "" {
+		s.log.Warn("forward refused", "user", conn.User(), "remote", remote, "kind", "remote", "reason", reason)
+		return false, nil
+	}
+	var p tcpipForward
+	if err := gossh.Unmarshal(req.Payload, &p); err != nil || p.BindPort > 65535 {
+		return false, nil
+	}
+	refuse := func(why string) (bool, []byte) {
+		s.log.Info("forward refused", "tenant", u.Name, "remote", remote, "conn", st.id, "kind", "remote",
+			"port", p.BindPort, "reason", why)
+		return false, nil
+	}
+	host, loopback := bindHost(p.BindAddr)
+	switch {
+	case opts.NoPortForwarding:
+		return refuse("the key's line says no-port-forwarding (or restrict)")
+	case !u.Forwarding.Remote:
+		return refuse("forwarding.remote is off")
+	case !loopback:
+		return refuse(fmt.Sprintf("bind address %q is not loopback (network: %s)", p.BindAddr, u.Network))
+	}
+	key, why := s.forwardEnvKey(u, st)
+	if why != "" {
+		return refuse(why)
+	}
+	fwds := s.remoteForwardsOf(ctx)
+	if fwds.count() >= maxRemoteForwards {
+		return refuse(fmt.Sprintf("the connection has %d remote forwards already", maxRemoteForwards))
+	}
+	f, err := s.listenRemote(ctx, u, key, host, p.BindPort)
+	if err != nil {
+		return refuse(err.Error())
+	}
+	f.bind = p.BindAddr
+	if !fwds.add(f) {
+		f.close()
+		return refuse("the address is forwarded already, or the connection ended")
+	}
+	if !s.track() {
+		fwds.remove(f.bind, f.port)
+		return false, nil
+	}
+	go func() {
+		defer s.wg.Done()
+		s.acceptRemote(conn, st, u.Name, remote, f)
+	}()
+	s.log.Info("remote forward listening", "tenant", u.Name, "remote", remote, "conn", st.id, "port", f.port, "env", key)
+	if p.BindPort == 0 {
+		// The port allocated goes back in the reply, as sshd does.
+		return true, gossh.Marshal(struct{ Port uint32 }{f.port})
+	}
+	return true, nil
+}
+
+// listenRemote starts listening on host:port inside the environment key.
+func (s *Server) listenRemote(ctx context.Context, u *config.User, key, host string, port uint32) (*remoteForward, error) {
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	spec, err := s.opts.Provision(cctx, u)
+	if err != nil {
+		return nil, fmt.Errorf("environment: %w", err)
+	}
+	env, err := s.opts.Manager.Environment(cctx, key, spec)
+	if err != nil {
+		return nil, fmt.Errorf("environment: %w", err)
+	}
+	l, err := env.Listen(cctx, "tcp", net.JoinHostPort(host, strconv.Itoa(int(port))))
+	if err != nil {
+		env.Release()
+		return nil, err
+	}
+	tcp, _ := l.Addr().(*net.TCPAddr)
+	if tcp == nil || tcp.Port <= 0 || tcp.Port > 65535 {
+		l.Close()
+		env.Release()
+		return nil, fmt.Errorf("listener address %v", l.Addr())
+	}
+	return &remoteForward{l: l, env: env, port: uint32(tcp.Port)}, nil
+}
+
+// acceptRemote opens a forwarded-tcpip channel for each connection to f,
+// until f is closed. A connection whose channel the client refuses is
+// closed; each one's copying runs on its own, so a slow client or a slow
+// program inside holds up only its own connection.
+func (s *Server) acceptRemote(conn *gossh.ServerConn, st *connState, tenant, remote string, f *remoteForward) {
+	sem := make(chan struct{}, maxRemoteConns)
+	for {
+		sem <- struct{}{}
+		c, err := f.l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer func() { <-sem }()
+			defer func() {
+				if r := recover(); r != nil {
+					s.log.Error("panic in remote forward", "tenant", tenant, "err", fmt.Sprint(r), "stack", stack())
+				}
+			}()
+			s.serveRemoteConn(conn, st, tenant, remote, f, c)
+		}()
+	}
+}
+
+// serveRemoteConn carries one connection made to an ssh -R listener.
+func (s *Server) serveRemoteConn(conn *gossh.ServerConn, st *connState, tenant, remote string, f *remoteForward, c net.Conn) {
+	defer c.Close()
+	origin, oport := "127.0.0.1", 0
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		origin, oport = a.IP.String(), a.Port
+	}
+	ch, reqs, err := conn.OpenChannel("forwarded-tcpip", gossh.Marshal(&forwardedTCPIP{
+		DestAddr: f.bind, DestPort: f.port, OriginAddr: origin, OriginPort: uint32(oport)}))
+	if err != nil {
+		s.log.Info("forward failed", "tenant", tenant, "remote", remote, "conn", st.id, "kind", "remote", "port", f.port, "err", err)
+		return
+	}
+	defer ch.Close()
+	go gossh.DiscardRequests(reqs)
+	begin := time.Now()
+	s.log.Info("forward open", "tenant", tenant, "remote", remote, "conn", st.id, "kind", "remote", "port", f.port)
+	in, out := pipe(ch, c)
+	s.opts.Metrics.forwarded(in, out)
+	s.log.Info("forward close", "tenant", tenant, "remote", remote, "conn", st.id, "kind", "remote", "port", f.port,
+		"bytes_in", in, "bytes_out", out, "duration", time.Since(begin).Round(time.Millisecond))
+}
+
+// cancelRemoteForwardHandler serves "cancel-tcpip-forward" (ssh -O cancel,
+// or the client's own cleanup): the listener is closed.
+func (s *Server) cancelRemoteForwardHandler(ctx ssh.Context, _ *ssh.Server, req *gossh.Request) (bool, []byte) {
+	var p tcpipForward
+	if err := gossh.Unmarshal(req.Payload, &p); err != nil {
+		return false, nil
+	}
+	if !s.remoteForwardsOf(ctx).remove(p.BindAddr, p.BindPort) {
+		return false, nil
+	}
+	s.log.Info("remote forward cancelled", "user", ctx.User(), "remote", remoteOf(ctx.RemoteAddr()), "port", p.BindPort)
+	return true, nil
+}
+
+// remoteForwardsOf returns the connection's ssh -R listeners, starting the
+// watch that closes them all when the connection ends.
+func (s *Server) remoteForwardsOf(ctx ssh.Context) *remoteForwards {
+	// Global requests of one connection are handled one at a time, so
+	// this check-then-set does not race.
+	if f, ok := ctx.Value(remoteForwardsKey{}).(*remoteForwards); ok {
+		return f
+	}
+	f := &remoteForwards{byKey: map[string]*remoteForward{}}
+	ctx.SetValue(remoteForwardsKey{}, f)
+	go func() {
+		<-ctx.Done()
+		f.closeAll()
+	}()
+	return f
+}
+
+func forwardKey(bind string, port uint32) string {
+	return net.JoinHostPort(bind, strconv.Itoa(int(port)))
+}
+
+func (r *remoteForwards) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.byKey)
+}
+
+// add registers f, unless its address is taken or the connection ended.
+func (r *remoteForwards) add(f *remoteForward) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := forwardKey(f.bind, f.port)
+	if r.closed || r.byKey[k] != nil {
+		return false
+	}
+	r.byKey[k] = f
+	return true
+}
+
+// remove closes and forgets the listener at bind:port.
+func (r *remoteForwards) remove(bind string, port uint32) bool {
+	r.mu.Lock()
+	k := forwardKey(bind, port)
+	f := r.byKey[k]
+	delete(r.byKey, k)
+	r.mu.Unlock()
+	if f == nil {
+		return false
+	}
+	f.close()
+	return true
+}
+
+// closeAll closes every listener: the connection ended.
+func (r *remoteForwards) closeAll() {
+	r.mu.Lock()
+	r.closed = true
+	all := r.byKey
+	r.byKey = map[string]*remoteForward{}
+	r.mu.Unlock()
+	for _, f := range all {
+		f.close()
+	}
+}

@@ -77,7 +77,9 @@ func authorizeCert(cfg *config.Config, conn gossh.ConnMetadata, cert *gossh.Cert
 	}
 	_, pty := cert.Extensions["permit-pty"]
 	_, fwd := cert.Extensions["permit-port-forwarding"]
-	return u, keys.Options{Command: cert.CriticalOptions["force-command"], NoPTY: !pty, NoPortForwarding: !fwd}, ""
+	_, agent := cert.Extensions["permit-agent-forwarding"]
+	return u, keys.Options{Command: cert.CriticalOptions["force-command"], NoPTY: !pty, NoPortForwarding: !fwd,
+		NoAgentForwarding: !agent}, ""
 }
 
 // keyAuth is the one place that decides whether key logs user in: a listed

@@ -87,9 +87,17 @@ func (ss *session) request(req *gossh.Request) (bool, *startRequest) {
 		}
 		ss.started = true
 		return true, &startRequest{subsystem: sub.Name}
-	case "auth-agent-req@openssh.com", "x11-req":
+	case "auth-agent-req@openssh.com":
+		if why := ss.agentRefusal(); why != "" {
+			ss.srv.log.Info("forward refused", "tenant", ss.tenant.Name, "remote", ss.remote, "session", ss.id,
+				"kind", "agent", "reason", why)
+			return false, nil
+		}
+		ss.agent = true // set up with the command, in its environment
+		return true, nil
+	case "x11-req":
 		ss.srv.log.Info("request refused", "user", ss.user, "session", ss.id, "request", req.Type,
-			"reason", "agent and X11 forwarding are not supported")
+			"reason", "X11 forwarding is not supported")
 		return false, nil
 	case "signal":
 		var sig struct{ Name string }

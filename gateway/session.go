@@ -41,6 +41,7 @@ type session struct {
 	pty     *jail.TTY // from pty-req; nil for none
 	env     envVars   // from env requests
 	started bool      // shell or exec accepted
+	agent   bool      // auth-agent-req accepted: the command gets SSH_AUTH_SOCK
 	proc    jail.Process
 	rec     *recorder // the session's recording, if the tenant is recorded
 }
@@ -133,6 +134,12 @@ func (s *Server) run(ctx context.Context, ss *session, sr startRequest, gone <-c
 	defer env.Release()
 	ss.hasEnv.Store(true)
 	defer ss.hasEnv.Store(false)
+	if ss.wantsAgent() && sr.subsystem == "" {
+		if sock, stop := s.startAgent(ctx, ss, env); sock != "" {
+			defer stop()
+			ps.Env = append(ps.Env, "SSH_AUTH_SOCK="+sock)
+		}
+	}
 	proc, err := env.Spawn(ctx, ps)
 	if err != nil {
 		ss.fail(ctx, ps.TTY != nil, "spawn", err)

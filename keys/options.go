@@ -10,22 +10,23 @@ import (
 )
 
 // Options are the authorized_keys options jailgate honours (sshd(8)
-// AUTHORIZED_KEYS FILE FORMAT). Agent and X11 forwarding are never
-// allowed, so their options change nothing.
+// AUTHORIZED_KEYS FILE FORMAT). X11 forwarding is never allowed, so its
+// options change nothing.
 type Options struct {
-	Command          string    // command="…": forced command; the client's goes to SSH_ORIGINAL_COMMAND
-	From             []string  // from="…": patterns the client address must match
-	NoPTY            bool      // no-pty (or restrict without pty)
-	NoPortForwarding bool      // no-port-forwarding (or restrict without port-forwarding)
-	Expiry           time.Time // expiry-time="YYYYMMDD[HHMM[SS]]" (local time); zero: none
+	Command           string    // command="…": forced command; the client's goes to SSH_ORIGINAL_COMMAND
+	From              []string  // from="…": patterns the client address must match
+	NoPTY             bool      // no-pty (or restrict without pty)
+	NoPortForwarding  bool      // no-port-forwarding (or restrict without port-forwarding): -L and -R
+	NoAgentForwarding bool      // no-agent-forwarding (or restrict without agent-forwarding)
+	Expiry            time.Time // expiry-time="YYYYMMDD[HHMM[SS]]" (local time); zero: none
 }
 
 // ParseOptions interprets the options of one key line. Options jailgate
-// has no use for (no-agent-forwarding, no-X11-forwarding, no-user-rc,
-// environment=…) are accepted and ignored; an unknown one is an error.
+// has no use for (no-X11-forwarding, no-user-rc, environment=…) are
+// accepted and ignored; an unknown one is an error.
 func ParseOptions(opts []string) (Options, error) {
 	var o Options
-	pty, fwd := false, false
+	pty, fwd, agent := false, false, false
 	for _, opt := range opts {
 		name, value, hasValue := strings.Cut(opt, "=")
 		name = strings.ToLower(name)
@@ -42,19 +43,22 @@ func ParseOptions(opts []string) (Options, error) {
 		case "no-port-forwarding":
 			o.NoPortForwarding = true
 		case "restrict":
-			o.NoPTY, o.NoPortForwarding = true, true
+			o.NoPTY, o.NoPortForwarding, o.NoAgentForwarding = true, true, true
+		case "no-agent-forwarding":
+			o.NoAgentForwarding = true
 		case "pty":
 			pty = true
 		case "port-forwarding":
 			fwd = true
+		case "agent-forwarding":
+			agent = true
 		case "expiry-time":
 			t, err := parseExpiry(value)
 			if err != nil {
 				return o, fmt.Errorf("expiry-time=%q: want YYYYMMDD[HHMM[SS]]", value)
 			}
 			o.Expiry = t
-		case "no-agent-forwarding", "no-x11-forwarding", "no-user-rc", "agent-forwarding",
-			"x11-forwarding", "user-rc", "environment", "cert-authority", "principals",
+		case "no-x11-forwarding", "no-user-rc", "x11-forwarding", "user-rc", "environment", "cert-authority", "principals",
 			"permitopen", "permitlisten", "tunnel", "no-touch-required", "verify-required":
 		default:
 			return o, fmt.Errorf("unknown key option %q", name)
@@ -66,6 +70,9 @@ func ParseOptions(opts []string) (Options, error) {
 	}
 	if fwd {
 		o.NoPortForwarding = false
+	}
+	if agent {
+		o.NoAgentForwarding = false
 	}
 	return o, nil
 }

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"net"
 
 	gossh "golang.org/x/crypto/ssh"
@@ -48,39 +49,34 @@ func (s *Server) startAgent(ctx context.Context, ss *session, env jail.Env) (str
 		return "", nil
 	}
 	s.log.Info("agent forwarding", "tenant", ss.tenant.Name, "remote", ss.remote, "session", ss.id)
-	done := make(chan struct{})
+	done, stop := make(chan struct{}), make(chan struct{})
 	s.goSafe(ss, func() {
 		defer close(done)
-		s.acceptAgent(ss, l)
+		acceptLoop(l, maxAgentConns, stop, func(c net.Conn) { s.serveAgentConn(ss, c) })
 	})
 	return path, func() {
+		close(stop)
 		l.Close()
 		<-done
 	}
 }
 
-// acceptAgent forwards each connection to the agent socket until it is
-// closed; each one runs on its own, so a slow agent holds up only itself.
-func (s *Server) acceptAgent(ss *session, l net.Listener) {
-	sem := make(chan struct{}, maxAgentConns)
-	for {
-		sem <- struct{}{}
-		c, err := l.Accept()
-		if err != nil {
-			return
+// serveAgentConn carries one connection to the agent socket over an
+// auth-agent@openssh.com channel; a slow agent holds up only itself.
+func (s *Server) serveAgentConn(ss *session, c net.Conn) {
+	defer c.Close()
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic in agent forwarding", "tenant", ss.tenant.Name, "session", ss.id, "err", fmt.Sprint(r), "stack", stack())
 		}
-		s.goSafe(ss, func() {
-			defer func() { <-sem }()
-			defer c.Close()
-			ch, reqs, err := ss.conn.OpenChannel("auth-agent@openssh.com", nil)
-			if err != nil {
-				s.log.Debug("agent channel refused", "tenant", ss.tenant.Name, "session", ss.id, "err", err)
-				return
-			}
-			defer ch.Close()
-			go gossh.DiscardRequests(reqs)
-			in, out := pipe(ch, c)
-			s.log.Debug("agent connection", "tenant", ss.tenant.Name, "session", ss.id, "bytes_in", in, "bytes_out", out)
-		})
+	}()
+	ch, reqs, err := ss.conn.OpenChannel("auth-agent@openssh.com", nil)
+	if err != nil {
+		s.log.Debug("agent channel refused", "tenant", ss.tenant.Name, "session", ss.id, "err", err)
+		return
 	}
+	defer ch.Close()
+	go gossh.DiscardRequests(reqs)
+	in, out := pipe(ch, c)
+	s.log.Debug("agent connection", "tenant", ss.tenant.Name, "session", ss.id, "bytes_in", in, "bytes_out", out)
 }

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	gossh "golang.org/x/crypto/ssh"
@@ -14,6 +15,18 @@ import (
 
 	"github.com/jailgate/jailgate/config"
 )
+
+// requireTool skips a test without an OpenSSH tool, except in CI, where
+// .ci/run installs them.
+func requireTool(t *testing.T, name string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s is not installed", name)
+		}
+		t.Skipf("%s is not installed", name)
+	}
+}
 
 // agentSession opens a session that asks for agent forwarding to keyring.
 func agentSession(t *testing.T, c *gossh.Client, keyring agent.Agent) (*gossh.Session, error) {
@@ -33,12 +46,7 @@ func agentSession(t *testing.T, c *gossh.Client, keyring agent.Agent) (*gossh.Se
 // finds SSH_AUTH_SOCK in a private directory, ssh-add -l there lists the
 // client's key, and the socket is gone when the session ends.
 func TestAgentForwarding(t *testing.T) {
-	if _, err := exec.LookPath("ssh-add"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("ssh-add is not installed")
-		}
-		t.Skip("ssh-add is not installed")
-	}
+	requireTool(t, "ssh-add")
 	h, m, c := fwdLab(t, func(u *config.User) { u.Forwarding.Agent = true })
 	keyring := agent.NewKeyring()
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
@@ -112,5 +120,46 @@ func TestAgentForwardingRefused(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestAgentStalledClient: a client that never answers its agent channels
+// holds up only those connections: with more of them waiting than the
+// session's cap, the session still ends and reports its exit.
+func TestAgentStalledClient(t *testing.T) {
+	requireTool(t, "ssh-add")
+	_, m, c := fwdLab(t, func(u *config.User) { u.Forwarding.Agent = true })
+	opens := c.HandleChannelOpen("auth-agent@openssh.com")
+	var held []gossh.NewChannel
+	var mu sync.Mutex
+	go func() {
+		for nc := range opens { // neither accepted nor rejected
+			mu.Lock()
+			held = append(held, nc)
+			mu.Unlock()
+		}
+	}()
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := agent.RequestAgentForwarding(s); err != nil {
+		t.Fatal(err)
+	}
+	// 40 clients of the agent socket, more than it serves at once; the
+	// command waits until the gateway has opened the channels it can.
+	out, err := s.CombinedOutput(`for i in $(seq 40); do timeout 20 ssh-add -l </dev/null >/dev/null 2>&1 & done; sleep 1; echo done`)
+	if err != nil || string(out) != "done\n" {
+		t.Fatalf("%q, %v", out, err)
+	}
+	mu.Lock()
+	n := len(held)
+	mu.Unlock()
+	if n == 0 || n > 32 {
+		t.Errorf("%d agent channels opened; want some, at most 32", n)
+	}
+	if !m.WaitFor(wait, func() bool { return m.Live() == 0 }) {
+		t.Error("the session's end is held up by its stalled agent connections")
 	}
 }

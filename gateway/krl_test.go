@@ -17,12 +17,7 @@ import (
 // keygenKRL runs ssh-keygen -k -s ca over spec and parses the KRL.
 func keygenKRL(t *testing.T, ca gossh.PublicKey, spec string) *keys.KRL {
 	t.Helper()
-	if _, err := exec.LookPath("ssh-keygen"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("ssh-keygen is not installed")
-		}
-		t.Skip("ssh-keygen is not installed")
-	}
+	requireTool(t, "ssh-keygen")
 	dir := t.TempDir()
 	caFile, specFile, krlFile := filepath.Join(dir, "ca.pub"), filepath.Join(dir, "spec"), filepath.Join(dir, "krl")
 	os.WriteFile(caFile, gossh.MarshalAuthorizedKey(ca), 0o600)

@@ -51,16 +51,18 @@ type remoteForwardsKey struct{}
 
 // remoteForward is one ssh -R listener inside the tenant's environment.
 type remoteForward struct {
-	l    net.Listener
-	env  jail.Env
-	bind string // the address as the client named it, echoed in forwarded-tcpip
-	port uint32 // the port listened on
-	once sync.Once
+	l      net.Listener
+	env    jail.Env
+	bind   string // the address as the client named it, echoed in forwarded-tcpip
+	port   uint32 // the port listened on
+	once   sync.Once
+	closed chan struct{}
 }
 
 // close stops the listener and releases its environment.
 func (f *remoteForward) close() {
 	f.once.Do(func() {
+		close(f.closed)
 		f.l.Close()
 		f.env.Release()
 	})
@@ -181,7 +183,7 @@ func (s *Server) listenRemote(ctx context.Context, u *config.User, key, host str
 		env.Release()
 		return nil, fmt.Errorf("listener address %v", l.Addr())
 	}
-	return &remoteForward{l: l, env: env, port: uint32(tcp.Port)}, nil
+	return &remoteForward{l: l, env: env, port: uint32(tcp.Port), closed: make(chan struct{})}, nil
 }
 
 // acceptRemote opens a forwarded-tcpip channel for each connection to f,
@@ -189,21 +191,34 @@ func (s *Server) listenRemote(ctx context.Context, u *config.User, key, host str
 // closed; each one's copying runs on its own, so a slow client or a slow
 // program inside holds up only its own connection.
 func (s *Server) acceptRemote(conn *gossh.ServerConn, st *connState, tenant, remote string, f *remoteForward) {
-	sem := make(chan struct{}, maxRemoteConns)
+	acceptLoop(f.l, maxRemoteConns, f.closed, func(c net.Conn) {
+		defer func() {
+			if r := recover(); r != nil {
+				s.log.Error("panic in remote forward", "tenant", tenant, "err", fmt.Sprint(r), "stack", stack())
+			}
+		}()
+		s.serveRemoteConn(conn, st, tenant, remote, f, c)
+	})
+}
+
+// acceptLoop hands each connection accepted on l to serve in a goroutine
+// of its own, at most max at once (past that it stops accepting until one
+// ends), until l fails or stop is closed.
+func acceptLoop(l net.Listener, max int, stop <-chan struct{}, serve func(net.Conn)) {
+	sem := make(chan struct{}, max)
 	for {
-		sem <- struct{}{}
-		c, err := f.l.Accept()
+		select {
+		case sem <- struct{}{}:
+		case <-stop:
+			return
+		}
+		c, err := l.Accept()
 		if err != nil {
 			return
 		}
 		go func() {
 			defer func() { <-sem }()
-			defer func() {
-				if r := recover(); r != nil {
-					s.log.Error("panic in remote forward", "tenant", tenant, "err", fmt.Sprint(r), "stack", stack())
-				}
-			}()
-			s.serveRemoteConn(conn, st, tenant, remote, f, c)
+			serve(c)
 		}()
 	}
 }

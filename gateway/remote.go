@@ -53,8 +53,9 @@ type remoteForwardsKey struct{}
 type remoteForward struct {
 	l      net.Listener
 	env    jail.Env
-	bind   string // the address as the client named it, echoed in forwarded-tcpip
-	port   uint32 // the port listened on
+	key    gossh.PublicKey // the connection's key, checked again for each connection
+	bind   string          // the address as the client named it, echoed in forwarded-tcpip
+	port   uint32          // the port listened on
 	once   sync.Once
 	closed chan struct{}
 }
@@ -139,7 +140,7 @@ func (s *Server) remoteForwardHandler(ctx ssh.Context, _ *ssh.Server, req *gossh
 	if err != nil {
 		return refuse(err.Error())
 	}
-	f.bind = p.BindAddr
+	f.bind, f.key = p.BindAddr, ctxKey
 	if !fwds.add(f) {
 		f.close()
 		return refuse("the address is forwarded already, or the connection ended")
@@ -226,6 +227,18 @@ func acceptLoop(l net.Listener, max int, stop <-chan struct{}, serve func(net.Co
 // serveRemoteConn carries one connection made to an ssh -R listener.
 func (s *Server) serveRemoteConn(conn *gossh.ServerConn, st *connState, tenant, remote string, f *remoteForward, c net.Conn) {
 	defer c.Close()
+	// A reload may have revoked her key or turned forwarding.remote off
+	// since the listener was made: then it ends here.
+	u, opts, reason := authorizeSession(s.Config(), conn, f.key, conn.Permissions)
+	if reason == "" && (!u.Forwarding.Remote || opts.NoPortForwarding) {
+		reason = "forwarding.remote is off (or the key forbids it) since a reload"
+	}
+	if reason != "" {
+		s.log.Info("forward refused", "tenant", tenant, "remote", remote, "conn", st.id, "kind", "remote", "port", f.port,
+			"reason", reason)
+		f.close()
+		return
+	}
 	origin, oport := "127.0.0.1", 0
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		origin, oport = a.IP.String(), a.Port

@@ -183,3 +183,50 @@ func TestRemoteForwardSlowClient(t *testing.T) {
 		t.Errorf("echo on the second connection: %q, %v", buf, err)
 	}
 }
+
+// TestRemoteForwardAfterReload: a reload that turns forwarding.remote off
+// stops a live listener at its next connection, which never reaches the
+// client.
+func TestRemoteForwardAfterReload(t *testing.T) {
+	h, m, c := fwdLab(t, func(u *config.User) { u.Forwarding.Remote = true })
+	l, err := c.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reached := make(chan struct{}, 1)
+	go func() {
+		if a, err := l.Accept(); err == nil {
+			reached <- struct{}{}
+			a.Close()
+		}
+	}()
+	old := h.Server.Config()
+	next := *old
+	next.Users = map[string]*config.User{}
+	for name, u := range old.Users {
+		cp := *u
+		next.Users[name] = &cp
+	}
+	next.Users["alice"].Forwarding.Remote = false
+	h.Server.SetConfig(&next)
+	inside, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	inside.SetReadDeadline(time.Now().Add(wait))
+	if n, _ := inside.Read(make([]byte, 1)); n != 0 {
+		t.Error("read data from a forward refused after the reload")
+	}
+	inside.Close()
+	if !m.WaitFor(wait, func() bool { return m.Live() == 0 }) {
+		t.Error("the listener still holds her environment after the reload turned it off")
+	}
+	select {
+	case <-reached:
+		t.Error("the connection reached the client after the reload")
+	default:
+	}
+	if !strings.Contains(h.Logs(), "since a reload") {
+		t.Errorf("refusal not logged:\n%s", h.Logs())
+	}
+}

@@ -157,7 +157,7 @@ func debootstrap(ctx context.Context, dir string, opts DebootstrapOptions) error
 	r.Close()
 	if err := cmd.Wait(); err != nil {
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return fmt.Errorf("stopped before it finished: %w", ctx.Err())
 		}
 		why := strings.Join(errs, "; ")
 		if why == "" {

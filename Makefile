@@ -9,7 +9,7 @@ NOCGO    := CGO_ENABLED=0
 UNIT_PKGS := ./config/... ./keys/... ./gateway/... ./rootfs/... ./jail/jailtest/...
 ROOT_PKGS := ./jail/ ./cmd/...
 
-.PHONY: help build demo test test-unit test-root vet staticcheck fmt-check tidy-check lint fuzz bench clean
+.PHONY: help build demo test test-unit test-root test-slow vet staticcheck fmt-check tidy-check lint fuzz bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ test-unit: ## tests of config, keys, gateway (fake jail) and rootfs, with -race
 
 test-root: ## jail and end-to-end tests: real namespaces, the built binary, OpenSSH
 	$(NOCGO) $(GO) test -count=1 -p 1 -timeout 20m $(ROOT_PKGS)
+
+test-slow: ## debootstrap a Debian image and log in to it (as root; needs debootstrap and a Debian mirror)
+	$(NOCGO) $(GO) test -tags slow -count=1 -timeout 30m -run Debootstrap -v ./cmd/jailgate/
 
 vet: ## go vet
 	$(GO) vet ./...

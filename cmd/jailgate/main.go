@@ -37,8 +37,12 @@ commands:
   status --config FILE             each tenant's environments, memory, pids, cpu (from her cgroup)
   rootfs from-host [--with CMD,...] DIR | --image NAME --config FILE
                                    build a minimal root filesystem (or image) from the host's binaries
-  rootfs import [--keep-setuid] --config FILE NAME FILE.tar[.gz]
-                                   import a root filesystem tarball (docker export) as image NAME
+  rootfs debootstrap NAME [--suite S] [--mirror URL] [--include PKG,...] [--keep-setuid] --config FILE
+                                   build image NAME as a minimal Debian (debootstrap --variant=minbase)
+  rootfs import [--keep-setuid] --config FILE NAME FILE
+                                   import image NAME from a root filesystem tarball (docker export;
+                                   .tar, .tar.gz, .tar.zst), an OCI image layout (directory or
+                                   archive) or docker save output
   rootfs list --config FILE        the images, their size and creation time
   rootfs rm --config FILE NAME     remove an image no tenant uses
   version                          print the version

@@ -15,9 +15,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ImageDir is where image NAME lives under the state directory.
-func ImageDir(stateDir, name string) string { return filepath.Join(stateDir, "images", name) }
-
 // tenantDir holds a tenant's persistent layer (upper and work dirs, and
 // the shifted copy of her image where the kernel needs one).
 func tenantDir(stateDir, tenant string) string { return filepath.Join(stateDir, "tenants", tenant) }

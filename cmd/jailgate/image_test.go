@@ -56,6 +56,13 @@ func (l *lab) mounts(tenant string) int {
 	return strings.Count(l.log.String(), `msg="tenant layer mounted" tenant=`+tenant+" ")
 }
 
+// unmounts counts the times tenant's layer was unmounted, by the log: the
+// line comes once its lock is let go, a moment after Mounted turns false,
+// so a tenant reset waits for it.
+func (l *lab) unmounts(tenant string) int {
+	return strings.Count(l.log.String(), `msg="tenant layer unmounted" tenant=`+tenant+" ")
+}
+
 // waitFor polls cond until it holds, failing the test after timeout.
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
@@ -163,7 +170,7 @@ func testImageLayers(t *testing.T, viaCopy bool) {
 	a1.Close()
 	a2.Close()
 	// Her last environment gone, her layer goes after the grace; Bob's stays.
-	waitFor(t, "alice's layer to be unmounted", 20*time.Second, func() bool { return !l.prov.layers.Mounted("alice") })
+	waitFor(t, "alice's layer to be unmounted", 20*time.Second, func() bool { return l.unmounts("alice") == 1 })
 	if !l.prov.layers.Mounted("bob") {
 		t.Error("bob's layer was unmounted while he is logged in")
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/jailgate/jailgate/config"
+	"github.com/jailgate/jailgate/rootfs"
 )
 
 // cmdTenant handles `jailgate tenant reset|du`.
@@ -52,12 +54,17 @@ func cmdTenant(args []string, stdin io.Reader, stdout io.Writer) error {
 			return fmt.Errorf("tenant reset %s: not confirmed", name)
 		}
 	}
-	// Her layer must not be in use: its merged tree is mounted while the
-	// gateway serves her.
-	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil && strings.Contains(string(b), "/"+name+"/merged ") {
-		return fmt.Errorf("tenant reset %s: her layer is mounted (the gateway is serving her); stop it or remove her first", name)
+	// The gateway holds her layer's lock while it is mounted (her live
+	// environments and the grace after them): RemoveLayer refuses then.
+	if err := rootfs.RemoveLayer(stateDir, name); err != nil {
+		if errors.Is(err, rootfs.ErrLayerInUse) {
+			return fmt.Errorf("%w; her layer stays mounted while she has a session and for %v after her last one: "+
+				"try again then (removing her from the config and reloading ends her sessions)", err, rootfs.DefaultGrace)
+		}
+		return err
 	}
-	return os.RemoveAll(dir)
+	fmt.Fprintf(stdout, "discarded %s's layer\n", name)
+	return nil
 }
 
 // treeSize sums the sizes of the regular files under dir.

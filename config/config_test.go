@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -172,4 +173,25 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("error without position: %v", err)
 		}
 	})
+}
+
+// TestYAMLErrorLine: a YAML syntax error names the line it is on, or for
+// a parser error the line of the construct it is in (yaml.v3 counts its
+// parser errors' lines from 0, its scanner errors' from 1).
+func TestYAMLErrorLine(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		line int
+	}{
+		{"listen: x\nusers:\n  alice:\n    keys: [unclosed\n    rootfs: /x\n", 4}, // parser: flow sequence
+		{"listen: x\nusers: {alice: 1\n", 2},                                      // parser: flow mapping
+		{"listen: x\nusers:\n  alice:\n    rootfs: /x\n   bad: 1\n", 3},           // parser: the block mapping it is in
+		{"listen: x\nusers:\n  alice: x: y\n", 3},                                 // scanner: mapping values
+		{"listen: x\n\tusers: {}\n", 2},                                           // scanner: tab
+	} {
+		_, err := Parse("c.yaml", []byte(tc.yaml))
+		if want := fmt.Sprintf("c.yaml:%d: ", tc.line); err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("%q: %v, want it to start %q", tc.yaml, err, want)
+		}
+	}
 }

@@ -340,13 +340,30 @@ func expand(u *User) {
 // yamlLine finds "line N" in a yaml.v3 error.
 var yamlLine = regexp.MustCompile(`line (\d+)`)
 
-// yamlErrLine extracts the line of a YAML syntax error, if it says one.
+// yamlParserErrors are yaml.v3's parser (not scanner) errors. For these
+// it reports a line counted from 0, the line of the construct the problem
+// is in (decode.go fail adds 1 for scanner errors only): for
+// "keys: [unclosed" on line 3, "line 2: did not find expected ',' or ']'".
+var yamlParserErrors = []string{
+	"did not find expected <stream-start>", "did not find expected <document start>",
+	"did not find expected node content", "did not find expected '-' indicator", "did not find expected key",
+	"did not find expected ',' or ']'", "did not find expected ',' or '}'", "found undefined tag handle",
+	"found duplicate %YAML directive", "found duplicate %TAG directive", "found incompatible YAML document",
+}
+
+// yamlErrLine extracts the line of a YAML syntax error, if it says one,
+// counted from 1.
 func yamlErrLine(err error) int {
+	n := 0
 	if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
-		n, _ := strconv.Atoi(m[1])
-		return n
+		n, _ = strconv.Atoi(m[1])
 	}
-	return 0
+	for _, e := range yamlParserErrors {
+		if strings.HasSuffix(err.Error(), e) {
+			return n + 1
+		}
+	}
+	return n
 }
 
 // yamlErrMsg strips yaml.v3's prefix and line from a syntax error.

@@ -1,9 +1,11 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -119,4 +121,33 @@ func StateDirOf(path string) (string, error) {
 		return "", &Error{Pos: Pos{File: path}, Field: "state_dir", Msg: fmt.Sprintf("%q must be an absolute path", top.StateDir)}
 	}
 	return top.StateDir, nil
+}
+
+// StateDirHint is StateDirOf for a file that may not even parse, as
+// `jailgate reload` needs the state directory to reach the server that
+// will judge the file: where the YAML is broken, a top-level state_dir
+// line is read on its own (none: the default).
+func StateDirHint(path string) (string, error) {
+	dir, err := StateDirOf(path)
+	var ce *Error
+	if err == nil || !errors.As(err, &ce) || ce.Field != "" {
+		return dir, err
+	}
+	data, rerr := os.ReadFile(path)
+	if rerr != nil {
+		return "", err
+	}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if !strings.HasPrefix(line, "state_dir:") {
+			continue
+		}
+		var top struct {
+			StateDir string `yaml:"state_dir"`
+		}
+		if yaml.Unmarshal([]byte(line), &top) != nil || !filepath.IsAbs(top.StateDir) {
+			return "", err
+		}
+		return top.StateDir, nil
+	}
+	return DefaultStateDir, nil
 }

@@ -1,0 +1,174 @@
+package gateway
+
+// The admin socket lets `jailgate reload` ask the running server to
+// re-read its configuration and hear the outcome, which SIGHUP cannot
+// report. It is a unix socket in the state directory, mode 0600, so only
+// the server's own user (root) may connect; one request per connection:
+//
+//	client                                   server (jailgate serve)
+//	  │── {"op":"reload","config":FILE}\n ──►  │ FILE must be the file it serves
+//	  │                                        │ re-reads it, as SIGHUP does
+//	  │◄── {"ok":true,"summary":…,"changes":[…]}\n
+//	  │ or {"ok":false,"problems":["FILE:LINE: field: message",…]}\n
+//	  │ or {"ok":false,"error":"…"}\n          (not a configuration problem)
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// AdminSocketName is the admin socket's name in the state directory.
+const AdminSocketName = "jailgate.sock"
+
+// ErrNoServer is wrapped by CallAdmin's error when no server listens on
+// the state directory's admin socket.
+var ErrNoServer = errors.New("no jailgate server is running")
+
+// ErrServerRunning is wrapped by ListenAdmin's error when another server
+// already serves the state directory.
+var ErrServerRunning = errors.New("another jailgate server is running")
+
+// adminTimeout bounds one request: a reload revokes sessions and checks
+// every tenant's limits, which is quick but not instant.
+const adminTimeout = time.Minute
+
+// AdminRequest is what `jailgate reload` asks of the server.
+type AdminRequest struct {
+	Op     string `json:"op"`     // "reload"
+	Config string `json:"config"` // the file the operator means; absolute
+}
+
+// AdminReply is the server's answer.
+type AdminReply struct {
+	OK       bool     `json:"ok"`
+	Summary  string   `json:"summary,omitempty"`  // what is in force now
+	Changes  []string `json:"changes,omitempty"`  // what the reload changed
+	Problems []string `json:"problems,omitempty"` // a rejected config: FILE:LINE: field: message each
+	Error    string   `json:"error,omitempty"`    // a refusal that is not about the config
+}
+
+// AdminSocket is the path of the admin socket of the server on stateDir.
+func AdminSocket(stateDir string) string { return filepath.Join(stateDir, AdminSocketName) }
+
+// ListenAdmin listens on stateDir's admin socket, mode 0600, replacing
+// one left by a server that is gone. It fails with ErrServerRunning while
+// another server answers on it: two servers on one state directory would
+// mount the same tenant layers.
+func ListenAdmin(stateDir string) (net.Listener, error) {
+	path := AdminSocket(stateDir)
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("admin socket %s: %w for this state_dir", path, ErrServerRunning)
+	}
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return nil, err
+	}
+	// Bound under a temporary name, made owner-only, then renamed into
+	// place: net.Listen creates the socket with the umask's mode, and
+	// nobody else may connect in between.
+	tmp := fmt.Sprintf("%s.%d", path, os.Getpid())
+	os.Remove(tmp)
+	l, err := net.Listen("unix", tmp)
+	if err != nil {
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	ul := l.(*net.UnixListener)
+	ul.SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		ul.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		ul.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	return &adminListener{UnixListener: ul, path: path}, nil
+}
+
+// adminListener removes its socket when closed, as a clean shutdown
+// should leave no socket behind.
+type adminListener struct {
+	*net.UnixListener
+	path string
+}
+
+func (l *adminListener) Close() error {
+	err := l.UnixListener.Close()
+	os.Remove(l.path)
+	return err
+}
+
+// ServeAdmin answers requests on l with handle, one connection at a time
+// (reloads are not meant to overlap), until l is closed.
+func ServeAdmin(l net.Listener, handle func(AdminRequest) AdminReply) error {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		serveAdminConn(c, handle)
+	}
+}
+
+func serveAdminConn(c net.Conn, handle func(AdminRequest) AdminReply) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(adminTimeout))
+	var req AdminRequest
+	line, err := bufio.NewReader(c).ReadBytes('\n')
+	var reply AdminReply
+	switch {
+	case err != nil:
+		return
+	case json.Unmarshal(line, &req) != nil:
+		reply.Error = "admin request: not JSON"
+	case req.Op != "reload":
+		reply.Error = fmt.Sprintf("admin request: unknown op %q", req.Op)
+	default:
+		reply = handle(req)
+	}
+	b, _ := json.Marshal(reply)
+	c.Write(append(b, '\n'))
+}
+
+// CallAdmin sends req to the server on stateDir and returns its reply, or
+// an error wrapping ErrNoServer when none is running there.
+func CallAdmin(stateDir string, req AdminRequest) (*AdminReply, error) {
+	path := AdminSocket(stateDir)
+	c, err := net.DialTimeout("unix", path, 5*time.Second)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("%w for state_dir %s (no admin socket %s)", ErrNoServer, stateDir, path)
+	case errors.Is(err, unix.ECONNREFUSED):
+		return nil, fmt.Errorf("%w for state_dir %s (%s is left by one that is gone)", ErrNoServer, stateDir, path)
+	case err != nil:
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(adminTimeout))
+	b, _ := json.Marshal(req)
+	if _, err := c.Write(append(b, '\n')); err != nil {
+		return nil, fmt.Errorf("admin socket %s: %w", path, err)
+	}
+	line, err := bufio.NewReader(c).ReadBytes('\n')
+	if err != nil {
+		return nil, fmt.Errorf("admin socket %s: no reply: %w", path, err)
+	}
+	var reply AdminReply
+	if err := json.Unmarshal(line, &reply); err != nil {
+		return nil, fmt.Errorf("admin socket %s: bad reply: %w", path, err)
+	}
+	return &reply, nil
+}

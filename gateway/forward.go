@@ -78,6 +78,10 @@ func (s *Server) forwardHandler(_ *ssh.Server, conn *gossh.ServerConn, nc gossh.
 	case !u.Forwarding.Local:
 		refuse("forwarding.local is off", "port forwarding is disabled for you")
 		return
+	case !opts.OpenAllowed(d.DestAddr, d.DestPort):
+		refuse(fmt.Sprintf("%s is not in the key's permitopen", net.JoinHostPort(d.DestAddr, strconv.Itoa(int(d.DestPort)))),
+			"this destination is not permitted for this key")
+		return
 	case !loopbackNames[d.DestAddr]:
 		refuse("destination is not loopback", "only localhost inside your environment can be reached")
 		return

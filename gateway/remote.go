@@ -125,6 +125,8 @@ func (s *Server) remoteForwardHandler(ctx ssh.Context, _ *ssh.Server, req *gossh
 		return refuse("the key's line says no-port-forwarding (or restrict)")
 	case !u.Forwarding.Remote:
 		return refuse("forwarding.remote is off")
+	case !opts.ListenAllowed(p.BindAddr, p.BindPort):
+		return refuse(fmt.Sprintf("%s is not in the key's permitlisten", forwardKey(p.BindAddr, p.BindPort)))
 	case !loopback:
 		return refuse(fmt.Sprintf("bind address %q is not loopback (network: %s)", p.BindAddr, u.Network))
 	}
@@ -230,8 +232,8 @@ func (s *Server) serveRemoteConn(conn *gossh.ServerConn, st *connState, tenant, 
 	// A reload may have revoked her key or turned forwarding.remote off
 	// since the listener was made: then it ends here.
 	u, opts, reason := authorizeSession(s.Config(), conn, f.key, conn.Permissions)
-	if reason == "" && (!u.Forwarding.Remote || opts.NoPortForwarding) {
-		reason = "forwarding.remote is off (or the key forbids it) since a reload"
+	if reason == "" && (!u.Forwarding.Remote || opts.NoPortForwarding || !opts.ListenAllowed(f.bind, f.port)) {
+		reason = "forwarding.remote is off (or the key forbids it: no-port-forwarding, permitlisten) since a reload"
 	}
 	if reason != "" {
 		s.log.Info("forward refused", "tenant", tenant, "remote", remote, "conn", st.id, "kind", "remote", "port", f.port,

@@ -201,6 +201,7 @@ func FuzzParseAuthorizedKeys(f *testing.F) {
 		}
 	}
 	f.Add([]byte(`command="a,b" ssh-ed25519`))
+	f.Add([]byte(`permitopen="localhost:8888,[::1]:*",permitlisten="8080" ` + "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"))
 	f.Add([]byte("\x00\n\r\n#\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		keys, err := ParseAuthorizedKeys(data)
@@ -208,6 +209,7 @@ func FuzzParseAuthorizedKeys(f *testing.F) {
 			if k.Key == nil || k.Line < 1 {
 				t.Fatalf("bad key %+v", k)
 			}
+			ParseOptions(k.Options) // must not panic, whatever the options say
 		}
 		if err != nil {
 			for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {

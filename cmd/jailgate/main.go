@@ -27,6 +27,8 @@ commands:
   serve --config FILE              run the SSH gateway
   check --config FILE [--diff]     validate a configuration and summarise each tenant;
                                    --diff: what a reload would change against the one in force
+  reload --config FILE             have the running server re-read FILE (as SIGHUP does) and say
+                                   what changed, or every problem if it kept the old one
   explain --config FILE TENANT     a tenant's effective settings, defaults and templates applied
   recordings list --config FILE [--tenant T]
                                    the recorded sessions (asciicast v2)
@@ -74,6 +76,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdServe(args[1:], stderr)
 	case "check":
 		err = cmdCheck(args[1:], stdout)
+	case "reload":
+		err = cmdReload(args[1:], stdout)
 	case "status":
 		err = cmdStatus(args[1:], stdout)
 	case "explain":

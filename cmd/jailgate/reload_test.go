@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -29,16 +30,27 @@ func (g *e2eGateway) waitLog(t *testing.T, want string) {
 	}
 }
 
+// configWithCarol returns the path of g's config and its text with a
+// third tenant, carol, added (her key and rootfs made); the file itself is
+// left as it is.
+func (g *e2eGateway) configWithCarol(t *testing.T) (path, added string) {
+	t.Helper()
+	path = filepath.Join(g.dir, "jailgate.yaml")
+	orig, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshKeygen(t, filepath.Join(g.dir, "carol"))
+	return path, string(orig) + fmt.Sprintf("  carol:\n    keys_file: %s.pub\n    rootfs: %s\n",
+		filepath.Join(g.dir, "carol"), jailtest.Rootfs(t, "carol"))
+}
+
 // TestE2EReload: SIGHUP applies a valid config at once (a new tenant logs
 // in), keeps the old one on a broken config (naming the line), and a
 // removed tenant's login is refused and her live session ends.
 func TestE2EReload(t *testing.T) {
 	g := startServe(t)
-	path := filepath.Join(g.dir, "jailgate.yaml")
-	orig, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, added := g.configWithCarol(t)
 	// Bob has a live session through all of it.
 	bob := exec.Command("ssh", append(append(g.clientOpts("bob", "-p"), "bob@127.0.0.1"), "echo ready; exec sleep 1000")...)
 	var bobErr syncBuffer
@@ -51,9 +63,6 @@ func TestE2EReload(t *testing.T) {
 	gatewaytest.Expect(t, bobOut, "ready", 10*time.Second)
 
 	// 1. Add carol.
-	sshKeygen(t, filepath.Join(g.dir, "carol"))
-	carolRoot := jailtest.Rootfs(t, "carol")
-	added := string(orig) + fmt.Sprintf("  carol:\n    keys_file: %s.pub\n    rootfs: %s\n", filepath.Join(g.dir, "carol"), carolRoot)
 	os.WriteFile(path, []byte(added), 0o600)
 	if out, err := exec.Command(binary(t), "check", "--config", path, "--diff").CombinedOutput(); err != nil || !strings.Contains(string(out), "+ tenant carol") {
 		t.Errorf("check --diff: %v\n%s", err, out)
@@ -69,8 +78,8 @@ func TestE2EReload(t *testing.T) {
 	g.cmd.Process.Signal(unix.SIGHUP)
 	g.waitLog(t, `msg="reload rejected" config=`) // the summary line, audited as config.reload (error)
 	g.waitLog(t, "previous configuration stays in force")
-	if !strings.Contains(g.log.String(), "jailgate.yaml:") {
-		t.Errorf("the rejected reload does not name file:line:\n%s", g.log.String())
+	if line := fmt.Sprintf("jailgate.yaml:%d: ", strings.Count(added, "\n")+1); !strings.Contains(g.log.String(), line) {
+		t.Errorf("the rejected reload does not name dave's line (%s):\n%s", line, g.log.String())
 	}
 	if out, _, code := g.ssh(t, "carol", "", "echo still"); code != 0 || out != "still\n" {
 		t.Errorf("carol after a broken reload: %q %d", out, code)
@@ -96,5 +105,104 @@ func TestE2EReload(t *testing.T) {
 	}
 	if _, _, code := g.ssh(t, "bob", "", "true"); code == 0 {
 		t.Error("bob logged in after his removal")
+	}
+}
+
+// reloadCLI runs the built `jailgate reload --config path` and returns its
+// stdout, stderr and exit code.
+func reloadCLI(t *testing.T, path string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(binary(t), "reload", "--config", path)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		if _, ok := err.(*exec.ExitError); !ok {
+			t.Fatal(err)
+		}
+	}
+	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
+}
+
+// TestReloadCommand: `jailgate reload` reaches the running server through
+// its admin socket (0600, in state_dir) and reports what happened: a new
+// tenant, who can then log in; a broken file, rejected with its line while
+// the old tenants still log in; a file the server does not serve. A second
+// server on the same state_dir is refused, and once the server has stopped
+// the socket is gone and reload says no server runs.
+func TestReloadCommand(t *testing.T) {
+	g := startServe(t)
+	path, added := g.configWithCarol(t)
+	sock := filepath.Join(g.stateDir, "jailgate.sock")
+	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("admin socket %s: %v %v, want mode 0600", sock, fi, err)
+	}
+
+	// A new tenant: in force when reload returns, no SIGHUP, no restart.
+	os.WriteFile(path, []byte(added), 0o600)
+	out, errOut, code := reloadCLI(t, path)
+	if code != 0 || !strings.HasPrefix(out, "reloaded: "+path+", 3 tenants\n") || !strings.Contains(out, "\n  + tenant carol\n") {
+		t.Fatalf("reload adding carol: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if out, errOut, code := g.ssh(t, "carol", "", "hostname"); code != 0 || out != "carol-lab\n" {
+		t.Errorf("carol after jailgate reload: %q %q %d", out, errOut, code)
+	}
+
+	// A broken file: exit 2, its line named, the old configuration kept.
+	broken := added + "  dave: [unclosed\n"
+	os.WriteFile(path, []byte(broken), 0o600)
+	out, errOut, code = reloadCLI(t, path)
+	brokenLine := fmt.Sprintf("%s:%d:", path, strings.Count(added, "\n")+1) // dave's line
+	if code != 2 || out != "" || !strings.Contains(errOut, brokenLine) ||
+		!strings.HasSuffix(errOut, "reload rejected: the previous configuration stays in force\n") {
+		t.Errorf("reload of a broken file: exit %d, stdout %q, stderr %q; want exit 2 naming %s", code, out, errOut, brokenLine)
+	}
+	g.waitLog(t, "reload rejected: "+brokenLine)
+	for _, u := range []string{"alice", "carol"} {
+		if out, _, code := g.ssh(t, u, "", "echo still"); code != 0 || out != "still\n" {
+			t.Errorf("%s after a rejected reload: %q %d", u, out, code)
+		}
+	}
+	os.WriteFile(path, []byte(added), 0o600)
+	if out, errOut, code := reloadCLI(t, path); code != 0 || !strings.HasSuffix(out, "\n  no change\n") {
+		t.Errorf("reload of the file in force: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+
+	// Another file on the same state_dir is not what this server serves.
+	other := filepath.Join(g.dir, "other.yaml")
+	os.WriteFile(other, []byte(added), 0o600)
+	if out, errOut, code := reloadCLI(t, other); code != 1 || !strings.Contains(errOut, "this server serves "+path+", not "+other) {
+		t.Errorf("reload of another file: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+
+	// A second server on this state_dir stops before it listens.
+	second, err := exec.Command(binary(t), "serve", "--config", other).CombinedOutput()
+	if err == nil || !strings.Contains(string(second), "another jailgate server is running") {
+		t.Errorf("a second serve on the same state_dir: %v\n%s", err, second)
+	}
+
+	g.cmd.Process.Signal(unix.SIGTERM)
+	g.cmd.Wait()
+	if _, err := os.Lstat(sock); err == nil {
+		t.Error("the admin socket outlived the server")
+	}
+	if out, errOut, code := reloadCLI(t, path); code != 1 || !strings.Contains(errOut, "no jailgate server is running for state_dir "+g.stateDir) {
+		t.Errorf("reload with the server stopped: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+// TestReloadNoServer: with no server on the config's state_dir, reload
+// says so and exits 1; a file it cannot read is an error too.
+func TestReloadNoServer(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "jailgate.yaml")
+	os.WriteFile(path, []byte("state_dir: "+dir+"\nusers: [\n"), 0o600) // broken, state_dir still found
+	var out, errb bytes.Buffer
+	if code := run([]string{"reload", "--config", path}, &out, &errb); code != 1 ||
+		!strings.Contains(errb.String(), "jailgate: reload: no jailgate server is running for state_dir "+dir+" (no admin socket") {
+		t.Errorf("reload with no server: exit %d, %q", code, errb.String())
+	}
+	errb.Reset()
+	if code := run([]string{"reload", "--config", filepath.Join(dir, "missing.yaml")}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "missing.yaml") {
+		t.Errorf("reload of a missing file: exit %d, %q", code, errb.String())
 	}
 }

@@ -24,8 +24,9 @@ import (
 	"github.com/jailgate/jailgate/rootfs"
 )
 
-// cmdServe runs the gateway until SIGTERM or SIGINT; SIGHUP reloads the
-// configuration, keeping the old one if the new one is invalid.
+// cmdServe runs the gateway until SIGTERM or SIGINT; SIGHUP, or `jailgate
+// reload` through the admin socket, reloads the configuration, keeping the
+// old one if the new one is invalid.
 func cmdServe(args []string, stderr io.Writer) error {
 	path, _, err := configFlag("serve", args)
 	if err != nil {
@@ -36,6 +37,16 @@ func cmdServe(args []string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(cfg, stderr)
+	// First, so that a second server on this state_dir stops here.
+	admin, err := gateway.ListenAdmin(cfg.StateDir)
+	switch {
+	case errors.Is(err, gateway.ErrServerRunning):
+		return err
+	case err != nil:
+		log.Warn("no admin socket: jailgate reload cannot reach this server, SIGHUP still reloads", "err", err)
+	default:
+		defer admin.Close() // and removes it: a clean shutdown leaves no socket
+	}
 	var audit *gateway.AuditHandler
 	if cfg.AuditLog != "" {
 		f, err := openAudit(cfg.AuditLog)
@@ -71,6 +82,10 @@ func cmdServe(args []string, stderr io.Writer) error {
 		return err
 	}
 	prov.current = srv.Config
+	rl := &reloader{srv: srv, sup: sup, path: path, log: log}
+	if admin != nil {
+		go gateway.ServeAdmin(admin, rl.admin)
+	}
 	l, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
@@ -105,7 +120,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 		case sig := <-sigs:
 			switch sig {
 			case unix.SIGHUP:
-				reload(srv, sup, path, log)
+				rl.reload()
 				continue
 			case unix.SIGUSR1: // logrotate moved the audit log
 				if audit != nil {
@@ -187,30 +202,6 @@ func drain(srv *gateway.Server, sigs <-chan os.Signal, log *slog.Logger) {
 				cancel()
 			}
 		}
-	}
-}
-
-// reload swaps in a new configuration, or logs every problem of a bad one
-// and keeps the old one: nothing is half-applied.
-func reload(srv *gateway.Server, sup *jail.Supervisor, path string, log *slog.Logger) {
-	c, err := config.Load(path)
-	if err == nil {
-		err = enforceable(sup, c)
-	}
-	if err != nil {
-		for _, line := range errorLines(err) {
-			log.Error("reload rejected: " + line)
-		}
-		srv.Metrics().Reload("error")
-		// One summary line under the audit log's message (config.reload,
-		// result error); the previous configuration stays in force.
-		log.Error("reload rejected", "config", path, "errors", len(errorLines(err)),
-			"changes", "none: the previous configuration stays in force")
-		return
-	}
-	srv.SetConfig(c) // logs the reload
-	if err := saveActive(c); err != nil {
-		log.Warn("record the configuration in force", "err", err)
 	}
 }
 

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/jailgate/jailgate/config"
+	"github.com/jailgate/jailgate/gateway"
+	"github.com/jailgate/jailgate/jail"
+)
+
+// reloader re-reads the configuration, on SIGHUP and for `jailgate
+// reload` alike: one reload at a time, and a bad file changes nothing.
+type reloader struct {
+	mu   sync.Mutex
+	srv  *gateway.Server
+	sup  *jail.Supervisor
+	path string // the file this server serves
+	log  *slog.Logger
+}
+
+// reload swaps in a new configuration, or logs every problem of a bad one
+// and keeps the old one: nothing is half-applied. The reply says which.
+func (r *reloader) reload() gateway.AdminReply {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, err := config.Load(r.path)
+	if err == nil {
+		err = enforceable(r.sup, c)
+	}
+	if err != nil {
+		lines := errorLines(err)
+		for _, line := range lines {
+			r.log.Error("reload rejected: " + line)
+		}
+		r.srv.Metrics().Reload("error")
+		// One summary line under the audit log's message (config.reload,
+		// result error); the previous configuration stays in force.
+		r.log.Error("reload rejected", "config", r.path, "errors", len(lines),
+			"changes", "none: the previous configuration stays in force")
+		return gateway.AdminReply{Problems: lines}
+	}
+	old := r.srv.Config()
+	r.srv.SetConfig(c) // logs the reload
+	if err := saveActive(c); err != nil {
+		r.log.Warn("record the configuration in force", "err", err)
+	}
+	return gateway.AdminReply{OK: true, Summary: fmt.Sprintf("%s, %d tenants", c.File, len(c.Users)),
+		Changes: diffConfigs(old, c)}
+}
+
+// admin answers a request on the admin socket: a reload of the file this
+// server serves, which must be the one the operator named.
+func (r *reloader) admin(req gateway.AdminRequest) gateway.AdminReply {
+	mine, err := os.Stat(r.path)
+	if err != nil {
+		return gateway.AdminReply{Error: fmt.Sprintf("the configuration this server serves: %v", err)}
+	}
+	if theirs, err := os.Stat(req.Config); err != nil || !os.SameFile(mine, theirs) {
+		served, _ := filepath.Abs(r.path)
+		return gateway.AdminReply{Error: fmt.Sprintf("this server serves %s, not %s: edit that file, or name it with --config", served, req.Config)}
+	}
+	return r.reload()
+}
+
+// cmdReload asks the server running on the configuration's state_dir to
+// re-read it, through its admin socket, and reports the outcome: exit 0
+// when the new configuration is in force, exit 2 with every problem when
+// it was rejected (the old one stays), exit 1 when no server answers.
+func cmdReload(args []string, stdout io.Writer) error {
+	path, _, err := configFlag("reload", args)
+	if err != nil {
+		return err
+	}
+	// The server judges the file; it only has to say where the server is.
+	stateDir, err := config.StateDirHint(path)
+	if err != nil {
+		var ce *config.Error
+		if errors.As(err, &ce) {
+			return &configError{lines: errorLines(err)}
+		}
+		return fmt.Errorf("reload: %w", err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	reply, err := gateway.CallAdmin(stateDir, gateway.AdminRequest{Op: "reload", Config: abs})
+	if err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	switch {
+	case reply.OK:
+		fmt.Fprintf(stdout, "reloaded: %s\n", reply.Summary)
+		if len(reply.Changes) == 0 {
+			fmt.Fprintln(stdout, "  no change")
+		}
+		for _, l := range reply.Changes {
+			fmt.Fprintln(stdout, "  "+l)
+		}
+		return nil
+	case len(reply.Problems) > 0:
+		return &configError{lines: append(reply.Problems, "reload rejected: the previous configuration stays in force")}
+	}
+	return fmt.Errorf("reload: %s", reply.Error)
+}

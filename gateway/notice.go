@@ -26,6 +26,31 @@ func (ss *session) notice(msg string) {
 	io.WriteString(ss.ch.Stderr(), "jailgate: "+msg+"\n")
 }
 
+// isLegacySCP reports whether command is the remote end of scp -O (the
+// legacy protocol): OpenSSH's scp runs "scp [-v] [-r] [-p] [-d] -t|-f
+// [--] PATH" over exec, with "scp" as it finds it on the remote PATH.
+func isLegacySCP(command string) bool {
+	f := strings.Fields(command)
+	if len(f) < 2 || (f[0] != "scp" && !strings.HasSuffix(f[0], "/scp")) {
+		return false
+	}
+	for _, a := range f[1:] {
+		if a == "-t" || a == "-f" {
+			return true
+		}
+	}
+	return false
+}
+
+// noSCPNotice explains an scp -O whose scp was not found (her shell's exit
+// status 127): her rootfs has no scp, but scp without -O (SFTP) needs
+// none, as the jail serves SFTP itself.
+func (ss *session) noSCPNotice() {
+	ss.srv.log.Info("scp -O: no scp in the environment", "tenant", ss.tenant.Name, "session", ss.id)
+	ss.notice("scp -O (the legacy protocol) needs an scp program in your environment, and there is none; " +
+		"use scp without -O (SFTP), which needs nothing in it")
+}
+
 // motd shows the tenant's banner at the start of an interactive shell, as
 // sshd prints /etc/motd; with a terminal, lines end in CRLF.
 func (ss *session) motd(banner string, tty bool) {

@@ -1,6 +1,8 @@
 package gateway_test
 
 import (
+	"bytes"
+	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -206,5 +208,41 @@ func TestUnknownSignalRefused(t *testing.T) {
 	}
 	if st := l.m.Procs()[0].Status; st.Signal != unix.SIGKILL {
 		t.Errorf("status %+v", st)
+	}
+}
+
+// TestLegacySCPWithoutSCP: scp -O runs "scp -t PATH" over exec; when her
+// environment has no scp (her shell's status 127), she reads why and what
+// works instead, after the shell's own message, and the status stays 127.
+// Other commands that are not found get no such line.
+func TestLegacySCPWithoutSCP(t *testing.T) {
+	l := newLab(t, &jailtest.HostManager{}, config.EnvTenant)
+	c := l.client(t, "alice")
+	for _, tc := range []struct {
+		cmd    string
+		notice bool
+	}{
+		{"/nonexistent/scp -t -- legacy.bin", true},
+		{"/nonexistent/scp -v -r -p -f dir", true},
+		{"/nonexistent/scp --version", false},
+		{"/nonexistent/rsync --server . x", false},
+	} {
+		s, err := c.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stderr bytes.Buffer
+		s.Stderr = &stderr
+		err = s.Run(tc.cmd)
+		s.Close()
+		var ee *gossh.ExitError
+		if !errors.As(err, &ee) || ee.ExitStatus() != 127 {
+			t.Errorf("%s: %v, want exit status 127", tc.cmd, err)
+		}
+		const want = "jailgate: scp -O (the legacy protocol) needs an scp program in your environment, and there is none; " +
+			"use scp without -O (SFTP), which needs nothing in it\n"
+		if got := strings.HasSuffix(stderr.String(), want); got != tc.notice {
+			t.Errorf("%s: stderr %q; notice shown %v, want %v", tc.cmd, stderr.String(), got, tc.notice)
+		}
 	}
 }

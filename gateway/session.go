@@ -36,6 +36,7 @@ type session struct {
 	act     *activity     // bytes in and out, for the log
 	hasEnv  atomic.Bool   // its environment is up (session-mode forwards join it)
 	exited  bool          // exit-status or exit-signal was sent
+	scp     bool          // the command is the remote end of scp -O
 
 	mu      sync.Mutex
 	pty     *jail.TTY // from pty-req; nil for none
@@ -101,6 +102,7 @@ func (s *Server) run(ctx context.Context, ss *session, sr startRequest, gone <-c
 		sr = startRequest{exec: true, command: c}
 	}
 	ps := ss.procSpec(sr)
+	ss.scp = sr.exec && isLegacySCP(sr.command)
 	if original != nil && *original != "" {
 		ps.Env = append(ps.Env, "SSH_ORIGINAL_COMMAND="+*original)
 	}
@@ -232,6 +234,9 @@ func (ss *session) attach(proc jail.Process, tty *jail.TTY, gone <-chan struct{}
 		ss.exit = describeExit(st)
 		if st.OOM {
 			ss.oomNotice()
+		}
+		if ss.scp && st.Signal == 0 && st.Code == 127 { // the shell's "command not found"
+			ss.noSCPNotice()
 		}
 		ss.sendExit(st)
 		ss.ch.CloseWrite()

@@ -5,7 +5,9 @@ package main
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -73,6 +75,26 @@ func TestE2ESFTP(t *testing.T) {
 		}
 	})
 
+	t.Run("scp -O without scp in the rootfs says why", func(t *testing.T) {
+		// bob has not logged in yet: his tree is still the host's to edit.
+		for _, dir := range []string{"usr/bin", "bin", "usr/local/bin"} {
+			if err := os.Remove(filepath.Join(g.rootfs["bob"], dir, "scp")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				t.Fatal(err)
+			}
+		}
+		_, errOut, code := g.openssh(t, "scp", "", append(g.clientOpts("bob", "-P"), "-O", src, "bob@127.0.0.1:legacy.bin")...)
+		if code == 0 {
+			t.Fatal("scp -O succeeded without scp in the rootfs")
+		}
+		if !strings.Contains(errOut, "jailgate: scp -O (the legacy protocol) needs an scp program in your environment") {
+			t.Errorf("scp -O stderr does not say why:\n%s", errOut)
+		}
+		// SFTP-mode scp needs nothing in the rootfs.
+		if _, errOut, code := g.openssh(t, "scp", "", append(g.clientOpts("bob", "-P"), src, "bob@127.0.0.1:sftp.bin")...); code != 0 {
+			t.Errorf("scp (SFTP) without scp in the rootfs: exit %d: %s", code, errOut)
+		}
+	})
+
 	t.Run("sftp batch", func(t *testing.T) {
 		batch := filepath.Join(local, "batch")
 		os.WriteFile(batch, []byte(strings.Join([]string{
@@ -92,6 +114,34 @@ func TestE2ESFTP(t *testing.T) {
 		}
 		if _, err := os.Stat(filepath.Join(g.rootfs["alice"], "root/d")); err == nil {
 			t.Error("rmdir d left the directory")
+		}
+	})
+
+	t.Run("sftp resume (reput, reget)", func(t *testing.T) {
+		// The partial copies differ from the data's start, so a transfer
+		// that started over instead of resuming shows.
+		head := bytes.Repeat([]byte("x"), 1<<20)
+		partial := filepath.Join(local, "partial.bin")
+		os.WriteFile(partial, head, 0o600)
+		got := filepath.Join(local, "reget.bin")
+		gotHead := bytes.Repeat([]byte("y"), 512<<10)
+		os.WriteFile(got, gotHead, 0o600)
+		batch := filepath.Join(local, "resume")
+		os.WriteFile(batch, []byte(strings.Join([]string{
+			"put " + partial + " resume.bin", "reput " + src + " resume.bin", "reget resume.bin " + got,
+		}, "\n")+"\n"), 0o600)
+		out, errOut, code := g.openssh(t, "sftp", "", append(g.clientOpts("alice", "-P"), "-b", batch, "alice@127.0.0.1")...)
+		if code != 0 {
+			t.Fatalf("sftp -b: exit %d\n%s\n%s", code, out, errOut)
+		}
+		want := append(append([]byte{}, head...), data[len(head):]...)
+		remote, err := os.ReadFile(filepath.Join(g.rootfs["alice"], "root/resume.bin"))
+		if err != nil || !bytes.Equal(remote, want) {
+			t.Errorf("reput: %d bytes, equal to the partial plus the rest: %v (%v)", len(remote), bytes.Equal(remote, want), err)
+		}
+		want = append(append([]byte{}, gotHead...), want[len(gotHead):]...)
+		if b, err := os.ReadFile(got); err != nil || !bytes.Equal(b, want) {
+			t.Errorf("reget: %d bytes, equal to the partial plus the rest: %v (%v)", len(b), bytes.Equal(b, want), err)
 		}
 	})
 

@@ -37,7 +37,7 @@ func saveActive(c *config.Config) error {
 func explainLines(u *config.User) []string {
 	lines := []string{
 		"tenant:       " + u.Name,
-		"rootfs:       " + u.Rootfs,
+		rootfsText(u),
 		"shell:        " + u.Shell,
 		"hostname:     " + u.Hostname,
 		"environment:  " + u.Environment,
@@ -62,6 +62,15 @@ func explainLines(u *config.User) []string {
 		lines = append(lines, fmt.Sprintf("key:          %s %s%s", keys.Fingerprint(k.Key), k.Comment, opts))
 	}
 	return lines
+}
+
+// rootfsText renders her filesystem: her own tree, or her layer over an
+// image.
+func rootfsText(u *config.User) string {
+	if u.Image != "" {
+		return "image:        " + u.Image + " (her changes in a layer of her own over it)"
+	}
+	return "rootfs:       " + u.Rootfs
 }
 
 // sizeOrUnlimited renders a limit; 0 is unlimited.

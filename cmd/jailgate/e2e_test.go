@@ -141,14 +141,23 @@ func startServeWith(t *testing.T, extra string) *e2eGateway {
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	g.start(t, path)
+	return g
+}
+
+// start runs `jailgate serve --config path` and waits until it listens on
+// g.port; the test's end kills it.
+func (g *e2eGateway) start(t *testing.T, path string) {
+	t.Helper()
 	g.cmd = exec.Command(binary(t), "serve", "--config", path)
 	g.cmd.Stderr = g.log
 	if err := g.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	cmd := g.cmd
 	t.Cleanup(func() {
-		g.cmd.Process.Kill()
-		g.cmd.Wait()
+		cmd.Process.Kill()
+		cmd.Wait()
 		if t.Failed() {
 			t.Logf("gateway log:\n%s", g.log.String())
 		}
@@ -158,13 +167,35 @@ func startServeWith(t *testing.T, extra string) *e2eGateway {
 		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", g.port))
 		if err == nil {
 			c.Close()
-			return g
+			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("gateway not listening after 10s; log:\n%s", g.log.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// cli runs the built `jailgate ARGS…` and returns its stdout, stderr and
+// exit code.
+func cli(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	return cliIn(t, "", args...)
+}
+
+// cliIn is cli with stdin.
+func cliIn(t *testing.T, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(binary(t), args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		if _, ok := err.(*exec.ExitError); !ok {
+			t.Fatal(err)
+		}
+	}
+	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
 }
 
 // ssh runs OpenSSH's ssh client as user with stdin, returning stdout,

@@ -45,9 +45,10 @@ func (g *e2eGateway) configWithCarol(t *testing.T) (path, added string) {
 		filepath.Join(g.dir, "carol"), jailtest.Rootfs(t, "carol"))
 }
 
-// TestE2EReload: SIGHUP applies a valid config at once (a new tenant logs
-// in), keeps the old one on a broken config (naming the line), and a
-// removed tenant's login is refused and her live session ends.
+// TestE2EReload: SIGHUP applies a valid config at once (a new tenant and
+// a new key log in), keeps the old one on a broken config (naming the
+// line), and a removed tenant's or key's login is refused and her live
+// session ends.
 func TestE2EReload(t *testing.T) {
 	g := startServe(t)
 	path, added := g.configWithCarol(t)
@@ -62,8 +63,22 @@ func TestE2EReload(t *testing.T) {
 	defer bob.Process.Kill()
 	gatewaytest.Expect(t, bobOut, "ready", 10*time.Second)
 
-	// 1. Add carol.
+	// 1. Add carol, and a second key of alice's.
 	os.WriteFile(path, []byte(added), 0o600)
+	alicePub := filepath.Join(g.dir, "alice.pub")
+	aliceKeys, _ := os.ReadFile(alicePub)
+	sshKeygen(t, filepath.Join(g.dir, "alice2"))
+	second, _ := os.ReadFile(filepath.Join(g.dir, "alice2.pub"))
+	os.WriteFile(alicePub, append(append([]byte{}, aliceKeys...), second...), 0o644)
+	loginAlice2 := func() (string, int) {
+		out, _, code := g.openssh(t, "ssh", "", append(g.clientOpts("alice2", "-p"), "alice@127.0.0.1", "echo second key")...)
+		return out, code
+	}
+	if _, code := loginAlice2(); code == 0 {
+		t.Error("alice's second key logged in before the reload")
+	}
+	// (check --diff reads keys_file afresh for both sides: it cannot see
+	// alice's new key, only what the YAML itself changes.)
 	if out, err := exec.Command(binary(t), "check", "--config", path, "--diff").CombinedOutput(); err != nil || !strings.Contains(string(out), "+ tenant carol") {
 		t.Errorf("check --diff: %v\n%s", err, out)
 	}
@@ -71,6 +86,9 @@ func TestE2EReload(t *testing.T) {
 	g.waitLog(t, "tenants=3")
 	if out, errOut, code := g.ssh(t, "carol", "", "hostname"); code != 0 || out != "carol-lab\n" {
 		t.Errorf("carol after the reload: %q %q %d", out, errOut, code)
+	}
+	if out, code := loginAlice2(); code != 0 || out != "second key\n" {
+		t.Errorf("alice's second key after the reload: %q %d", out, code)
 	}
 
 	// 2. A broken file changes nothing and the log names the line.
@@ -85,7 +103,9 @@ func TestE2EReload(t *testing.T) {
 		t.Errorf("carol after a broken reload: %q %d", out, code)
 	}
 
-	// 3. Remove bob: his login is refused and his live session ends.
+	// 3. Remove bob, and alice's second key: their logins are refused and
+	// bob's live session ends.
+	os.WriteFile(alicePub, aliceKeys, 0o644)
 	without := strings.Replace(added, fmt.Sprintf("  bob:\n    keys_file: %s.pub\n    rootfs: %s\n", filepath.Join(g.dir, "bob"), g.rootfs["bob"]), "", 1)
 	if without == added {
 		t.Fatalf("could not remove bob from:\n%s", added)
@@ -106,21 +126,12 @@ func TestE2EReload(t *testing.T) {
 	if _, _, code := g.ssh(t, "bob", "", "true"); code == 0 {
 		t.Error("bob logged in after his removal")
 	}
-}
-
-// reloadCLI runs the built `jailgate reload --config path` and returns its
-// stdout, stderr and exit code.
-func reloadCLI(t *testing.T, path string) (string, string, int) {
-	t.Helper()
-	cmd := exec.Command(binary(t), "reload", "--config", path)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		if _, ok := err.(*exec.ExitError); !ok {
-			t.Fatal(err)
-		}
+	if _, code := loginAlice2(); code == 0 {
+		t.Error("alice's second key logged in after its removal")
 	}
-	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
+	if out, _, code := g.ssh(t, "alice", "", "echo first key"); code != 0 || out != "first key\n" {
+		t.Errorf("alice's first key after the second's removal: %q %d", out, code)
+	}
 }
 
 // TestReloadCommand: `jailgate reload` reaches the running server through
@@ -139,7 +150,7 @@ func TestReloadCommand(t *testing.T) {
 
 	// A new tenant: in force when reload returns, no SIGHUP, no restart.
 	os.WriteFile(path, []byte(added), 0o600)
-	out, errOut, code := reloadCLI(t, path)
+	out, errOut, code := cli(t, "reload", "--config", path)
 	if code != 0 || !strings.HasPrefix(out, "reloaded: "+path+", 3 tenants\n") || !strings.Contains(out, "\n  + tenant carol\n") {
 		t.Fatalf("reload adding carol: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
@@ -150,7 +161,7 @@ func TestReloadCommand(t *testing.T) {
 	// A broken file: exit 2, its line named, the old configuration kept.
 	broken := added + "  dave: [unclosed\n"
 	os.WriteFile(path, []byte(broken), 0o600)
-	out, errOut, code = reloadCLI(t, path)
+	out, errOut, code = cli(t, "reload", "--config", path)
 	brokenLine := fmt.Sprintf("%s:%d:", path, strings.Count(added, "\n")+1) // dave's line
 	if code != 2 || out != "" || !strings.Contains(errOut, brokenLine) ||
 		!strings.HasSuffix(errOut, "reload rejected: the previous configuration stays in force\n") {
@@ -163,14 +174,14 @@ func TestReloadCommand(t *testing.T) {
 		}
 	}
 	os.WriteFile(path, []byte(added), 0o600)
-	if out, errOut, code := reloadCLI(t, path); code != 0 || !strings.HasSuffix(out, "\n  no change\n") {
+	if out, errOut, code := cli(t, "reload", "--config", path); code != 0 || !strings.HasSuffix(out, "\n  no change\n") {
 		t.Errorf("reload of the file in force: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 
 	// Another file on the same state_dir is not what this server serves.
 	other := filepath.Join(g.dir, "other.yaml")
 	os.WriteFile(other, []byte(added), 0o600)
-	if out, errOut, code := reloadCLI(t, other); code != 1 || !strings.Contains(errOut, "this server serves "+path+", not "+other) {
+	if out, errOut, code := cli(t, "reload", "--config", other); code != 1 || !strings.Contains(errOut, "this server serves "+path+", not "+other) {
 		t.Errorf("reload of another file: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 
@@ -185,7 +196,7 @@ func TestReloadCommand(t *testing.T) {
 	if _, err := os.Lstat(sock); err == nil {
 		t.Error("the admin socket outlived the server")
 	}
-	if out, errOut, code := reloadCLI(t, path); code != 1 || !strings.Contains(errOut, "no jailgate server is running for state_dir "+g.stateDir) {
+	if out, errOut, code := cli(t, "reload", "--config", path); code != 1 || !strings.Contains(errOut, "no jailgate server is running for state_dir "+g.stateDir) {
 		t.Errorf("reload with the server stopped: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }

@@ -4,7 +4,6 @@ package main
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,20 +11,6 @@ import (
 
 	"github.com/jailgate/jailgate/rootfs"
 )
-
-// tenantCLI runs the built `jailgate tenant ARGS…` with stdin and returns
-// its combined output and exit code: a process of its own, as an operator
-// runs it beside the gateway.
-func tenantCLI(t *testing.T, stdin string, args ...string) (string, int) {
-	t.Helper()
-	cmd := exec.Command(binary(t), append([]string{"tenant"}, args...)...)
-	cmd.Stdin = strings.NewReader(stdin)
-	out, err := cmd.CombinedOutput()
-	if _, ok := err.(*exec.ExitError); err != nil && !ok {
-		t.Fatal(err)
-	}
-	return string(out), cmd.ProcessState.ExitCode()
-}
 
 // TestTenantResetWhileLive: `jailgate tenant reset` is refused, saying
 // why, while the tenant has a live session (the gateway holds her layer's
@@ -38,10 +23,10 @@ func TestTenantResetWhileLive(t *testing.T) {
 	must(t, c, "echo mine > /root/mine.txt")
 	end := hold(t, c)
 
-	if out, code := tenantCLI(t, "no\n", "reset", "--config", cfg, "alice"); code == 0 || !strings.Contains(out, "not confirmed") {
+	if _, out, code := cliIn(t, "no\n", "tenant", "reset", "--config", cfg, "alice"); code == 0 || !strings.Contains(out, "not confirmed") {
 		t.Errorf("reset answered no: exit %d, %q", code, out)
 	}
-	out, code := tenantCLI(t, "", "reset", "--yes", "--config", cfg, "alice")
+	_, out, code := cliIn(t, "", "tenant", "reset", "--yes", "--config", cfg, "alice")
 	if code != 1 || !strings.Contains(out, "layer in use") || !strings.Contains(out, "try again") {
 		t.Errorf("reset during her live session: exit %d, %q; want exit 1 saying her layer is in use", code, out)
 	}
@@ -51,7 +36,7 @@ func TestTenantResetWhileLive(t *testing.T) {
 
 	end()
 	waitFor(t, "her layer to be unmounted after the grace", 20*time.Second, func() bool { return l.unmounts("alice") == 1 })
-	if out, code := tenantCLI(t, "", "reset", "--yes", "--config", cfg, "alice"); code != 0 || !strings.Contains(out, "discarded alice's layer") {
+	if out, _, code := cliIn(t, "", "tenant", "reset", "--yes", "--config", cfg, "alice"); code != 0 || !strings.Contains(out, "discarded alice's layer") {
 		t.Fatalf("reset after her session ended: exit %d, %q", code, out)
 	}
 	if _, err := os.Stat(filepath.Join(l.stateDir, "tenants", "alice")); err == nil {
@@ -60,7 +45,7 @@ func TestTenantResetWhileLive(t *testing.T) {
 	if got := must(t, c, "cat /root/mine.txt 2>&1 || echo gone"); !strings.Contains(got, "gone") {
 		t.Errorf("after the reset her next login still sees %q", got)
 	}
-	if out, code := tenantCLI(t, "", "reset", "--yes", "--config", cfg, "bob"); code == 0 || !strings.Contains(out, "no layer") {
+	if _, out, code := cliIn(t, "", "tenant", "reset", "--yes", "--config", cfg, "bob"); code == 0 || !strings.Contains(out, "no layer") {
 		t.Errorf("reset of bob, who never logged in: exit %d, %q", code, out)
 	}
 }

@@ -172,3 +172,23 @@ func TestKeyPermitListen(t *testing.T) {
 		t.Errorf("through the permitted forward: %q, want client:hello", got)
 	}
 }
+
+// TestForwardNonLoopbackRefused: with network: none her environment has
+// nothing but loopback, so ssh -L to any other destination is refused
+// with the reason logged, and no environment starts for it.
+func TestForwardNonLoopbackRefused(t *testing.T) {
+	h, m, c := fwdLab(t, func(u *config.User) { u.Forwarding.Local = true })
+	for _, dest := range []string{"10.1.2.3:80", "example.com:443", "127.0.0.2:22", "0.0.0.0:22"} {
+		if fc, err := c.Dial("tcp", dest); err == nil {
+			t.Errorf("ssh -L to %s accepted; it answered %q", dest, roundTrip(t, fc, "hi"))
+		} else if !strings.Contains(err.Error(), "only localhost inside your environment") {
+			t.Errorf("ssh -L to %s: %v, want the loopback-only refusal", dest, err)
+		}
+	}
+	if got := strings.Count(h.Logs(), `reason="destination is not loopback"`); got != 4 {
+		t.Errorf("%d refusals logged, want 4:\n%s", got, h.Logs())
+	}
+	if len(m.Started()) != 0 {
+		t.Errorf("refused forwards started an environment: %v", m.Started())
+	}
+}

@@ -168,13 +168,18 @@ func TestE2EForwardOpenSSH(t *testing.T) {
 }
 
 // TestForwardSessionMode: with environment: session, a forward joins the
-// connection's one live session environment, and is refused when there
-// are two (it could not tell which).
+// connection's one live session environment, and is refused, with the
+// reason logged, when there is none or there are two (it could not tell
+// which).
 func TestForwardSessionMode(t *testing.T) {
 	l := startLab(t, "    environment: session\n")
 	installEcho(t, l.rootfs["alice"])
 	c := l.client(t, "alice")
 	port := strconv.Itoa(freePort(t))
+	// No session yet: no environment to join.
+	if _, err := c.Dial("tcp", "127.0.0.1:"+port); err == nil {
+		t.Error("forward accepted with no session environment on the connection")
+	}
 	s, err := c.NewSession()
 	if err != nil {
 		t.Fatal(err)
@@ -200,6 +205,11 @@ func TestForwardSessionMode(t *testing.T) {
 	gatewaytest.Expect(t, out2, "two", 10*time.Second)
 	if _, err := c.Dial("tcp", "127.0.0.1:"+port); err == nil {
 		t.Error("forward accepted with two session environments on the connection")
+	}
+	for _, n := range []string{"0", "2"} {
+		if want := "environment: session and " + n + " live sessions on the connection"; !strings.Contains(l.log.String(), want) {
+			t.Errorf("refusal not logged as %q:\n%s", want, l.log.String())
+		}
 	}
 }
 

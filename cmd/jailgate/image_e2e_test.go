@@ -39,9 +39,15 @@ func TestE2EImageProvisioning(t *testing.T) {
 	if out, errOut, code := cli(t, "rootfs", "from-host", "-q", "--image", "base", "--config", path); code != 0 {
 		t.Fatalf("rootfs from-host --image: exit %d %q %q", code, out, errOut)
 	}
+	// A failed build leaves nothing behind, half-built or temporary.
+	junk := filepath.Join(g.dir, "junk.tar.gz")
+	os.WriteFile(junk, append([]byte{0x1f, 0x8b}, bytes.Repeat([]byte("not gzip"), 100)...), 0o600)
+	if _, _, code := cli(t, "rootfs", "import", "--config", path, "junk", junk); code == 0 {
+		t.Error("rootfs import of a corrupt tarball succeeded")
+	}
 	ents, _ := os.ReadDir(filepath.Join(g.stateDir, "images"))
 	if len(ents) != 1 || ents[0].Name() != "base" {
-		t.Errorf("images/ holds %v, want only base", ents)
+		t.Errorf("images/ holds %v, want only base (nothing of the failed import)", ents)
 	}
 	if out, errOut, code := cli(t, "rootfs", "list", "--config", path); code != 0 || !strings.HasPrefix(out, "base") {
 		t.Errorf("rootfs list: exit %d %q %q", code, out, errOut)

@@ -3,29 +3,36 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
 const aliceKey = `["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl a"]`
 
-// TestForwardingSwitches: local on, remote and agent off by default; the
-// defaults section and the tenant set each.
-func TestForwardingSwitches(t *testing.T) {
+// parseTwo parses a configuration of alice and bob (each with aliceKey and
+// a rootfs of their own) under the defaults given, with bob's own extra
+// fields.
+func parseTwo(t *testing.T, defaults, bob string) *Config {
+	t.Helper()
 	r := fixture(t)
-	c, err := Parse("fwd.yaml", []byte(r.Replace(`defaults:
-  forwarding: { remote: true }
-users:
+	c, err := Parse("two.yaml", []byte(r.Replace("defaults:\n"+defaults+`users:
   alice:
     keys: `+aliceKey+`
     rootfs: $ROOT/alice
   bob:
     keys: `+aliceKey+`
     rootfs: $ROOT/bob
-    forwarding: { local: false, remote: false, agent: true }
-`)))
+`+bob)))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c
+}
+
+// TestForwardingSwitches: local on, remote and agent off by default; the
+// defaults section and the tenant set each.
+func TestForwardingSwitches(t *testing.T) {
+	c := parseTwo(t, "  forwarding: { remote: true }\n", "    forwarding: { local: false, remote: false, agent: true }\n")
 	if got, want := c.Users["alice"].Forwarding, (Forwarding{Local: true, Remote: true}); got != want {
 		t.Errorf("alice: %+v, want %+v", got, want)
 	}
@@ -71,5 +78,31 @@ users:
 	}
 	if _, err := Parse(name, text); err == nil {
 		t.Error("a reload after the KRL was truncated parsed without error")
+	}
+}
+
+// TestRevokedKeysPlainFile: a revoked_keys file that is not a KRL is a
+// plain key list (sshd RevokedKeys), comments and blank lines allowed;
+// a bad line in it is reported at its own line.
+func TestRevokedKeysPlainFile(t *testing.T) {
+	r := fixture(t)
+	dir := t.TempDir()
+	list := filepath.Join(dir, "revoked.pub")
+	os.WriteFile(list, []byte("# left the company\n"+
+		"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJkrVFm5fhL54JuuA8KY7VuWhGSbIMulI1h3awFeREgw mallory\n\n"+
+		"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl a\n"), 0o600)
+	text := []byte(r.Replace("revoked_keys: revoked.pub\nusers:\n  alice:\n    keys: " + aliceKey + "\n    rootfs: $ROOT/alice\n"))
+	name := filepath.Join(dir, "jailgate.yaml")
+	c, err := Parse(name, text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.RevokedKeys) != 2 || len(c.RevokedKRLs) != 0 {
+		t.Fatalf("%d revoked keys and %d KRLs, want 2 and 0", len(c.RevokedKeys), len(c.RevokedKRLs))
+	}
+	os.WriteFile(list, []byte("# ok\nssh-ed25519 AAAAC3Nza truncated\n"), 0o600)
+	_, err = Parse(name, text)
+	if want := list + ":2: revoked_keys:"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("a bad line: %v, want it at %s", err, want)
 	}
 }

@@ -233,3 +233,123 @@ func TestPerSourcePenalty(t *testing.T) {
 		t.Errorf("an exempt address was penalised: %v", err)
 	}
 }
+
+// TestClientAlive: with client_alive_interval and client_alive_count_max
+// (sshd ClientAliveInterval/CountMax), a client that stops answering
+// keepalive@openssh.com is disconnected after that many probes, with a log
+// line; a client that answers stays.
+func TestClientAlive(t *testing.T) {
+	h, signer := limitLab(t, func(c *config.Config, _ *config.User) {
+		c.Server.ClientAliveInterval, c.Server.ClientAliveCountMax = 100*time.Millisecond, 2
+	})
+	// A dead client: logged in, but nobody serves its global requests, so
+	// no probe is ever answered.
+	nc := dialRaw(t, h.Addr)
+	dead, _, _, err := gossh.NewClientConn(nc, h.Addr, &gossh.ClientConfig{User: "alice",
+		Auth: []gossh.AuthMethod{gossh.PublicKeys(signer)}, HostKeyCallback: gossh.InsecureIgnoreHostKey(),
+		Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan struct{})
+	go func() { dead.Wait(); close(ended) }()
+	select {
+	case <-ended:
+	case <-time.After(wait):
+		t.Fatal("a client that answers no keepalive is still connected")
+	}
+	if !strings.Contains(h.Logs(), "client not alive; closing") || !strings.Contains(h.Logs(), "missed=2") {
+		t.Errorf("no log line after 2 missed keepalives:\n%s", h.Logs())
+	}
+	// A live client (x/crypto answers every global request) outlives many
+	// probes and still opens a session.
+	live, err := gatewaytest.Dial(t, h.Addr, "alice", signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	if out, err := runOn(t, live, "sleep 1; echo alive"); err != nil || out != "alive\n" {
+		t.Errorf("a session on a client that answers keepalives: %q, %v", out, err)
+	}
+}
+
+// runOn runs cmd in a new session on c and returns its stdout.
+func runOn(t *testing.T, c *gossh.Client, cmd string) (string, error) {
+	t.Helper()
+	s, err := c.NewSession()
+	if err != nil {
+		return "", err
+	}
+	defer s.Close()
+	out, err := s.Output(cmd)
+	return string(out), err
+}
+
+// TestMaxConnections: past max_connections (all connections, logged in or
+// not) a new connection is closed at once, with the reason logged; when
+// one ends, the next gets in.
+func TestMaxConnections(t *testing.T) {
+	h, signer := limitLab(t, func(c *config.Config, _ *config.User) { c.Server.MaxConnections = 2 })
+	first, err := gatewaytest.Dial(t, h.Addr, "alice", signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gatewaytest.Dial(t, h.Addr, "alice", signer); err != nil {
+		t.Fatal(err)
+	}
+	if !closedWithin(dialRaw(t, h.Addr), wait) {
+		t.Fatal("a third connection was kept with max_connections 2")
+	}
+	if !strings.Contains(h.Logs(), "max_connections (2) reached") {
+		t.Errorf("the refusal is not logged:\n%s", h.Logs())
+	}
+	first.Close()
+	var c *gossh.Client
+	for i := 0; i < 100 && c == nil; i++ { // the first connection's end is seen asynchronously
+		if c, err = gatewaytest.Dial(t, h.Addr, "alice", signer); err != nil {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if c == nil {
+		t.Errorf("no connection got in after one of 2 ended: %v", err)
+	}
+}
+
+// TestRevokedPlainKey: a tenant's own listed key that is also in
+// revoked_keys is refused (sshd RevokedKeys), with the reason logged.
+func TestRevokedPlainKey(t *testing.T) {
+	h, signer := limitLab(t, func(c *config.Config, u *config.User) { c.RevokedKeys = []gossh.PublicKey{u.Keys[0].Key} })
+	if c, err := gatewaytest.Dial(t, h.Addr, "alice", signer); err == nil {
+		c.Close()
+		t.Fatal("a revoked key logged in")
+	}
+	if !strings.Contains(h.Logs(), `reason="key is revoked"`) {
+		t.Errorf("the refusal is not logged with its reason:\n%s", h.Logs())
+	}
+}
+
+// TestIdleTimeoutInTerminal: in a terminal the idle warning and the end
+// are lines of their own (CRLF), then the session ends.
+func TestIdleTimeoutInTerminal(t *testing.T) {
+	h, signer := limitLab(t, func(_ *config.Config, u *config.User) {
+		u.IdleTimeout, u.IdleGrace = 300*time.Millisecond, 300*time.Millisecond
+	})
+	c, err := gatewaytest.Dial(t, h.Addr, "alice", signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := c.NewSession()
+	defer s.Close()
+	if err := s.RequestPty("xterm", 24, 80, nil); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := s.StdoutPipe()
+	if err := s.Start("sleep 100"); err != nil {
+		t.Fatal(err)
+	}
+	gatewaytest.Expect(t, out, "\r\njailgate: idle for 300ms; this session closes in 300ms unless there is input or output\r\n", wait)
+	gatewaytest.Expect(t, out, "\r\njailgate: idle timeout; closing\r\n", wait)
+	if err := s.Wait(); err == nil {
+		t.Error("the idle session ended with status 0")
+	}
+}

@@ -4,6 +4,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -142,14 +143,24 @@ func TestForwardingOff(t *testing.T) {
 // TestE2EForwardOpenSSH: OpenSSH's ssh -L against the built binary reaches
 // a listener inside alice's jail, the way an editor's remote plugin does:
 // one exec channel starts the server, a forward on the same connection
-// talks to it.
+// talks to it; a forward to a port only the host's loopback listens on
+// reaches nothing.
 func TestE2EForwardOpenSSH(t *testing.T) {
 	g := startServe(t)
 	installEcho(t, g.rootfs["alice"])
 	jailPort := freePort(t)
-	localPort := freePort(t)
+	localPort, hostLocalPort := freePort(t), freePort(t)
+	// The host listens on a loopback port that nothing inside her jail does.
+	host, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	go answerLines(host, "host")
+	hostPort := host.Addr().(*net.TCPAddr).Port
 	cmd := exec.Command("ssh", append(append(g.clientOpts("alice", "-p"),
 		"-o", "ExitOnForwardFailure=yes", "-L", fmt.Sprintf("127.0.0.1:%d:localhost:%d", localPort, jailPort),
+		"-L", fmt.Sprintf("127.0.0.1:%d:localhost:%d", hostLocalPort, hostPort),
 		"alice@127.0.0.1"), fmt.Sprintf("exec echoserver 127.0.0.1:%d jail", jailPort))...)
 	out, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
@@ -164,6 +175,19 @@ func TestE2EForwardOpenSSH(t *testing.T) {
 	defer c.Close()
 	if got := ask(t, c, "via-openssh"); got != "jail:via-openssh" {
 		t.Errorf("ssh -L answer %q, want jail:via-openssh", got)
+	}
+	// The same client's forward to the host's listener's port ends inside
+	// her jail, where nothing listens: it never reaches the host's.
+	hc, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", hostLocalPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Close()
+	hc.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintln(hc, "via-openssh")
+	got, err := io.ReadAll(hc) // EOF or a reset: ssh closes it when the channel is refused
+	if len(got) != 0 || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("ssh -L to localhost:%d answered %q (%v); want it closed (her loopback has no listener there)", hostPort, got, err)
 	}
 }
 

@@ -197,10 +197,24 @@ func (s *Server) publicKeyHandler(ctx ssh.Context, key ssh.PublicKey) bool {
 	}
 	if reason != "" {
 		s.opts.Metrics.authResult(false)
-		s.log.Info("auth failed", "user", ctx.User(), "remote", remoteOf(ctx.RemoteAddr()),
-			"fingerprint", keys.Fingerprint(key), "reason", reason)
+		attrs := []any{"user", ctx.User(), "remote", remoteOf(ctx.RemoteAddr()),
+			"fingerprint", keys.Fingerprint(key), "reason", reason}
+		delay := s.slowdown(hostOf(ctx.RemoteAddr()))
+		if delay > 0 {
+			attrs = append(attrs, "delay", delay.Round(time.Millisecond))
+		}
+		s.log.Info("auth failed", attrs...)
 		if st != nil {
 			st.authFailures.Add(1)
+		}
+		// An address that keeps failing waits for each refusal before it
+		// is refused outright (sshd PerSourcePenalties); only this
+		// connection's handshake waits.
+		if delay > 0 {
+			select {
+			case <-time.After(delay):
+			case <-ctx.Done():
+			}
 		}
 		return false
 	}

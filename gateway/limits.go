@@ -224,6 +224,24 @@ const (
 	penaltyMax       = 10 * time.Minute
 )
 
+// penaltySlowdown divides an address's pending penalty into the wait
+// before each of its refused keys is answered, so an address that keeps
+// failing is slowed down before it is refused: at the default 5s a
+// connection, one failed connection makes the next refusal wait ~83ms,
+// five ~417ms, and the sixth reaches the threshold.
+const penaltySlowdown = 60
+
+// slowdown is how long a refused key from src waits for its answer.
+func (s *Server) slowdown(src string) time.Duration {
+	s.mu.Lock()
+	until, ok := s.penalties[src]
+	s.mu.Unlock()
+	if !ok {
+		return 0
+	}
+	return max(time.Until(until), 0) / penaltySlowdown
+}
+
 // penalised reports whether src is refused for now (called under s.mu).
 func (s *Server) penalised(src string, now time.Time) bool {
 	until, ok := s.penalties[src]

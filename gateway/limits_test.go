@@ -192,8 +192,8 @@ func TestBannerOnShell(t *testing.T) {
 }
 
 // TestPerSourcePenalty: an address whose connections keep failing to
-// authenticate is refused for a while (even with the right key), another
-// address is not, and an exempt address never is.
+// authenticate is slowed down, then refused for a while (even with the
+// right key); another address is not, and an exempt address never is.
 func TestPerSourcePenalty(t *testing.T) {
 	h, right := limitLab(t, func(c *config.Config, _ *config.User) { c.Server.PerSourcePenalty = 10 * time.Second })
 	wrong, _ := gatewaytest.NewKey(t)
@@ -218,6 +218,10 @@ func TestPerSourcePenalty(t *testing.T) {
 	}
 	if !strings.Contains(h.Logs(), "penalty starts") {
 		t.Errorf("no log line when the penalty started:\n%s", h.Logs())
+	}
+
+	if !strings.Contains(h.Logs(), "delay=") {
+		t.Errorf("the failures before the penalty were not slowed down:\n%s", h.Logs())
 	}
 
 	h2, right2 := limitLab(t, func(c *config.Config, _ *config.User) {
@@ -351,5 +355,37 @@ func TestIdleTimeoutInTerminal(t *testing.T) {
 	gatewaytest.Expect(t, out, "\r\njailgate: idle timeout; closing\r\n", wait)
 	if err := s.Wait(); err == nil {
 		t.Error("the idle session ended with status 0")
+	}
+}
+
+// TestPerSourcePenaltySlowsDown: before an address is refused, each of its
+// refused keys is answered later the more penalty it has gathered, with
+// the wait in the log line; it still gets to authenticate.
+func TestPerSourcePenaltySlowsDown(t *testing.T) {
+	h, right := limitLab(t, func(c *config.Config, _ *config.User) { c.Server.PerSourcePenalty = 5 * time.Second })
+	wrong, _ := gatewaytest.NewKey(t)
+	var slowest time.Duration
+	// Five failures gather 25s, under the 30s at which refusal starts.
+	for i := 0; i < 5 && slowest < 80*time.Millisecond; i++ {
+		start := time.Now()
+		if c, err := dialFrom(t, "127.0.0.5", h.Addr, "alice", wrong); err == nil {
+			c.Close()
+			t.Fatal("a wrong key logged in")
+		}
+		slowest = max(slowest, time.Since(start))
+	}
+	if slowest < 80*time.Millisecond {
+		t.Errorf("the slowest refusal took %v; with 5s of penalty or more it waits at least 83ms", slowest)
+	}
+	if !strings.Contains(h.Logs(), "delay=") {
+		t.Errorf("the wait is not logged:\n%s", h.Logs())
+	}
+	if strings.Contains(h.Logs(), "penalty starts") {
+		t.Errorf("refused before the threshold:\n%s", h.Logs())
+	}
+	if c, err := dialFrom(t, "127.0.0.5", h.Addr, "alice", right); err != nil {
+		t.Errorf("the slowed-down address cannot log in with the right key: %v", err)
+	} else {
+		c.Close()
 	}
 }

@@ -11,6 +11,8 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/jailgate/jailgate/config"
+	"github.com/jailgate/jailgate/gateway/gatewaytest"
+	"github.com/jailgate/jailgate/jail/jailtest"
 )
 
 // echoListener listens on the host's loopback (with the host fake, that is
@@ -190,5 +192,70 @@ func TestForwardNonLoopbackRefused(t *testing.T) {
 	}
 	if len(m.Started()) != 0 {
 		t.Errorf("refused forwards started an environment: %v", m.Started())
+	}
+}
+
+// TestForwardJoinsEnvironment: ssh -L joins the environment the tenant's
+// mode names: in tenant mode her one environment, from any connection; in
+// connection mode the connection's, which its exec session started (an
+// editor's server and its forwarded port meet), and another connection's
+// forward gets its own.
+func TestForwardJoinsEnvironment(t *testing.T) {
+	port := strconv.Itoa(echoListener(t, "echo"))
+	for _, tc := range []struct {
+		mode  string
+		want  []string // prefixes of the environments started, in order
+		other bool     // a forward on a second connection starts another
+	}{
+		{config.EnvTenant, []string{"tenant/alice"}, false},
+		{config.EnvConnection, []string{"conn/", "conn/"}, true},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			signer, pub := gatewaytest.NewKey(t)
+			u := gatewaytest.User("alice", pub)
+			u.Environment, u.Forwarding.Local = tc.mode, true
+			m := &jailtest.HostManager{}
+			h := gatewaytest.Start(t, gatewaytest.Config(u), m)
+			c1, err := gatewaytest.Dial(t, h.Addr, "alice", signer)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c1.Close()
+			startWaiting(t, c1)
+			fc, err := c1.Dial("tcp", "localhost:"+port)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := roundTrip(t, fc, "1"); got != "echo:1" {
+				t.Errorf("forward on the session's connection: %q", got)
+			}
+			if n := len(m.Started()); n != 1 {
+				t.Errorf("the forward started another environment: %v", m.Started())
+			}
+			c2, err := gatewaytest.Dial(t, h.Addr, "alice", signer)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c2.Close()
+			fc, err = c2.Dial("tcp", "localhost:"+port)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := roundTrip(t, fc, "2"); got != "echo:2" {
+				t.Errorf("forward on a second connection: %q", got)
+			}
+			started := m.Started()
+			if len(started) != len(tc.want) {
+				t.Fatalf("environments started %v, want %d", started, len(tc.want))
+			}
+			for i, p := range tc.want {
+				if !strings.HasPrefix(started[i], p) {
+					t.Errorf("environment %d is %q, want prefix %q", i, started[i], p)
+				}
+			}
+			if tc.other && started[0] == started[1] {
+				t.Errorf("two connections' forwards share %q", started[0])
+			}
+		})
 	}
 }

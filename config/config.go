@@ -77,6 +77,10 @@ type Server struct {
 	// penalty runs out (capped at 10m). Default 5s; 0 turns it off.
 	PerSourcePenalty       time.Duration
 	PerSourcePenaltyExempt []string // CIDRs never penalised (sshd PerSourcePenaltyExemptList)
+	// Ciphers (sshd Ciphers) are the transport ciphers offered, in order.
+	// A client picks the first of its own list the server offers, so what
+	// is left out decides: see DefaultCiphers.
+	Ciphers []string
 
 	penaltySet bool // per_source_penalty was written (0 then means off)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -126,6 +127,9 @@ func TestDefaultsWhenAbsent(t *testing.T) {
 	if c.Listen != DefaultListen || c.StateDir != DefaultStateDir || u.Shell != "/bin/bash" || u.Hostname != "alice" ||
 		u.Environment != EnvTenant || u.Network != "none" || u.Limits != (Limits{}) {
 		t.Errorf("defaults not applied: %+v %+v", c, u)
+	}
+	if !slices.Equal(c.Server.Ciphers, DefaultCiphers) {
+		t.Errorf("server.ciphers = %v, want the defaults %v", c.Server.Ciphers, DefaultCiphers)
 	}
 	if _, err := Parse("empty.yaml", nil); err != nil {
 		t.Errorf("an empty config (no tenants) is valid, got %v", err)

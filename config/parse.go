@@ -97,7 +97,7 @@ var (
 		"trusted_user_ca_keys", "revoked_keys", "audit_log", "metrics_listen", "log", "revoke", "defaults", "users"}
 	serverKeys = []string{"login_grace_time", "max_auth_tries", "max_startups", "per_source_max_startups",
 		"max_connections", "client_alive_interval", "client_alive_count_max", "shutdown_grace",
-		"per_source_penalty", "per_source_penalty_exempt"}
+		"per_source_penalty", "per_source_penalty_exempt", "ciphers"}
 	userKeys = []string{"keys", "keys_file", "rootfs", "image", "shell", "hostname", "environment", "linger", "network", "limits", "id_range", "uid_base", "capabilities", "seccomp", "rlimits", "forwarding",
 		"max_sessions", "idle_timeout", "idle_grace", "max_session_time", "banner", "record", "record_input"}
 	limitKeys  = []string{"memory", "memory_swap", "pids", "cpu", "io_weight"}

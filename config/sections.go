@@ -3,10 +3,12 @@ package config
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	gossh "golang.org/x/crypto/ssh"
 	"gopkg.in/yaml.v3"
 )
 
@@ -38,6 +40,8 @@ func (p *parser) server(sv *Server, n *yaml.Node, path string) {
 				}
 				sv.PerSourcePenaltyExempt = append(sv.PerSourcePenaltyExempt, cidr)
 			}
+		case "ciphers":
+			p.ciphers(sv, v, field)
 		case "max_auth_tries":
 			p.count(&sv.MaxAuthTries, v, field)
 		case "max_startups":
@@ -50,6 +54,29 @@ func (p *parser) server(sv *Server, n *yaml.Node, path string) {
 			p.count(&sv.ClientAliveCountMax, v, field)
 		}
 	})
+}
+
+// ciphers decodes server.ciphers: a non-empty list of transport ciphers
+// the SSH library implements and does not call insecure.
+func (p *parser) ciphers(sv *Server, v *yaml.Node, field string) {
+	if v.Kind != yaml.SequenceNode || len(v.Content) == 0 {
+		p.add(p.at(v), field, "must be a non-empty list, e.g. [%s]", strings.Join(DefaultCiphers, ", "))
+		return
+	}
+	supported := gossh.SupportedAlgorithms().Ciphers
+	sv.Ciphers = []string{}
+	for i, item := range v.Content {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		c := p.str(item, f)
+		switch {
+		case slices.Contains(sv.Ciphers, c):
+			p.add(p.at(item), f, "%q is listed twice", c)
+		case !slices.Contains(supported, c):
+			p.add(p.at(item), f, "%q is not a supported cipher (one of %s)", c, strings.Join(supported, ", "))
+		default:
+			sv.Ciphers = append(sv.Ciphers, c)
+		}
+	}
 }
 
 // duration decodes a non-negative Go duration ("30s", "5m", "0").

@@ -150,10 +150,13 @@ func (s *Server) connectionFailed(nc net.Conn, err error) {
 func (s *Server) serverConfig(ctx ssh.Context) *gossh.ServerConfig {
 	st := stateOf(ctx)
 	maxTries := 0
+	var ciphers []string // nil: x/crypto's defaults
 	if st != nil {
 		maxTries = st.cfg.Server.MaxAuthTries
+		ciphers = st.cfg.Server.Ciphers
 	}
 	return &gossh.ServerConfig{
+		Config:       gossh.Config{Ciphers: ciphers},
 		MaxAuthTries: maxTries, // sshd MaxAuthTries; 0 is x/crypto's default (6)
 		AuthLogCallback: func(conn gossh.ConnMetadata, method string, err error) {
 			s.authLog(st, conn, method, err)

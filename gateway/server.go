@@ -258,7 +258,7 @@ func (s *Server) Serve(l net.Listener) error {
 		go func() {
 			defer s.wg.Done()
 			defer s.recoverConn(nc)
-			s.ssh.HandleConn(nc)
+			s.ssh.HandleConn(quickAck(nc))
 		}()
 	}
 }

@@ -57,8 +57,8 @@ func writeFile(dir, name, value string) error {
 	return nil
 }
 
-// readPids reads a cgroup.procs file.
-func readPids(dir string) ([]int, error) {
+// CgroupProcs lists the processes in cgroup dir (its cgroup.procs file).
+func CgroupProcs(dir string) ([]int, error) {
 	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
 	if err != nil {
 		return nil, err

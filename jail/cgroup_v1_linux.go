@@ -285,7 +285,7 @@ func (h *v1Handle) Destroy() error {
 
 // killPids sends SIGKILL to every process listed in dir's cgroup.procs.
 func killPids(dir string) error {
-	pids, err := readPids(dir)
+	pids, err := CgroupProcs(dir)
 	for _, p := range pids {
 		if p != os.Getpid() { // never the gateway itself
 			unix.Kill(p, unix.SIGKILL)

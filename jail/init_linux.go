@@ -54,6 +54,7 @@ func InitMain() {
 		}
 	}()
 	os.Unsetenv("_JAILGATE_INIT")
+	os.Unsetenv("GOMAXPROCS")
 
 	ctl, err := newCtlConn(os.NewFile(initCtlFd, "control"))
 	if err != nil {
@@ -66,8 +67,13 @@ func InitMain() {
 		os.Exit(1)
 	}
 	cfg := m.Config
+	if serr := dropBoundingSet(cfg); serr != nil {
+		ctl.send(&message{Op: opFailed, Step: serr})
+		os.Exit(1)
+	}
 	// Before setup, so that the threads exist when their /proc entries are
-	// masked (initPrivate).
+	// masked (initPrivate); after dropBoundingSet, which is cheaper with
+	// few threads.
 	prewarmThreads(initThreads)
 	if serr := setup(cfg); serr != nil {
 		ctl.send(&message{Op: opFailed, Step: serr})

@@ -120,10 +120,14 @@ func (s *Server) connCallback(ctx ssh.Context, nc net.Conn) net.Conn {
 		s.mu.Unlock()
 		return nil
 	}
-	if why := s.admit(cfg, gc.src); why != "" {
+	// Time spent waiting for a startup slot counts against the grace.
+	if why := s.admitWait(cfg, gc.src, gc.start.Add(grace)); why != "" {
 		s.mu.Unlock()
 		s.log.Warn("connection refused", "remote", remote, "reason", why)
 		return nil
+	}
+	if waited := time.Since(gc.start); waited > time.Millisecond {
+		grace = max(grace-waited, time.Millisecond)
 	}
 	gc.counted.Store(true)
 	gc.timer = time.AfterFunc(grace, func() {

@@ -13,24 +13,74 @@ import (
 	"github.com/jailgate/jailgate/config"
 )
 
-// admit decides whether a new connection may start (called under s.mu):
-// sshd's MaxStartups and PerSourceMaxStartups for connections that have
-// not authenticated yet, and a cap on all connections. It returns why not.
-func (s *Server) admit(cfg *config.Config, src string) string {
+// tryAdmit decides whether a new connection may start now (called under
+// s.mu): sshd's MaxStartups and PerSourceMaxStartups for connections that
+// have not authenticated yet, a cap on all connections, and the per-source
+// penalty. It returns why not; full says the refusal is only for want of a
+// startup slot, which admitWait waits for.
+func (s *Server) tryAdmit(cfg *config.Config, src string) (why string, full bool) {
 	sv := cfg.Server
 	switch {
 	case s.penalised(src, time.Now()):
-		return "per_source_penalty: repeated authentication failures from " + src
+		return "per_source_penalty: repeated authentication failures from " + src, false
 	case sv.MaxConnections > 0 && len(s.conns) >= sv.MaxConnections:
-		return fmt.Sprintf("max_connections (%d) reached", sv.MaxConnections)
+		return fmt.Sprintf("max_connections (%d) reached", sv.MaxConnections), false
 	case sv.MaxStartups > 0 && s.unauth >= sv.MaxStartups:
-		return fmt.Sprintf("max_startups (%d) unauthenticated connections", sv.MaxStartups)
+		return fmt.Sprintf("max_startups (%d) unauthenticated connections", sv.MaxStartups), true
 	case sv.PerSourceMaxStartups > 0 && s.unauthBySrc[src] >= sv.PerSourceMaxStartups:
-		return fmt.Sprintf("per_source_max_startups (%d) unauthenticated connections from %s", sv.PerSourceMaxStartups, src)
+		return fmt.Sprintf("per_source_max_startups (%d) unauthenticated connections from %s", sv.PerSourceMaxStartups, src), true
 	}
 	s.unauth++
 	s.unauthBySrc[src]++
-	return ""
+	return "", false
+}
+
+// startupQueueFactor times max_startups is how many connections may wait
+// for a startup slot at once; past that they are refused.
+const startupQueueFactor = 10
+
+// admitWait admits a connection from src like admit, except that one
+// refused only because max_startups or per_source_max_startups is reached
+// waits, unread, for a slot until deadline: a burst of logins (a class at
+// 9:00, all behind one NAT) is served in turn instead of being dropped as
+// sshd's MaxStartups drops it, while the handshake work at any moment stays
+// bounded. A waiting connection costs a goroutine and a socket; at most
+// startupQueueFactor × max_startups wait. Called with s.mu held; it is
+// released while waiting and held again on return.
+func (s *Server) admitWait(cfg *config.Config, src string, deadline time.Time) string {
+	why, full := s.tryAdmit(cfg, src)
+	if why == "" || !full {
+		return why
+	}
+	limit := startupQueueFactor * max(cfg.Server.MaxStartups, cfg.Server.PerSourceMaxStartups)
+	if s.waiting >= limit {
+		return fmt.Sprintf("%s, and %d connections already waiting", why, s.waiting)
+	}
+	s.waiting++
+	defer func() { s.waiting-- }()
+	s.log.Info("connection waiting for a startup slot", "src", src, "reason", why, "waiting", s.waiting)
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	for {
+		freed := s.startupFreed
+		s.mu.Unlock()
+		select {
+		case <-freed:
+		case <-t.C:
+			s.mu.Lock()
+			return why + " (waited until login_grace_time)"
+		case <-s.done:
+			s.mu.Lock()
+			return "shutting down"
+		}
+		s.mu.Lock()
+		if s.closing {
+			return "shutting down"
+		}
+		if why, full = s.tryAdmit(cfg, src); why == "" || !full {
+			return why
+		}
+	}
 }
 
 // startupDone takes a connection out of the unauthenticated counts, once:
@@ -44,6 +94,10 @@ func (s *Server) startupDone(c *graceConn) {
 	s.unauth--
 	if s.unauthBySrc[c.src]--; s.unauthBySrc[c.src] <= 0 {
 		delete(s.unauthBySrc, c.src)
+	}
+	if s.waiting > 0 { // wake the waiting connections (admitWait)
+		close(s.startupFreed)
+		s.startupFreed = make(chan struct{})
 	}
 }
 

@@ -62,10 +62,13 @@ type Server struct {
 	conns       map[*graceConn]struct{}
 	unauth      int            // connections not yet authenticated
 	unauthBySrc map[string]int // the same, per source address
-	sessionsOf  map[string]int // live session channels per tenant
-	live        map[*session]struct{}
-	penalties   map[string]time.Time // source address -> end of its penalty
-	wg          sync.WaitGroup       // connection and session handlers
+	waiting     int            // connections waiting for a startup slot (admitWait)
+	// startupFreed is closed (and replaced) when a startup slot frees up.
+	startupFreed chan struct{}
+	sessionsOf   map[string]int // live session channels per tenant
+	live         map[*session]struct{}
+	penalties    map[string]time.Time // source address -> end of its penalty
+	wg           sync.WaitGroup       // connection and session handlers
 }
 
 // New returns a Server for opts; call Serve to accept connections.
@@ -85,15 +88,16 @@ func New(opts Options) (*Server, error) {
 		opts.Provision = func(_ context.Context, u *config.User) (*jail.EnvSpec, error) { return SpecFor(u), nil }
 	}
 	s := &Server{
-		opts:        opts,
-		log:         opts.Logger,
-		done:        make(chan struct{}),
-		listeners:   map[net.Listener]struct{}{},
-		conns:       map[*graceConn]struct{}{},
-		unauthBySrc: map[string]int{},
-		sessionsOf:  map[string]int{},
-		live:        map[*session]struct{}{},
-		penalties:   map[string]time.Time{},
+		opts:         opts,
+		log:          opts.Logger,
+		done:         make(chan struct{}),
+		listeners:    map[net.Listener]struct{}{},
+		conns:        map[*graceConn]struct{}{},
+		unauthBySrc:  map[string]int{},
+		startupFreed: make(chan struct{}),
+		sessionsOf:   map[string]int{},
+		live:         map[*session]struct{}{},
+		penalties:    map[string]time.Time{},
 	}
 	s.cfg.Store(opts.Config)
 	s.handle = s.layers()

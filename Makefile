@@ -53,5 +53,15 @@ fuzz: ## run each fuzz target for 30s
 	$(GO) test -run '^$$' -fuzz FuzzParseKRL -fuzztime 30s ./keys/
 	$(GO) test -run '^$$' -fuzz FuzzPtyModes -fuzztime 30s ./gateway/
 
+# make bench BENCH_FLAGS="-n 12 -k 20 -size 32" for a quick look; -k1000 adds 1000 sessions.
+BENCH_FLAGS ?=
+bench: build ## jailgate vs OpenSSH sshd+ChrootDirectory (as root; bench/results/<date>.json), then the Go micro-benchmarks
+	@test -x /usr/sbin/sshd || { echo "installing openssh-server (its service is never started)"; \
+	  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssh-server; \
+	  rc=$$?; rm -f /usr/sbin/policy-rc.d; exit $$rc; }
+	$(GO) run ./bench $(BENCH_FLAGS)
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./gateway/ ./keys/ ./config/
+
 clean: ## remove build output
 	rm -rf bin

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// target is one of issue 8's bounds on a row: on the ratio
+// jailgate/OpenSSH, or (abs) on jailgate's own value.
+type target struct {
+	op  string // "<=" or ">="
+	val float64
+	abs bool
+}
+
+// String prints the target as the table shows it.
+func (t *target) String() string {
+	if t == nil {
+		return ""
+	}
+	sym := map[string]string{"<=": "≤", ">=": "≥"}[t.op]
+	if t.abs {
+		return fmt.Sprintf("%s %g", sym, t.val)
+	}
+	return fmt.Sprintf("%s %gx", sym, t.val)
+}
+
+// le and ge build ratio targets; absLE and absGE absolute ones.
+func le(v float64) *target    { return &target{op: "<=", val: v} }
+func ge(v float64) *target    { return &target{op: ">=", val: v} }
+func absLE(v float64) *target { return &target{op: "<=", val: v, abs: true} }
+func absGE(v float64) *target { return &target{op: ">=", val: v, abs: true} }
+
+// row is one line of the table.
+type row struct {
+	Metric   string   `json:"metric"`
+	Unit     string   `json:"unit"`
+	Jailgate *float64 `json:"jailgate"`
+	OpenSSH  *float64 `json:"openssh"`
+	Ratio    *float64 `json:"ratio,omitempty"`
+	Target   string   `json:"target,omitempty"`
+	Met      *bool    `json:"met,omitempty"`
+}
+
+// report collects the rows, the setup and the notes of one run.
+type report struct {
+	Date    string            `json:"date"`
+	Started time.Time         `json:"started"`
+	Host    map[string]string `json:"host"`
+	Params  map[string]any    `json:"params"`
+	Methods map[string]string `json:"methods"`
+	Rows    []row             `json:"rows"`
+	Notes   []string          `json:"notes"`
+	o       *options
+}
+
+// newReport starts a report for options o.
+func newReport(o *options) *report {
+	now := time.Now()
+	host, _ := os.Hostname()
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return &report{
+		Date: now.Format("2006-01-02"), Started: now, o: o,
+		Host: map[string]string{"hostname": host, "kernel": strings.TrimSpace(string(kernel)),
+			"cpus": fmt.Sprint(runtime.NumCPU()), "go": runtime.Version()},
+		Params: map[string]any{"logins": o.n, "rounds": o.rounds, "prompts": o.prompts, "size_mib": o.sizeMiB,
+			"tput_rounds": o.tputRounds, "k": o.ks},
+		Methods: map[string]string{
+			"client": "OpenSSH ssh -F none, ed25519 user key, both servers with an ed25519 host key; " +
+				"'chacha20' rows and every latency/prompt/concurrency row pin -o KexAlgorithms=curve25519-sha256 " +
+				"-o Ciphers=chacha20-poly1305@openssh.com; 'defaults' rows pin nothing",
+			"openssh": "private /usr/sbin/sshd -D on 127.0.0.1 with Debian 12's sshd_config defaults (UsePAM yes, " +
+				"MaxStartups 10:30:100), Match User + ChrootDirectory into a root-owned from-host rootfs with /dev/{null,zero,urandom,tty}",
+			"jailgate": "jailgate serve on 127.0.0.1 with the default config, no limits; tenants " + tenantCold +
+				" (linger 0: cold), " + tenantWarm + " (linger 60s: warm), " + tenantSess + " (environment: session)",
+			"interleaving": "each round runs every scenario's share of the samples, servers in alternating order",
+			"cpu": "cgroup v1 cpuacct.usage deltas around each block, divided by the logins (or GiB) in it: sshd is " +
+				"in its own cpuacct group from its start (its children inherit it); jailgate's is its own group plus its " +
+				"tenants' groups jailgate/<tenant>, where it puts the inits (v1 cpuacct counts children and removed child groups). " +
+				"Both include the tenant's command (bash -c true, cat) and exclude the client",
+			"memory": "PSS (/proc/PID/smaps_rollup) with K sessions held minus before: jailgate gateway-only = the serve " +
+				"process's PSS growth / K; per environment = the PSS of its inits (children of serve) / their number; " +
+				"OpenSSH per session = PSS of every sshd process but the listener / K. Tenant processes (sleep) are " +
+				"excluded on both sides. 'cgroup' rows are memory.usage_in_bytes growth / K of the same groups as cpu " +
+				"(they include sleep, page cache and kernel memory)",
+			"env_start": "cold: the gateway log's 'environment start' duration (jail.Supervisor: from asking for a new " +
+				"environment to its init being ready) for " + tenantCold + "; joining: jailgate_environment_wait_seconds " +
+				"histogram growth over the warm blocks, interpolated within its buckets (1, 2, 4, … ms)",
+		},
+	}
+}
+
+// describe records what the setup found.
+func (r *report) describe(tb *testbed) {
+	r.Host["openssh"] = tb.sshdVersion
+	r.Host["jailgate"] = tb.jgVersion
+}
+
+// note adds a line to the notes.
+func (r *report) note(format string, a ...any) {
+	r.Notes = append(r.Notes, fmt.Sprintf(format, a...))
+}
+
+// num turns NaN into a JSON null.
+func num(v float64) *float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return nil
+	}
+	v = math.Round(v*1000) / 1000
+	return &v
+}
+
+// add appends a row; ref (OpenSSH's value) is NaN for jailgate-only rows.
+func (r *report) add(metric, unit string, jg, ref float64, t *target) {
+	rw := row{Metric: metric, Unit: unit, Jailgate: num(jg), OpenSSH: num(ref), Target: t.String()}
+	ratio := math.NaN()
+	if !math.IsNaN(jg) && !math.IsNaN(ref) && ref != 0 {
+		ratio = jg / ref
+		rw.Ratio = num(ratio)
+	}
+	if t != nil {
+		v := ratio
+		if t.abs {
+			v = jg
+		}
+		if !math.IsNaN(v) {
+			met := v <= t.val
+			if t.op == ">=" {
+				met = v >= t.val
+			}
+			rw.Met = &met
+		}
+	}
+	r.Rows = append(r.Rows, rw)
+}
+
+// print writes the table and the notes.
+func (r *report) print(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "metric\tunit\tjailgate\tOpenSSH\tratio\ttarget\t\t")
+	f := func(p *float64) string {
+		if p == nil {
+			return "-"
+		}
+		a := math.Abs(*p)
+		switch {
+		case a >= 100:
+			return fmt.Sprintf("%.0f", *p)
+		case a >= 10:
+			return fmt.Sprintf("%.1f", *p)
+		}
+		return fmt.Sprintf("%.2f", *p)
+	}
+	for _, rw := range r.Rows {
+		ratio := "-"
+		if rw.Ratio != nil {
+			ratio = fmt.Sprintf("%.2fx", *rw.Ratio)
+		}
+		met := ""
+		if rw.Met != nil {
+			met = map[bool]string{true: "ok", false: "MISS"}[*rw.Met]
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", rw.Metric, rw.Unit, f(rw.Jailgate), f(rw.OpenSSH), ratio, rw.Target, met)
+	}
+	tw.Flush()
+	for _, n := range r.Notes {
+		fmt.Fprintln(w, "note:", n)
+	}
+}
+
+// write stores the report as JSON in dir/<date>.json (replacing a file of
+// the same day) and returns its path.
+func (r *report) write(dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, r.Date+".json")
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return "", err
+	}
+	return path, os.Rename(tmp, path)
+}

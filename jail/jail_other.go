@@ -47,3 +47,6 @@ func Features() []Feature { return nil }
 
 // TTYStreams is unavailable outside Linux.
 func TTYStreams(master *os.File) (io.WriteCloser, io.ReadCloser) { return nil, nil }
+
+// SealedInit reports that jails need Linux.
+func SealedInit([]byte) (*os.File, string, error) { return nil, "", errors.ErrUnsupported }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,7 +42,7 @@ var builtDirs []string
 
 // buildStatic builds package pkg (a directory of this module) as a static
 // binary named name, once per test binary through the caller's OnceValues.
-func buildStatic(pkg, name string) (string, error) {
+func buildStatic(pkg, name string, flags ...string) (string, error) {
 	dir, err := os.MkdirTemp("", "jailgate-"+name+"-")
 	if err != nil {
 		return "", err
@@ -49,7 +50,7 @@ func buildStatic(pkg, name string) (string, error) {
 	builtDirs = append(builtDirs, dir)
 	os.Chmod(dir, 0o755)
 	bin := filepath.Join(dir, name)
-	cmd := exec.Command("go", "build", "-o", bin, pkg)
+	cmd := exec.Command("go", append(append([]string{"build"}, flags...), "-o", bin, pkg)...)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
@@ -57,8 +58,35 @@ func buildStatic(pkg, name string) (string, error) {
 	return bin, nil
 }
 
-// buildOnce builds the jailgate binary once per test run.
-var buildOnce = sync.OnceValues(func() (string, error) { return buildStatic(".", "jailgate") })
+// buildOnce builds the jailgate binary once per test run as make build
+// does: the small init first, then jailgate with it embedded.
+var buildOnce = sync.OnceValues(func() (string, error) {
+	initBin, err := buildStatic("./initbin", "jailgate-init")
+	if err != nil {
+		return "", err
+	}
+	if err := copyIfChanged(initBin, filepath.Join("initbin", "jailgate-init")); err != nil {
+		return "", err
+	}
+	return buildStatic(".", "jailgate", "-tags", "embedinit")
+})
+
+// copyIfChanged copies src over dst unless dst already has its content
+// (another test run, or make build, may have put it there).
+func copyIfChanged(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	if old, err := os.ReadFile(dst); err == nil && bytes.Equal(old, b) {
+		return nil
+	}
+	tmp := dst + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o755); err != nil {
+		return err
+	}
+	return os.Rename(tmp, dst)
+}
 
 // binary returns the built jailgate binary.
 func binary(t *testing.T) string {
@@ -284,6 +312,16 @@ func TestE2EGatewayKilled(t *testing.T) {
 			t.Fatalf("alice's sleep never started; log:\n%s", g.log.String())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	// Her init runs from the sealed copy of the small init the binary
+	// embeds (make build, buildOnce), not from the gateway's binary.
+	var exes []string
+	for _, pid := range jailtest.RangeProcs(base, 65536) {
+		exe, _ := os.Readlink("/proc/" + pid + "/exe")
+		exes = append(exes, exe)
+	}
+	if !slices.ContainsFunc(exes, func(e string) bool { return strings.HasPrefix(e, "/memfd:jailgate-init") }) {
+		t.Errorf("no process of alice's runs the embedded init; executables: %q", exes)
 	}
 	// jailgate status reads her cgroup: one environment, her processes.
 	st, err := exec.Command(binary(t), "status", "--config", filepath.Join(g.dir, "jailgate.yaml")).CombinedOutput()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -61,7 +62,17 @@ func cmdServe(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	sup, err := jail.New(jail.Options{Logger: log, BestEffort: cfg.LimitsEnforcement == "best-effort"})
+	initPath := "" // this binary
+	if len(initImage) > 0 {
+		f, path, err := jail.SealedInit(initImage)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		initPath = path
+	}
+	log.Info("environment init", "binary", cmp.Or(initPath, "/proc/self/exe"), "embedded", len(initImage) > 0)
+	sup, err := jail.New(jail.Options{Logger: log, InitPath: initPath, BestEffort: cfg.LimitsEnforcement == "best-effort"})
 	if err != nil {
 		return err
 	}

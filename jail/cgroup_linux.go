@@ -76,15 +76,19 @@ func CgroupProcs(dir string) ([]int, error) {
 func removeCgroup(dir string, kill func() error) error {
 	deadline := time.Now().Add(2 * time.Second)
 	for {
-		if kill != nil {
-			kill()
-		}
+		// Removal first: an environment's cgroup is normally empty by now
+		// (killing its init ended its pid namespace), and kill's freeze
+		// costs the kernel a text patch (the freezer's static key) each
+		// time: 1-2 ms of every cold login's CPU.
 		err := os.Remove(dir)
 		if err == nil || errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("remove cgroup: %w", err)
+		}
+		if kill != nil {
+			kill()
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

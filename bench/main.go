@@ -44,6 +44,7 @@ type options struct {
 	timeout    time.Duration // the whole run
 	user       string        // sshd test user
 	keep       bool          // keep the work dir (debugging)
+	notes      []string      // the operator's notes for the report (-note)
 }
 
 func main() {
@@ -90,6 +91,10 @@ func parseFlags() (*options, error) {
 	flag.DurationVar(&o.timeout, "timeout", 45*time.Minute, "bound on the whole run")
 	flag.StringVar(&o.user, "user", "jgbench", "sshd test `user` (created if missing, removed at the end if created)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work dir at the end (debugging)")
+	flag.Func("note", "a `text` to record in the report's notes (repeatable), e.g. what differs about this run", func(s string) error {
+		o.notes = append(o.notes, s)
+		return nil
+	})
 	flag.Parse()
 	if o.rounds < 3 {
 		return nil, fmt.Errorf("-rounds %d: at least 3", o.rounds)
@@ -138,6 +143,9 @@ func (o *options) want(part string) bool { return o.only == nil || o.only[part] 
 // run sets up both servers, measures, tears everything down and reports.
 func run(ctx context.Context, o *options) (err error) {
 	rep := newReport(o)
+	for _, n := range o.notes {
+		rep.note("%s", n)
+	}
 	tb, err := setup(ctx, o)
 	defer func() {
 		if tb != nil {

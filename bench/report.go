@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -186,7 +187,15 @@ func (r *report) write(dir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// A second run on the same day gets <date>-2.json and so on: runs are
+	// compared, never overwritten.
 	path := filepath.Join(dir, r.Date+".json")
+	for n := 2; ; n++ {
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		path = filepath.Join(dir, fmt.Sprintf("%s-%d.json", r.Date, n))
+	}
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
 		return "", err

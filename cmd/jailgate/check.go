@@ -71,11 +71,11 @@ func cmdCheck(args []string, stdout io.Writer) error {
 		return err
 	}
 	if diff {
-		old, err := config.Load(activeConfig(c.StateDir))
+		old, err := loadActive(c.StateDir)
 		if err != nil {
 			return fmt.Errorf("check --diff: the configuration in force (%s): %w", activeConfig(c.StateDir), err)
 		}
-		lines := diffConfigs(old, c)
+		lines := diffTenants(old, tenantLines(c))
 		if len(lines) == 0 {
 			fmt.Fprintln(stdout, "no change")
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -16,6 +17,12 @@ import (
 // so that `check --diff` can say what a reload would change.
 func activeConfig(stateDir string) string { return filepath.Join(stateDir, "active.yaml") }
 
+// activeTenants is where serve keeps each tenant's effective settings
+// (explainLines) as they were put in force. Re-reading active.yaml alone
+// would re-read its keys_file and revoked_keys files as they are now, so
+// a key added to a keys_file would not show as a change.
+func activeTenants(stateDir string) string { return filepath.Join(stateDir, "active-tenants.json") }
+
 // saveActive records the configuration serve just put in force.
 func saveActive(c *config.Config) error {
 	data, err := os.ReadFile(c.File)
@@ -25,11 +32,50 @@ func saveActive(c *config.Config) error {
 	if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
 		return err
 	}
-	tmp := activeConfig(c.StateDir) + ".tmp"
+	settings, err := json.Marshal(tenantLines(c))
+	if err != nil {
+		return err
+	}
+	if err := writeAtomic(activeTenants(c.StateDir), settings); err != nil {
+		return err
+	}
+	return writeAtomic(activeConfig(c.StateDir), data)
+}
+
+// writeAtomic replaces path with data (0600) through a rename.
+func writeAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, data, 0o600); err != nil {
 		return err
 	}
-	return os.Rename(tmp, activeConfig(c.StateDir))
+	return os.Rename(tmp, path)
+}
+
+// tenantLines is every tenant's explainLines, by name.
+func tenantLines(c *config.Config) map[string][]string {
+	m := make(map[string][]string, len(c.Users))
+	for n, u := range c.Users {
+		m[n] = explainLines(u)
+	}
+	return m
+}
+
+// loadActive returns the settings of each tenant in force for stateDir:
+// as saved by serve, or (state from before active-tenants.json) as
+// active.yaml gives them now.
+func loadActive(stateDir string) (map[string][]string, error) {
+	if b, err := os.ReadFile(activeTenants(stateDir)); err == nil {
+		var m map[string][]string
+		if err := json.Unmarshal(b, &m); err != nil {
+			return nil, fmt.Errorf("%s: %w", activeTenants(stateDir), err)
+		}
+		return m, nil
+	}
+	old, err := config.Load(activeConfig(stateDir))
+	if err != nil {
+		return nil, err
+	}
+	return tenantLines(old), nil
 }
 
 // explainLines lists a tenant's effective settings, defaults and
@@ -131,12 +177,18 @@ func cmdExplain(args []string, stdout io.Writer) error {
 
 // diffConfigs says what a reload from old to c would change.
 func diffConfigs(old, c *config.Config) []string {
+	return diffTenants(tenantLines(old), tenantLines(c))
+}
+
+// diffTenants says what changes from the tenants' settings in old to
+// those in cur (each as explainLines).
+func diffTenants(old, cur map[string][]string) []string {
 	var out []string
 	names := map[string]bool{}
-	for n := range old.Users {
+	for n := range old {
 		names[n] = true
 	}
-	for n := range c.Users {
+	for n := range cur {
 		names[n] = true
 	}
 	sorted := make([]string, 0, len(names))
@@ -145,14 +197,14 @@ func diffConfigs(old, c *config.Config) []string {
 	}
 	sort.Strings(sorted)
 	for _, n := range sorted {
-		o, u := old.Users[n], c.Users[n]
+		a, inOld := old[n]
+		b, inCur := cur[n]
 		switch {
-		case o == nil:
+		case !inOld:
 			out = append(out, "+ tenant "+n)
-		case u == nil:
+		case !inCur:
 			out = append(out, "- tenant "+n+" (her live sessions end unless revoke: keep-sessions)")
 		default:
-			a, b := explainLines(o), explainLines(u)
 			for _, l := range a {
 				if !contains(b, l) {
 					out = append(out, "~ "+n+": - "+l)

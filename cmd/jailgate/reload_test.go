@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	gossh "golang.org/x/crypto/ssh"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/jailgate/jailgate/gateway/gatewaytest"
@@ -77,10 +79,16 @@ func TestE2EReload(t *testing.T) {
 	if _, code := loginAlice2(); code == 0 {
 		t.Error("alice's second key logged in before the reload")
 	}
-	// (check --diff reads keys_file afresh for both sides: it cannot see
-	// alice's new key, only what the YAML itself changes.)
-	if out, err := exec.Command(binary(t), "check", "--config", path, "--diff").CombinedOutput(); err != nil || !strings.Contains(string(out), "+ tenant carol") {
+	// check --diff sees both: the YAML's new tenant, and the key added to
+	// alice's keys_file (serve saved her settings as they were in force).
+	out, err := exec.Command(binary(t), "check", "--config", path, "--diff").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "+ tenant carol") {
 		t.Errorf("check --diff: %v\n%s", err, out)
+	}
+	if pub, _, _, _, perr := gossh.ParseAuthorizedKey(second); perr != nil {
+		t.Fatal(perr)
+	} else if want := "~ alice: + key:          " + gossh.FingerprintSHA256(pub); !strings.Contains(string(out), want) {
+		t.Errorf("check --diff does not show alice's new key (%q):\n%s", want, out)
 	}
 	g.cmd.Process.Signal(unix.SIGHUP)
 	g.waitLog(t, "tenants=3")

@@ -57,6 +57,39 @@ type Config struct {
 	// RevokedKRLs are the binary OpenSSH KRLs among revoked_keys' files:
 	// they also revoke certificates by serial number or key ID.
 	RevokedKRLs []*keys.KRL
+
+	// revokedWire is RevokedKeys by wire encoding (IndexRevoked), so that
+	// a key check is a map lookup however long the list.
+	revokedWire map[string]struct{}
+}
+
+// IndexRevoked indexes RevokedKeys for KeyListedRevoked; Parse calls it,
+// and so may whoever builds a Config by hand.
+func (c *Config) IndexRevoked() {
+	c.revokedWire = make(map[string]struct{}, len(c.RevokedKeys))
+	for _, k := range c.RevokedKeys {
+		c.revokedWire[string(k.Marshal())] = struct{}{}
+	}
+}
+
+// KeyListedRevoked reports whether key is in RevokedKeys (by its wire
+// encoding). The list of a Config built by hand and never indexed is
+// scanned instead.
+func (c *Config) KeyListedRevoked(key gossh.PublicKey) bool {
+	if len(c.RevokedKeys) == 0 {
+		return false
+	}
+	m := string(key.Marshal())
+	if c.revokedWire != nil {
+		_, ok := c.revokedWire[m]
+		return ok
+	}
+	for _, k := range c.RevokedKeys {
+		if string(k.Marshal()) == m {
+			return true
+		}
+	}
+	return false
 }
 
 // Server holds the connection-level limits and timeouts, named after

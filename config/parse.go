@@ -131,6 +131,7 @@ func (p *parser) parse(data []byte) *Config {
 				c.TrustedUserCAKeys = p.keySources(v, key, nil)
 			case "revoked_keys":
 				c.RevokedKeys = p.keySources(v, key, &c.RevokedKRLs)
+				c.IndexRevoked()
 			case "audit_log":
 				c.AuditLog = p.str(v, key)
 			case "metrics_listen":

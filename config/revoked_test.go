@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	gossh "golang.org/x/crypto/ssh"
 )
 
 const aliceKey = `["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl a"]`
@@ -99,6 +101,20 @@ func TestRevokedKeysPlainFile(t *testing.T) {
 	}
 	if len(c.RevokedKeys) != 2 || len(c.RevokedKRLs) != 0 {
 		t.Fatalf("%d revoked keys and %d KRLs, want 2 and 0", len(c.RevokedKeys), len(c.RevokedKRLs))
+	}
+	// The parsed set answers as the list does (mallory's key and alice's
+	// own are in it); another key is not.
+	for _, k := range c.RevokedKeys {
+		if !c.KeyListedRevoked(k) {
+			t.Errorf("%s is listed but not reported revoked", gossh.FingerprintSHA256(k))
+		}
+	}
+	other, _, _, _, err := gossh.ParseAuthorizedKey([]byte("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIdCvJXXz2YJm5e7J2o5dCRwm0JzKcJyFHRwqj2ut3Pi other"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.KeyListedRevoked(other) {
+		t.Error("a key not in the list is reported revoked")
 	}
 	os.WriteFile(list, []byte("# ok\nssh-ed25519 AAAAC3Nza truncated\n"), 0o600)
 	_, err = Parse(name, text)

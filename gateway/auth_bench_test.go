@@ -21,6 +21,7 @@ func BenchmarkKeyAuth(b *testing.B) {
 			for i := range revoked {
 				cfg.RevokedKeys = append(cfg.RevokedKeys, benchPub(-1-i))
 			}
+			cfg.IndexRevoked() // as config.Parse does
 			user := fmt.Sprintf("t%d", tenants/2)
 			offers := map[string]gossh.PublicKey{
 				"hit":  benchPub(2*(tenants/2) + 1),

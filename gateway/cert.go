@@ -23,11 +23,11 @@ const (
 // key (for a certificate: its key or its CA), or revoked by one of the
 // KRLs, which also name certificates by serial number and key ID.
 func revoked(cfg *config.Config, key gossh.PublicKey) bool {
-	if listed(cfg.RevokedKeys, key) {
+	if cfg.KeyListedRevoked(key) {
 		return true
 	}
 	if cert, ok := key.(*gossh.Certificate); ok &&
-		(listed(cfg.RevokedKeys, cert.Key) || listed(cfg.RevokedKeys, cert.SignatureKey)) {
+		(cfg.KeyListedRevoked(cert.Key) || cfg.KeyListedRevoked(cert.SignatureKey)) {
 		return true
 	}
 	for _, k := range cfg.RevokedKRLs {

@@ -1,6 +1,7 @@
 package jail
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -19,7 +20,13 @@ import (
 // a tenant through /proc/1/exe, and replacing the binary on disk during an
 // upgrade does not change what running gateways start.
 func SealedInit(image []byte) (*os.File, string, error) {
-	mfd, err := unix.MemfdCreate("jailgate-init", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	// MFD_EXEC: with vm.memfd_noexec=1 (Linux >= 6.3) a memfd is
+	// otherwise made non-executable; kernels before 6.3 reject the flag.
+	flags := unix.MFD_CLOEXEC | unix.MFD_ALLOW_SEALING
+	mfd, err := unix.MemfdCreate("jailgate-init", flags|unix.MFD_EXEC)
+	if errors.Is(err, unix.EINVAL) {
+		mfd, err = unix.MemfdCreate("jailgate-init", flags)
+	}
 	if err != nil {
 		return nil, "", fmt.Errorf("memfd_create: %w", err)
 	}

@@ -64,14 +64,16 @@ func cmdServe(args []string, stderr io.Writer) error {
 	}
 	initPath := "" // this binary
 	if len(initImage) > 0 {
-		f, path, err := jail.SealedInit(initImage)
-		if err != nil {
-			return err
+		// A host that forbids executable memfds (vm.memfd_noexec=2) gets
+		// the whole binary as init: ~1 MiB more per environment.
+		if f, path, err := jail.SealedInit(initImage); err != nil {
+			log.Warn("embedded init unusable; environments re-execute this binary", "err", err)
+		} else {
+			defer f.Close()
+			initPath = path
 		}
-		defer f.Close()
-		initPath = path
 	}
-	log.Info("environment init", "binary", cmp.Or(initPath, "/proc/self/exe"), "embedded", len(initImage) > 0)
+	log.Info("environment init", "binary", cmp.Or(initPath, "/proc/self/exe"), "embedded", initPath != "")
 	sup, err := jail.New(jail.Options{Logger: log, InitPath: initPath, BestEffort: cfg.LimitsEnforcement == "best-effort"})
 	if err != nil {
 		return err

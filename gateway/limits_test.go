@@ -457,3 +457,40 @@ func TestPerSourcePenaltySlowsDown(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestReloadKeepsLiveSessionSettings: a reload applies to new connections
+// at once, while a live session keeps the settings it started with (here
+// max_session_time, set by the reload to less than the session runs).
+func TestReloadKeepsLiveSessionSettings(t *testing.T) {
+	h, signer := limitLab(t, func(*config.Config, *config.User) {})
+	c, err := gatewaytest.Dial(t, h.Addr, "alice", signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, _ := c.NewSession()
+	defer live.Close()
+	var liveErr bytes.Buffer
+	live.Stderr = &liveErr
+	out, _ := live.StdoutPipe()
+	if err := live.Start("echo started; sleep 1.2; echo done"); err != nil {
+		t.Fatal(err)
+	}
+	gatewaytest.Expect(t, out, "started\n", 5*time.Second)
+
+	next := *h.Server.Config()
+	alice := *next.Users["alice"]
+	alice.MaxSessionTime = 300 * time.Millisecond
+	next.Users = map[string]*config.User{"alice": &alice}
+	h.Server.SetConfig(&next)
+
+	// A new connection gets the new limit...
+	errOut, err := runStderr(t, h, signer, "sleep 5")
+	if !strings.Contains(errOut, "maximum session time (300ms) reached") || err == nil {
+		t.Errorf("a session after the reload: err %v, stderr %q; want it ended at 300ms", err, errOut)
+	}
+	// ...while the live one runs to its end.
+	gatewaytest.Expect(t, out, "done\n", 5*time.Second)
+	if err := live.Wait(); err != nil || liveErr.Len() > 0 {
+		t.Errorf("the live session: %v, stderr %q; want it to finish as started", err, liveErr.String())
+	}
+}

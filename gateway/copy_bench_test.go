@@ -14,8 +14,8 @@ import (
 // counts), optionally with the session recorder, from an in-memory source
 // handing out chunk bytes per read (4 KiB is about what a PTY master
 // returns, 32 KiB is io.Copy's buffer, what a pipe fills) to a sink. No
-// SSH and no process: one op is one chunk. attach builds the chain
-// inline, so it is rebuilt here the same way (keep the two in step).
+// SSH and no process: one op is one chunk. The chain is attach's own
+// (sessionStreams).
 func BenchmarkCopyLoop(b *testing.B) {
 	for _, dir := range []string{"out", "in"} {
 		for _, record := range []bool{false, true} {
@@ -46,18 +46,12 @@ func benchCopy(b *testing.B, out, record bool, chunk int) {
 	act := &activity{}
 	act.touch()
 	var ch sink
-	var w io.Writer
-	var r io.Reader
-	if out { // the process's output to the channel
-		w, r = act.writer(&ch), src
-		if rec != nil {
-			w = io.MultiWriter(w, recOutput{rec})
-		}
-	} else { // the channel to the process's input
-		w, r = &ch, act.reader(src)
-		if rec != nil {
-			r = io.TeeReader(r, recInput{rec})
-		}
+	// attach's own wrapping: out copies the process's output into the
+	// channel, in the channel (here src) into the process's input.
+	toClient, fromClient := sessionStreams(act, &ch, src, rec)
+	w, r := toClient, io.Reader(src)
+	if !out {
+		w, r = &ch, fromClient
 	}
 	b.SetBytes(int64(chunk))
 	b.ReportAllocs()

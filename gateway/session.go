@@ -165,6 +165,20 @@ func (s *Server) run(ctx context.Context, ss *session, sr startRequest, gone <-c
 	ss.attach(proc, ps.TTY, gone)
 }
 
+// sessionStreams wraps a session channel's two directions for the copy
+// loops: both count as activity (idle_timeout), and a recording gets the
+// output, and the input with record_input.
+func sessionStreams(act *activity, out io.Writer, in io.Reader, rec *recorder) (io.Writer, io.Reader) {
+	w, r := act.writer(out), act.reader(in)
+	if rec != nil {
+		w = io.MultiWriter(w, recOutput{rec})
+		if rec.input {
+			r = io.TeeReader(r, recInput{rec})
+		}
+	}
+	return w, r
+}
+
 // attach copies between the channel and proc until proc ended and its
 // output is drained (then the exit is sent), or until the client went away
 // (then proc is killed). Bytes pass unchanged in both directions: no
@@ -193,14 +207,7 @@ func (ss *session) attach(proc jail.Process, tty *jail.TTY, gone <-chan struct{}
 	ss.mu.Lock()
 	rec := ss.rec
 	ss.mu.Unlock()
-	var toClient io.Writer = act.writer(ss.ch)
-	var in io.Reader = act.reader(ss.ch)
-	if rec != nil {
-		toClient = io.MultiWriter(toClient, recOutput{rec})
-		if rec.input {
-			in = io.TeeReader(in, recInput{rec})
-		}
-	}
+	toClient, in := sessionStreams(act, ss.ch, ss.ch, rec)
 	copyOut(toClient, proc.Stdout())
 	if r := proc.Stderr(); r != nil {
 		copyOut(act.writer(ss.ch.Stderr()), r)

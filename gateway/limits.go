@@ -35,17 +35,18 @@ func (s *Server) tryAdmit(cfg *config.Config, src string) (why string, full bool
 	return "", false
 }
 
-// startupQueueFactor times max_startups is how many connections may wait
-// for a startup slot at once; past that they are refused.
+// startupQueueFactor times the larger of max_startups and
+// per_source_max_startups is how many connections may wait for a startup
+// slot at once; past that they are refused.
 const startupQueueFactor = 10
 
-// admitWait admits a connection from src like admit, except that one
+// admitWait admits a connection from src as tryAdmit does, except that one
 // refused only because max_startups or per_source_max_startups is reached
 // waits, unread, for a slot until deadline: a burst of logins (a class at
 // 9:00, all behind one NAT) is served in turn instead of being dropped as
 // sshd's MaxStartups drops it, while the handshake work at any moment stays
 // bounded. A waiting connection costs a goroutine and a socket; at most
-// startupQueueFactor × max_startups wait. Called with s.mu held; it is
+// startupQueueFactor × the larger cap wait. Called with s.mu held; it is
 // released while waiting and held again on return.
 func (s *Server) admitWait(cfg *config.Config, src string, deadline time.Time) string {
 	why, full := s.tryAdmit(cfg, src)

@@ -12,6 +12,7 @@ import (
 
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/jailgate/jailgate/jail"
 	"github.com/jailgate/jailgate/keys"
 )
 
@@ -130,8 +131,8 @@ type User struct {
 	Hostname       string            // hostname inside the environment
 	Environment    string            // EnvTenant, EnvConnection or EnvSession
 	Linger         time.Duration     // how long a tenant environment outlives its last session
-	Network        string            // "none"
-	Limits         Limits            // cgroup limits; zero fields mean unlimited
+	Network        string            // jail.NetworkNone
+	Limits         jail.Limits       // cgroup limits; zero fields mean unlimited
 	UIDBase        uint32            // explicit host id base; 0 means allocate from the pool
 	IDRange        uint32            // number of host ids mapped (default 65536)
 	Caps           []string          // capabilities her root keeps; nil means the jail's default set
@@ -166,15 +167,6 @@ const (
 	SeccompDefault    = "default"    // the jail's deny-list filter
 	SeccompUnconfined = "unconfined" // no filter: trusted tenants only
 )
-
-// Limits are a tenant's resource limits. Zero means unlimited.
-type Limits struct {
-	Memory     int64   // bytes
-	MemorySwap int64   // bytes of swap beyond Memory
-	Pids       int64   // tasks
-	CPU        float64 // CPUs
-	IOWeight   int64   // relative block I/O weight, 1-10000
-}
 
 // Names returns the tenant names in sorted order.
 func (c *Config) Names() []string {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jailgate/jailgate/jail"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden .err files")
@@ -125,7 +127,7 @@ func TestDefaultsWhenAbsent(t *testing.T) {
 	}
 	u := c.Users["alice"]
 	if c.Listen != DefaultListen || c.StateDir != DefaultStateDir || u.Shell != "/bin/bash" || u.Hostname != "alice" ||
-		u.Environment != EnvTenant || u.Network != "none" || u.Limits != (Limits{}) {
+		u.Environment != EnvTenant || u.Network != "none" || u.Limits != (jail.Limits{}) {
 		t.Errorf("defaults not applied: %+v %+v", c, u)
 	}
 	if !slices.Equal(c.Server.Ciphers, DefaultCiphers) {

@@ -292,11 +292,6 @@ func (p *parser) user(u *User, n *yaml.Node, path string, isDefaults bool) {
 	})
 }
 
-// RlimitNames are the rlimits a tenant may set (getrlimit(2), lowercase,
-// without RLIMIT_).
-var RlimitNames = []string{"as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue",
-	"nice", "nofile", "nproc", "rtprio", "rttime", "sigpending", "stack"}
-
 // str returns a scalar's value, reporting anything else.
 func (p *parser) str(n *yaml.Node, field string) string {
 	if n.Kind != yaml.ScalarNode {

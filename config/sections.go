@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jailgate/jailgate/jail"
 	gossh "golang.org/x/crypto/ssh"
 	"gopkg.in/yaml.v3"
 )
@@ -104,7 +105,7 @@ func (p *parser) count(n *int, v *yaml.Node, field string) {
 }
 
 // limits decodes a limits mapping.
-func (p *parser) limits(l *Limits, n *yaml.Node, path string) {
+func (p *parser) limits(l *jail.Limits, n *yaml.Node, path string) {
 	p.mapping(n, path, limitKeys, func(key string, v *yaml.Node) {
 		field := join(path, key)
 		s := p.str(v, field)
@@ -152,7 +153,7 @@ func (p *parser) rlimits(u *User, n *yaml.Node, path string) {
 	for k, v := range u.Rlimits {
 		m[k] = v
 	}
-	p.mapping(n, path, RlimitNames, func(key string, v *yaml.Node) {
+	p.mapping(n, path, jail.RlimitNames, func(key string, v *yaml.Node) {
 		if n, ok := p.uint64(v, join(path, key)); ok {
 			m[key] = n
 		}
@@ -172,7 +173,7 @@ func (p *parser) caps(n *yaml.Node, field string) []string {
 		if !strings.HasPrefix(name, "CAP_") {
 			name = "CAP_" + name
 		}
-		if !contains(CapabilityNames, name) {
+		if !contains(jail.CapabilityNames, name) {
 			p.add(p.at(item), fmt.Sprintf("%s[%d]", field, i), "%q is not a capability (see capabilities(7))", item.Value)
 			continue
 		}

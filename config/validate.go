@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/jailgate/jailgate/jail"
 )
 
 // validate runs every check and records every problem.
@@ -217,7 +219,7 @@ func (u *User) Summary() string {
 		plural = ""
 	}
 	lim := "none"
-	if u.Limits != (Limits{}) {
+	if u.Limits != (jail.Limits{}) {
 		var parts []string
 		if u.Limits.Memory > 0 {
 			parts = append(parts, "memory="+FormatSize(u.Limits.Memory))

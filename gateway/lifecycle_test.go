@@ -185,7 +185,7 @@ func TestProvision(t *testing.T) {
 
 func TestSpecFor(t *testing.T) {
 	u := &config.User{Name: "alice", Rootfs: "/srv/alice", Hostname: "alice-lab", Network: "none",
-		Environment: config.EnvTenant, Linger: time.Minute, Limits: config.Limits{Memory: 1 << 29, Pids: 256, CPU: 1.5}}
+		Environment: config.EnvTenant, Linger: time.Minute, Limits: jail.Limits{Memory: 1 << 29, Pids: 256, CPU: 1.5}}
 	got := gateway.SpecFor(u)
 	want := &jail.EnvSpec{Tenant: "alice", Rootfs: "/srv/alice", Hostname: "alice-lab", Network: "none",
 		Linger: time.Minute, Limits: jail.Limits{Memory: 1 << 29, Pids: 256, CPU: 1.5}}

@@ -2,28 +2,17 @@ package jail
 
 import (
 	"fmt"
-	"sort"
 
 	"golang.org/x/sys/unix"
 )
 
-// rlimitNames maps the config's rlimit names to resources (getrlimit(2)).
+// rlimitNames maps RlimitNames to resources (getrlimit(2)).
 var rlimitNames = map[string]int{
 	"as": unix.RLIMIT_AS, "core": unix.RLIMIT_CORE, "cpu": unix.RLIMIT_CPU,
 	"data": unix.RLIMIT_DATA, "fsize": unix.RLIMIT_FSIZE, "locks": unix.RLIMIT_LOCKS,
 	"memlock": unix.RLIMIT_MEMLOCK, "msgqueue": unix.RLIMIT_MSGQUEUE, "nice": unix.RLIMIT_NICE,
 	"nofile": unix.RLIMIT_NOFILE, "nproc": unix.RLIMIT_NPROC, "rtprio": unix.RLIMIT_RTPRIO,
 	"rttime": unix.RLIMIT_RTTIME, "sigpending": unix.RLIMIT_SIGPENDING, "stack": unix.RLIMIT_STACK,
-}
-
-// RlimitNames lists the rlimit names EnvSpec.Rlimits accepts.
-func RlimitNames() []string {
-	names := make([]string, 0, len(rlimitNames))
-	for n := range rlimitNames {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
 }
 
 // setRlimits applies the tenant's rlimits to the init, before its

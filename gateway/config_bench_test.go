@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"crypto/ed25519"
 	"fmt"
 	"log/slog"
@@ -10,8 +11,10 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/jailgate/jailgate/config"
+	"github.com/jailgate/jailgate/jail"
 	"github.com/jailgate/jailgate/jail/jailtest"
 	"github.com/jailgate/jailgate/keys"
+	"github.com/jailgate/jailgate/provision"
 )
 
 // BenchmarkConfigSnapshot measures how a connection takes its
@@ -26,7 +29,8 @@ func BenchmarkConfigSnapshot(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv, err := New(Options{Config: a, Manager: &jailtest.HostManager{}, HostKey: hostKey, Logger: slog.New(slog.DiscardHandler)})
+	srv, err := New(Options{Config: a, Manager: &jailtest.HostManager{}, HostKey: hostKey, Logger: slog.New(slog.DiscardHandler),
+		Provision: func(_ context.Context, u *config.User) (*jail.EnvSpec, error) { return provision.SpecFor(u), nil }})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/jailgate/jailgate/gateway/gatewaytest"
 	"github.com/jailgate/jailgate/jail"
 	"github.com/jailgate/jailgate/jail/jailtest"
+	"github.com/jailgate/jailgate/provision"
 )
 
 // startWaiting starts `echo ready; cat` in a new session on c and waits
@@ -170,7 +171,7 @@ func TestProvision(t *testing.T) {
 	l := newLab(t, m, config.EnvTenant, func(o *gateway.Options) {
 		o.Provision = func(_ context.Context, u *config.User) (*jail.EnvSpec, error) {
 			calls++
-			spec := gateway.SpecFor(u)
+			spec := provision.SpecFor(u)
 			spec.IDMap = jail.IDMap{UID: 100000, GID: 100000, Size: 65536}
 			return spec, nil
 		}
@@ -180,22 +181,6 @@ func TestProvision(t *testing.T) {
 	}
 	if spec := m.Specs()["tenant/alice"]; spec == nil || spec.IDMap.UID != 100000 || calls != 1 {
 		t.Errorf("spec %+v after %d Provision calls", spec, calls)
-	}
-}
-
-func TestSpecFor(t *testing.T) {
-	u := &config.User{Name: "alice", Rootfs: "/srv/alice", Hostname: "alice-lab", Network: "none",
-		Environment: config.EnvTenant, Linger: time.Minute, Limits: jail.Limits{Memory: 1 << 29, Pids: 256, CPU: 1.5}}
-	got := gateway.SpecFor(u)
-	want := &jail.EnvSpec{Tenant: "alice", Rootfs: "/srv/alice", Hostname: "alice-lab", Network: "none",
-		Linger: time.Minute, Limits: jail.Limits{Memory: 1 << 29, Pids: 256, CPU: 1.5}}
-	if got.Tenant != want.Tenant || got.Rootfs != want.Rootfs || got.Hostname != want.Hostname ||
-		got.Network != want.Network || got.Linger != want.Linger || got.Limits != want.Limits || got.IDMap != (jail.IDMap{}) {
-		t.Errorf("SpecFor = %+v, want %+v", got, want)
-	}
-	u.Environment = config.EnvSession
-	if got := gateway.SpecFor(u); got.Linger != 0 {
-		t.Errorf("session-mode spec lingers %v", got.Linger)
 	}
 }
 
@@ -306,7 +291,7 @@ func TestPanicIsContained(t *testing.T) {
 			if u.Name == "bob" {
 				panic("provisioner bug")
 			}
-			return gateway.SpecFor(u), nil
+			return provision.SpecFor(u), nil
 		}
 	})
 	_, errOut, err := run(t, l.client(t, "bob"), "true")

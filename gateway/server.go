@@ -36,9 +36,9 @@ type Options struct {
 	Manager jail.Manager   // hands out environments; required
 	HostKey gossh.Signer   // the server's host key; required
 	Logger  *slog.Logger   // nil: slog.Default()
-	// Provision turns a tenant into an EnvSpec (id range, prepared rootfs).
-	// nil: SpecFor(u), with a zero IDMap. It is called for every
-	// environment request.
+	// Provision turns a tenant into an EnvSpec (id range, prepared rootfs;
+	// see package provision); required. It is called for every environment
+	// request.
 	Provision func(ctx context.Context, u *config.User) (*jail.EnvSpec, error)
 	// LoginGraceTime bounds the handshake plus authentication of a
 	// connection; 0 means the config's server.login_grace_time.
@@ -80,12 +80,11 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("new gateway: Options.Manager is required")
 	case opts.HostKey == nil:
 		return nil, errors.New("new gateway: Options.HostKey is required")
+	case opts.Provision == nil:
+		return nil, errors.New("new gateway: Options.Provision is required")
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
-	}
-	if opts.Provision == nil {
-		opts.Provision = func(_ context.Context, u *config.User) (*jail.EnvSpec, error) { return SpecFor(u), nil }
 	}
 	s := &Server{
 		opts:         opts,
@@ -120,30 +119,6 @@ func New(opts Options) (*Server, error) {
 		SubsystemHandlers: map[string]ssh.SubsystemHandler{}, // unused: we own "session"
 	}
 	return s, nil
-}
-
-// SpecFor builds the environment spec of tenant u from the configuration
-// alone: tenant name, rootfs, hostname, limits, network and linger. IDMap is
-// left zero for a provisioner to fill in. Linger only applies to tenant
-// environments: a connection or session environment is never joined again.
-func SpecFor(u *config.User) *jail.EnvSpec {
-	spec := &jail.EnvSpec{
-		Tenant:   u.Name,
-		Rootfs:   u.Rootfs,
-		Hostname: u.Hostname,
-		Limits: jail.Limits{Memory: u.Limits.Memory, MemorySwap: u.Limits.MemorySwap, Pids: u.Limits.Pids,
-			CPU: u.Limits.CPU, IOWeight: u.Limits.IOWeight},
-		Rlimits: u.Rlimits,
-		Network: u.Network,
-		Caps:    u.Caps,
-	}
-	if u.Seccomp == config.SeccompUnconfined {
-		spec.Seccomp = jail.SeccompUnconfined
-	}
-	if u.Environment == "" || u.Environment == config.EnvTenant {
-		spec.Linger = u.Linger
-	}
-	return spec
 }
 
 // SetConfig swaps in a new configuration snapshot (a reload). Connections

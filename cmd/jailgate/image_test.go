@@ -44,10 +44,8 @@ func imageLab(t *testing.T, mode string, opts rootfs.LayerOptions) (l *lab, dir,
 		fmt.Fprintf(&users, "  %s:\n    keys: [%q]\n    image: base\n    environment: %s\n", u,
 			strings.TrimSpace(string(gossh.MarshalAuthorizedKey(pub))), mode)
 	}
+	l.layers = layers
 	l.serve(t, dir, fmt.Sprintf("listen: 127.0.0.1:0\nstate_dir: %s\nusers:\n%s", l.stateDir, users.String()))
-	l.prov.mu.Lock()
-	l.prov.layers = layers
-	l.prov.mu.Unlock()
 	return l, dir, image
 }
 
@@ -171,7 +169,7 @@ func testImageLayers(t *testing.T, viaCopy bool) {
 	a2.Close()
 	// Her last environment gone, her layer goes after the grace; Bob's stays.
 	waitFor(t, "alice's layer to be unmounted", 20*time.Second, func() bool { return l.unmounts("alice") == 1 })
-	if !l.prov.layers.Mounted("bob") {
+	if !l.layers.Mounted("bob") {
 		t.Error("bob's layer was unmounted while he is logged in")
 	}
 	if code := run([]string{"tenant", "reset", "--yes", "--config", cfgPath, "alice"}, &out, &errb); code != 0 {
@@ -188,7 +186,7 @@ func testImageLayers(t *testing.T, viaCopy bool) {
 func TestImageLayerGrace(t *testing.T) {
 	const grace = 3 * time.Second
 	l, _, _ := imageLab(t, "tenant", rootfs.LayerOptions{Grace: grace})
-	layers := l.prov.layers
+	layers := l.layers
 	c := l.client(t, "alice")
 	must(t, c, "echo kept > /root/kept")
 	ended := time.Now()
@@ -247,5 +245,5 @@ func TestImageLayerSessionMode(t *testing.T) {
 		t.Errorf("her layer was mounted %d times for concurrent sessions, want 1", n)
 	}
 	s.Close()
-	waitFor(t, "her layer to be unmounted", 20*time.Second, func() bool { return !l.prov.layers.Mounted("alice") })
+	waitFor(t, "her layer to be unmounted", 20*time.Second, func() bool { return !l.layers.Mounted("alice") })
 }

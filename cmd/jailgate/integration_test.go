@@ -23,13 +23,16 @@ import (
 	"github.com/jailgate/jailgate/jail"
 	"github.com/jailgate/jailgate/jail/jailtest"
 	"github.com/jailgate/jailgate/keys"
+	"github.com/jailgate/jailgate/provision"
+	"github.com/jailgate/jailgate/rootfs"
 )
 
 // lab is an in-process gateway with the real jail and two tenants.
 type lab struct {
 	addr     string
 	srv      *gateway.Server
-	prov     *provisioner
+	prov     *provision.Provisioner
+	layers   *rootfs.Layers // image tenants' layers, if the test makes its own; set before serve
 	stateDir string
 	keys     map[string]gossh.Signer
 	rootfs   map[string]string
@@ -75,12 +78,12 @@ func (l *lab) serve(t *testing.T, dir, yaml string) {
 		t.Fatal(err)
 	}
 	hostKey, _ := gatewaytest.NewKey(t)
-	l.prov = &provisioner{stateDir: cfg.StateDir, pool: jail.NewIDPool(cfg.StateDir)}
-	l.srv, err = gateway.New(gateway.Options{Config: cfg, Manager: sup, HostKey: hostKey, Logger: log, Provision: l.prov.provision})
+	l.prov = provision.New(provision.Options{StateDir: cfg.StateDir, Layers: l.layers,
+		Current: func() *config.Config { return l.srv.Config() }})
+	l.srv, err = gateway.New(gateway.Options{Config: cfg, Manager: sup, HostKey: hostKey, Logger: log, Provision: l.prov.Provision})
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.prov.current = l.srv.Config
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -90,6 +93,7 @@ func (l *lab) serve(t *testing.T, dir, yaml string) {
 	t.Cleanup(func() {
 		l.srv.Close()
 		sup.Close()
+		l.prov.Close()
 		if t.Failed() {
 			t.Logf("gateway log:\n%s", l.log.String())
 		}

@@ -61,11 +61,9 @@ func loginToImage(t *testing.T, dir, image string) *gossh.Client {
 	t.Cleanup(func() { layers.Close() }) // after the gateway's cleanup: registered before it
 	signer, pub := gatewaytest.NewKey(t)
 	l.keys["alice"] = signer
+	l.layers = layers
 	l.serve(t, dir, fmt.Sprintf("listen: 127.0.0.1:0\nstate_dir: %s\nusers:\n  alice:\n    keys: [%q]\n    image: %s\n",
 		l.stateDir, strings.TrimSpace(string(gossh.MarshalAuthorizedKey(pub))), image))
-	l.prov.mu.Lock()
-	l.prov.layers = layers
-	l.prov.mu.Unlock()
 	return l.client(t, "alice")
 }
 

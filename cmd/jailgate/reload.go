@@ -12,6 +12,7 @@ import (
 	"github.com/jailgate/jailgate/config"
 	"github.com/jailgate/jailgate/gateway"
 	"github.com/jailgate/jailgate/jail"
+	"github.com/jailgate/jailgate/provision"
 )
 
 // reloader re-reads the configuration, on SIGHUP and for `jailgate
@@ -31,7 +32,7 @@ func (r *reloader) reload() gateway.AdminReply {
 	defer r.mu.Unlock()
 	c, err := config.Load(r.path)
 	if err == nil {
-		err = enforceable(r.sup, c)
+		err = provision.CheckLimits(r.sup, c)
 	}
 	if err != nil {
 		lines := errorLines(err)

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -22,6 +21,7 @@ import (
 	"github.com/jailgate/jailgate/gateway"
 	"github.com/jailgate/jailgate/jail"
 	"github.com/jailgate/jailgate/keys"
+	"github.com/jailgate/jailgate/provision"
 	"github.com/jailgate/jailgate/rootfs"
 )
 
@@ -79,22 +79,22 @@ func cmdServe(args []string, stderr io.Writer) error {
 		return err
 	}
 	defer sup.Close()
-	if err := enforceable(sup, cfg); err != nil {
+	if err := provision.CheckLimits(sup, cfg); err != nil {
 		return err
 	}
-	prov := &provisioner{stateDir: cfg.StateDir, pool: jail.NewIDPool(cfg.StateDir),
-		layers: rootfs.NewLayers(cfg.StateDir, rootfs.LayerOptions{Logger: log})}
-	defer prov.layers.Close()
 	var srv *gateway.Server
+	prov := provision.New(provision.Options{StateDir: cfg.StateDir,
+		Layers:  rootfs.NewLayers(cfg.StateDir, rootfs.LayerOptions{Logger: log}),
+		Current: func() *config.Config { return srv.Config() }})
+	defer prov.Close()
 	metrics := gateway.NewMetrics(func() []string { return srv.Config().Names() },
 		func(t string) (jail.Stats, error) { return jail.TenantStats(t, "") })
 	srv, err = gateway.New(gateway.Options{
-		Config: cfg, Manager: sup, HostKey: signer, Logger: log, Provision: prov.provision, Metrics: metrics,
+		Config: cfg, Manager: sup, HostKey: signer, Logger: log, Provision: prov.Provision, Metrics: metrics,
 	})
 	if err != nil {
 		return err
 	}
-	prov.current = srv.Config
 	rl := &reloader{srv: srv, sup: sup, path: path, log: log}
 	if admin != nil {
 		go gateway.ServeAdmin(admin, rl.admin)
@@ -148,7 +148,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 			log.Info("shutting down", "signal", sig.String(), "grace", srv.Config().Server.ShutdownGrace)
 			drain(srv, sigs, log)
 			sup.Close()
-			if err := prov.layers.Close(); err != nil {
+			if err := prov.Close(); err != nil {
 				log.Warn("unmount tenant layers", "err", err)
 			}
 			log.Info("stopped")
@@ -177,7 +177,7 @@ func opsHandler(m *gateway.Metrics, sup *jail.Supervisor, srv *gateway.Server) h
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := enforceable(sup, srv.Config()); err != nil {
+		if err := provision.CheckLimits(sup, srv.Config()); err != nil {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
@@ -216,78 +216,4 @@ func drain(srv *gateway.Server, sigs <-chan os.Signal, log *slog.Logger) {
 			}
 		}
 	}
-}
-
-// enforceable checks that this host can enforce every tenant's limits, and
-// says precisely what is missing (a controller, with the fix) otherwise.
-func enforceable(sup *jail.Supervisor, c *config.Config) error {
-	if c.LimitsEnforcement == "best-effort" {
-		return nil // the jail enforces what it can and logs the rest
-	}
-	for _, n := range c.Names() {
-		u := c.Users[n]
-		if err := sup.CheckLimits(gateway.SpecFor(u).Limits); err != nil {
-			return fmt.Errorf("%s: users.%s.limits cannot be enforced on this host: %w", c.File, n, err)
-		}
-	}
-	return nil
-}
-
-// provisioner turns a tenant into an environment spec: her stable host id
-// range (explicit uid_base, or allocated and persisted) and her rootfs
-// shifted into it, once, or her layer over her image, mounted for as long
-// as an environment uses it.
-type provisioner struct {
-	stateDir string
-	pool     *jail.IDPool
-	current  func() *config.Config
-	mu       sync.Mutex
-	layers   *rootfs.Layers // guarded by mu; nil: made with the defaults at first use
-}
-
-// provision implements gateway.Options.Provision.
-func (p *provisioner) provision(_ context.Context, u *config.User) (*jail.EnvSpec, error) {
-	spec := gateway.SpecFor(u)
-	size := u.IDRange
-	if size == 0 {
-		size = jail.DefaultSize
-	}
-	base := u.UIDBase
-	if base == 0 {
-		var reserved []jail.Reserved
-		if p.current != nil {
-			for _, o := range p.current().Users {
-				if o.UIDBase != 0 {
-					reserved = append(reserved, jail.Reserved{Tenant: o.Name, Base: o.UIDBase, Size: o.IDRange})
-				}
-			}
-		}
-		var err error
-		if base, err = p.pool.Allocate(u.Name, size, reserved); err != nil {
-			return nil, err
-		}
-	}
-	spec.IDMap = jail.IDMap{UID: base, GID: base, Size: size}
-	p.mu.Lock()
-	if u.Image == "" {
-		defer p.mu.Unlock()
-		if err := rootfs.Prepare(p.stateDir, u.Name, u.Rootfs, base, size); err != nil {
-			return nil, fmt.Errorf("prepare rootfs: %w", err)
-		}
-		return spec, nil
-	}
-	if p.layers == nil {
-		p.layers = rootfs.NewLayers(p.stateDir, rootfs.LayerOptions{})
-	}
-	layers := p.layers
-	p.mu.Unlock()
-	// Her layer is one mount for all her environments (whatever their
-	// mode); the jail calls OnEnd when the environment this spec starts
-	// has ended, or at once if it joins a live one.
-	merged, release, err := layers.Acquire(u.Name, u.Image, base, size)
-	if err != nil {
-		return nil, err
-	}
-	spec.Rootfs, spec.OnEnd = merged, release
-	return spec, nil
 }

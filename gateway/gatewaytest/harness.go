@@ -6,6 +6,7 @@ package gatewaytest
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"io"
@@ -22,6 +23,7 @@ import (
 	"github.com/jailgate/jailgate/gateway"
 	"github.com/jailgate/jailgate/jail"
 	"github.com/jailgate/jailgate/keys"
+	"github.com/jailgate/jailgate/provision"
 )
 
 // Harness is a gateway serving on a loopback port for one test.
@@ -34,8 +36,8 @@ type Harness struct {
 // Start serves cfg with manager m on 127.0.0.1:0 with a fresh ed25519 host
 // key; the log (debug level and up) is captured for Logs. Each configure
 // function may change the options before the server is built (e.g. set
-// LoginGraceTime or Provision). The server is closed when the test ends,
-// and the log is printed if the test failed.
+// LoginGraceTime, or Provision: provision.SpecFor by default). The server
+// is closed when the test ends, and the log is printed if the test failed.
 func Start(t testing.TB, cfg *config.Config, m jail.Manager, configure ...func(*gateway.Options)) *Harness {
 	t.Helper()
 	hostKey, _ := NewKey(t)
@@ -45,6 +47,9 @@ func Start(t testing.TB, cfg *config.Config, m jail.Manager, configure ...func(*
 		Manager: m,
 		HostKey: hostKey,
 		Logger:  slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		// The spec from the config alone, with a zero IDMap: the fake
+		// jail needs no id range or prepared rootfs.
+		Provision: func(_ context.Context, u *config.User) (*jail.EnvSpec, error) { return provision.SpecFor(u), nil },
 	}
 	for _, f := range configure {
 		f(&opts)

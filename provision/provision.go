@@ -1,0 +1,160 @@
+// Package provision turns a tenant of the configuration into the spec of
+// her environment: config.User → her stable host id range (jail.IDPool) →
+// her prepared root filesystem (her rootfs shifted into that range once, or
+// her layer over a shared image, mounted while an environment uses it) →
+// jail.EnvSpec. It is the one place that knows how a setting of the
+// config becomes a property of an environment; the gateway only asks.
+package provision
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/jailgate/jailgate/config"
+	"github.com/jailgate/jailgate/jail"
+	"github.com/jailgate/jailgate/rootfs"
+)
+
+// SpecFor builds the environment spec of tenant u from the configuration
+// alone: tenant name, rootfs, hostname, limits, network and linger. IDMap is
+// left zero for Provision to fill in. Linger only applies to tenant
+// environments: a connection or session environment is never joined again.
+func SpecFor(u *config.User) *jail.EnvSpec {
+	spec := &jail.EnvSpec{
+		Tenant:   u.Name,
+		Rootfs:   u.Rootfs,
+		Hostname: u.Hostname,
+		Limits:   u.Limits,
+		Rlimits:  u.Rlimits,
+		Network:  u.Network,
+		Caps:     u.Caps,
+	}
+	if u.Seccomp == config.SeccompUnconfined {
+		spec.Seccomp = jail.SeccompUnconfined
+	}
+	if u.Environment == "" || u.Environment == config.EnvTenant {
+		spec.Linger = u.Linger
+	}
+	return spec
+}
+
+// Options configure a Provisioner.
+type Options struct {
+	StateDir string // where id ranges, rootfs records and layers persist; required
+	// Layers mounts image tenants' layers; nil: made with the defaults at
+	// first use. The caller closes it.
+	Layers *rootfs.Layers
+	// Current returns the configuration in force, whose explicit uid_base
+	// ranges the pool must not hand out; nil: only u's own.
+	Current func() *config.Config
+}
+
+// Provisioner prepares tenants for their environments. Its methods are
+// safe for concurrent use.
+type Provisioner struct {
+	stateDir string
+	pool     *jail.IDPool
+	current  func() *config.Config
+
+	mu     sync.Mutex // serialises rootfs preparation and guards layers
+	layers *rootfs.Layers
+}
+
+// New returns a Provisioner for opts.
+func New(opts Options) *Provisioner {
+	return &Provisioner{stateDir: opts.StateDir, pool: jail.NewIDPool(opts.StateDir),
+		current: opts.Current, layers: opts.Layers}
+}
+
+// Provision returns the spec of an environment for u: SpecFor(u) with her
+// id range, and her rootfs prepared, or her layer mounted (the spec's
+// OnEnd releases it). It implements gateway.Options.Provision.
+func (p *Provisioner) Provision(_ context.Context, u *config.User) (*jail.EnvSpec, error) {
+	spec := SpecFor(u)
+	ids, err := p.idMap(u)
+	if err != nil {
+		return nil, err
+	}
+	spec.IDMap = ids
+	p.mu.Lock()
+	if u.Image == "" {
+		defer p.mu.Unlock()
+		if err := rootfs.Prepare(p.stateDir, u.Name, u.Rootfs, ids.UID, ids.Size); err != nil {
+			return nil, fmt.Errorf("prepare rootfs: %w", err)
+		}
+		return spec, nil
+	}
+	if p.layers == nil {
+		p.layers = rootfs.NewLayers(p.stateDir, rootfs.LayerOptions{})
+	}
+	layers := p.layers
+	p.mu.Unlock()
+	// Her layer is one mount for all her environments (whatever their
+	// mode); the jail calls OnEnd when the environment this spec starts
+	// has ended, or at once if it joins a live one.
+	merged, release, err := layers.Acquire(u.Name, u.Image, ids.UID, ids.Size)
+	if err != nil {
+		return nil, err
+	}
+	spec.Rootfs, spec.OnEnd = merged, release
+	return spec, nil
+}
+
+// idMap is u's host id range: her explicit uid_base, or the one the pool
+// keeps for her (allocated at her first login, stable from then on).
+func (p *Provisioner) idMap(u *config.User) (jail.IDMap, error) {
+	size := u.IDRange
+	if size == 0 {
+		size = jail.DefaultSize
+	}
+	base := u.UIDBase
+	if base == 0 {
+		var reserved []jail.Reserved
+		if p.current != nil {
+			for _, o := range p.current().Users {
+				if o.UIDBase != 0 {
+					reserved = append(reserved, jail.Reserved{Tenant: o.Name, Base: o.UIDBase, Size: o.IDRange})
+				}
+			}
+		}
+		var err error
+		if base, err = p.pool.Allocate(u.Name, size, reserved); err != nil {
+			return jail.IDMap{}, err
+		}
+	}
+	return jail.IDMap{UID: base, GID: base, Size: size}, nil
+}
+
+// Close unmounts the tenants' layers this Provisioner mounted.
+func (p *Provisioner) Close() error {
+	p.mu.Lock()
+	layers := p.layers
+	p.mu.Unlock()
+	if layers == nil {
+		return nil
+	}
+	return layers.Close()
+}
+
+// LimitChecker says whether this host can enforce limits (a
+// *jail.Supervisor does).
+type LimitChecker interface {
+	CheckLimits(jail.Limits) error
+}
+
+// CheckLimits checks that every tenant's limits in c can be enforced, and
+// names the tenant and what is missing (a controller, with the fix)
+// otherwise. limits_enforcement: best-effort skips the check: the jail
+// enforces what it can and logs the rest.
+func CheckLimits(lc LimitChecker, c *config.Config) error {
+	if c.LimitsEnforcement == "best-effort" {
+		return nil
+	}
+	for _, n := range c.Names() {
+		if err := lc.CheckLimits(SpecFor(c.Users[n]).Limits); err != nil {
+			return fmt.Errorf("%s: users.%s.limits cannot be enforced on this host: %w", c.File, n, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,98 @@
+// Package statedir is the one map of what jailgate keeps on disk: every
+// path under the state directory (state_dir in the config, persistent,
+// 0700 root) and under the runtime directory (/run/jailgate, gone at
+// reboot). Every package builds these paths through a Layout and nowhere
+// else, so two gateways on one host (two state directories) never share a
+// file, and a new kind of state has one obvious place to be named.
+//
+//	state_dir/
+//	  ids.json                  tenant id ranges (jail.IDPool)
+//	  ssh_host_ed25519_key[.pub] the default host key (keys)
+//	  jailgate.sock             the admin socket (jailgate reload)
+//	  active.yaml               the configuration in force (check --diff)
+//	  active-tenants.json       each tenant's effective settings in force
+//	  rootfs/<tenant>.json      the ownership shift of her rootfs: dir (rootfs.Prepare)
+//	  images/<name>/            shared read-only images (rootfs import, from-host --image)
+//	  tenants/<tenant>/         her persistent layer over an image (upper, work)
+//	  recordings/<tenant>/*.cast her recorded terminal sessions
+//	/run/jailgate/layers/<hash of state_dir>/<tenant>/   her layer's mount points
+//
+// It imports no project package, so every layer may use it.
+package statedir
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"path/filepath"
+)
+
+// RuntimeDir is the host's runtime directory of every jailgate: mount
+// points and other state that must not outlive a reboot. It is outside any
+// state directory because a jail reaches what is mounted there as the
+// tenant's unprivileged ids, which need search permission on every
+// directory above it, and a state directory is rightly 0700.
+const RuntimeDir = "/run/jailgate"
+
+// HostKeyName is the default host key's file name in the state directory.
+const HostKeyName = "ssh_host_ed25519_key"
+
+// Layout names the files of one state directory. Tenant and image names
+// are the config's, which validation keeps to one path element.
+type Layout struct {
+	Root string // the state directory, absolute
+}
+
+// New returns the layout of state directory root.
+func New(root string) Layout { return Layout{Root: root} }
+
+// IDs is the tenant id range pool.
+func (l Layout) IDs() string { return filepath.Join(l.Root, "ids.json") }
+
+// HostKey is the default host key.
+func (l Layout) HostKey() string { return filepath.Join(l.Root, HostKeyName) }
+
+// AdminSocket is the running server's admin socket.
+func (l Layout) AdminSocket() string { return filepath.Join(l.Root, "jailgate.sock") }
+
+// ActiveConfig is a copy of the configuration file in force.
+func (l Layout) ActiveConfig() string { return filepath.Join(l.Root, "active.yaml") }
+
+// ActiveTenants holds each tenant's effective settings as they were put in
+// force.
+func (l Layout) ActiveTenants() string { return filepath.Join(l.Root, "active-tenants.json") }
+
+// RootfsRecords holds one record per tenant rootfs whose ownership was shifted.
+func (l Layout) RootfsRecords() string { return filepath.Join(l.Root, "rootfs") }
+
+// RootfsRecord is tenant's rootfs record.
+func (l Layout) RootfsRecord(tenant string) string {
+	return filepath.Join(l.RootfsRecords(), tenant+".json")
+}
+
+// Images holds the shared images.
+func (l Layout) Images() string { return filepath.Join(l.Root, "images") }
+
+// Image is image name's tree.
+func (l Layout) Image(name string) string { return filepath.Join(l.Images(), name) }
+
+// Tenants holds the tenants' persistent layers.
+func (l Layout) Tenants() string { return filepath.Join(l.Root, "tenants") }
+
+// Tenant is tenant's persistent layer directory.
+func (l Layout) Tenant(tenant string) string { return filepath.Join(l.Tenants(), tenant) }
+
+// Recordings holds every tenant's recorded sessions.
+func (l Layout) Recordings() string { return filepath.Join(l.Root, "recordings") }
+
+// TenantRecordings holds tenant's recorded sessions.
+func (l Layout) TenantRecordings(tenant string) string {
+	return filepath.Join(l.Recordings(), tenant)
+}
+
+// LayerMounts holds the mount points of this state directory's tenant
+// layers, under RuntimeDir. The state directory's hash keeps two gateways
+// (or test runs) apart.
+func (l Layout) LayerMounts() string {
+	sum := sha256.Sum256([]byte(l.Root))
+	return filepath.Join(RuntimeDir, "layers", hex.EncodeToString(sum[:6]))
+}

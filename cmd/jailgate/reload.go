@@ -11,6 +11,7 @@ import (
 
 	"github.com/jailgate/jailgate/config"
 	"github.com/jailgate/jailgate/gateway"
+	"github.com/jailgate/jailgate/gateway/admin"
 	"github.com/jailgate/jailgate/jail"
 	"github.com/jailgate/jailgate/provision"
 )
@@ -27,7 +28,7 @@ type reloader struct {
 
 // reload swaps in a new configuration, or logs every problem of a bad one
 // and keeps the old one: nothing is half-applied. The reply says which.
-func (r *reloader) reload() gateway.AdminReply {
+func (r *reloader) reload() admin.Reply {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	c, err := config.Load(r.path)
@@ -44,27 +45,27 @@ func (r *reloader) reload() gateway.AdminReply {
 		// result error); the previous configuration stays in force.
 		r.log.Error("reload rejected", "config", r.path, "errors", len(lines),
 			"changes", "none: the previous configuration stays in force")
-		return gateway.AdminReply{Problems: lines}
+		return admin.Reply{Problems: lines}
 	}
 	old := r.srv.Config()
 	r.srv.SetConfig(c) // logs the reload
 	if err := saveActive(c); err != nil {
 		r.log.Warn("record the configuration in force", "err", err)
 	}
-	return gateway.AdminReply{OK: true, Summary: fmt.Sprintf("%s, %d tenants", c.File, len(c.Users)),
+	return admin.Reply{OK: true, Summary: fmt.Sprintf("%s, %d tenants", c.File, len(c.Users)),
 		Changes: diffConfigs(old, c)}
 }
 
-// admin answers a request on the admin socket: a reload of the file this
+// answer answers a request on the admin socket: a reload of the file this
 // server serves, which must be the one the operator named.
-func (r *reloader) admin(req gateway.AdminRequest) gateway.AdminReply {
+func (r *reloader) answer(req admin.Request) admin.Reply {
 	mine, err := os.Stat(r.path)
 	if err != nil {
-		return gateway.AdminReply{Error: fmt.Sprintf("the configuration this server serves: %v", err)}
+		return admin.Reply{Error: fmt.Sprintf("the configuration this server serves: %v", err)}
 	}
 	if theirs, err := os.Stat(req.Config); err != nil || !os.SameFile(mine, theirs) {
 		served, _ := filepath.Abs(r.path)
-		return gateway.AdminReply{Error: fmt.Sprintf("this server serves %s, not %s: edit that file, or name it with --config", served, req.Config)}
+		return admin.Reply{Error: fmt.Sprintf("this server serves %s, not %s: edit that file, or name it with --config", served, req.Config)}
 	}
 	return r.reload()
 }
@@ -91,7 +92,7 @@ func cmdReload(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	reply, err := gateway.CallAdmin(stateDir, gateway.AdminRequest{Op: "reload", Config: abs})
+	reply, err := admin.Call(stateDir, admin.Request{Op: "reload", Config: abs})
 	if err != nil {
 		return fmt.Errorf("reload: %w", err)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/jailgate/jailgate/config"
 	"github.com/jailgate/jailgate/gateway"
+	"github.com/jailgate/jailgate/gateway/admin"
 	"github.com/jailgate/jailgate/jail"
 	"github.com/jailgate/jailgate/keys"
 	"github.com/jailgate/jailgate/provision"
@@ -39,14 +40,14 @@ func cmdServe(args []string, stderr io.Writer) error {
 	}
 	log := newLogger(cfg, stderr)
 	// First, so that a second server on this state_dir stops here.
-	admin, err := gateway.ListenAdmin(cfg.StateDir)
+	adminL, err := admin.Listen(cfg.StateDir)
 	switch {
-	case errors.Is(err, gateway.ErrServerRunning):
+	case errors.Is(err, admin.ErrServerRunning):
 		return err
 	case err != nil:
 		log.Warn("no admin socket: jailgate reload cannot reach this server, SIGHUP still reloads", "err", err)
 	default:
-		defer admin.Close() // and removes it: a clean shutdown leaves no socket
+		defer adminL.Close() // and removes it: a clean shutdown leaves no socket
 	}
 	var audit *gateway.AuditHandler
 	if cfg.AuditLog != "" {
@@ -96,8 +97,8 @@ func cmdServe(args []string, stderr io.Writer) error {
 		return err
 	}
 	rl := &reloader{srv: srv, sup: sup, path: path, log: log}
-	if admin != nil {
-		go gateway.ServeAdmin(admin, rl.admin)
+	if adminL != nil {
+		go admin.Serve(adminL, rl.answer)
 	}
 	l, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

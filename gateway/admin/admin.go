@@ -1,8 +1,6 @@
-package gateway
-
-// The admin socket lets `jailgate reload` ask the running server to
-// re-read its configuration and hear the outcome, which SIGHUP cannot
-// report. It is a unix socket in the state directory, mode 0600, so only
+// Package admin is the running server's admin socket. It lets `jailgate
+// reload` ask the running server to re-read its configuration and hear the
+// outcome, which SIGHUP cannot report. It is a unix socket in the state directory, mode 0600, so only
 // the server's own user (root) may connect; one request per connection:
 //
 //	client                                   server (jailgate serve)
@@ -11,6 +9,7 @@ package gateway
 //	  │◄── {"ok":true,"summary":…,"changes":[…]}\n
 //	  │ or {"ok":false,"problems":["FILE:LINE: field: message",…]}\n
 //	  │ or {"ok":false,"error":"…"}\n          (not a configuration problem)
+package admin
 
 import (
 	"bufio"
@@ -19,35 +18,33 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/jailgate/jailgate/statedir"
 )
 
-// AdminSocketName is the admin socket's name in the state directory.
-const AdminSocketName = "jailgate.sock"
-
-// ErrNoServer is wrapped by CallAdmin's error when no server listens on
-// the state directory's admin socket.
+// ErrNoServer is wrapped by Call's error when no server listens on the
+// state directory's admin socket.
 var ErrNoServer = errors.New("no jailgate server is running")
 
-// ErrServerRunning is wrapped by ListenAdmin's error when another server
-// already serves the state directory.
+// ErrServerRunning is wrapped by Listen's error when another server already
+// serves the state directory.
 var ErrServerRunning = errors.New("another jailgate server is running")
 
-// adminTimeout bounds one request: a reload revokes sessions and checks
-// every tenant's limits, which is quick but not instant.
-const adminTimeout = time.Minute
+// timeout bounds one request: a reload revokes sessions and checks every
+// tenant's limits, which is quick but not instant.
+const timeout = time.Minute
 
-// AdminRequest is what `jailgate reload` asks of the server.
-type AdminRequest struct {
+// Request is what `jailgate reload` asks of the server.
+type Request struct {
 	Op     string `json:"op"`     // "reload"
 	Config string `json:"config"` // the file the operator means; absolute
 }
 
-// AdminReply is the server's answer.
-type AdminReply struct {
+// Reply is the server's answer.
+type Reply struct {
 	OK       bool     `json:"ok"`
 	Summary  string   `json:"summary,omitempty"`  // what is in force now
 	Changes  []string `json:"changes,omitempty"`  // what the reload changed
@@ -55,15 +52,12 @@ type AdminReply struct {
 	Error    string   `json:"error,omitempty"`    // a refusal that is not about the config
 }
 
-// AdminSocket is the path of the admin socket of the server on stateDir.
-func AdminSocket(stateDir string) string { return filepath.Join(stateDir, AdminSocketName) }
-
-// ListenAdmin listens on stateDir's admin socket, mode 0600, replacing
+// Listen listens on stateDir's admin socket, mode 0600, replacing
 // one left by a server that is gone. It fails with ErrServerRunning while
 // another server answers on it: two servers on one state directory would
 // mount the same tenant layers.
-func ListenAdmin(stateDir string) (net.Listener, error) {
-	path := AdminSocket(stateDir)
+func Listen(stateDir string) (net.Listener, error) {
+	path := statedir.New(stateDir).AdminSocket()
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("admin socket %s: %w for this state_dir", path, ErrServerRunning)
@@ -92,25 +86,25 @@ func ListenAdmin(stateDir string) (net.Listener, error) {
 		os.Remove(tmp)
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}
-	return &adminListener{UnixListener: ul, path: path}, nil
+	return &listener{UnixListener: ul, path: path}, nil
 }
 
-// adminListener removes its socket when closed, as a clean shutdown
+// listener removes its socket when closed, as a clean shutdown
 // should leave no socket behind.
-type adminListener struct {
+type listener struct {
 	*net.UnixListener
 	path string
 }
 
-func (l *adminListener) Close() error {
+func (l *listener) Close() error {
 	err := l.UnixListener.Close()
 	os.Remove(l.path)
 	return err
 }
 
-// ServeAdmin answers requests on l with handle, one connection at a time
+// Serve answers requests on l with handle, one connection at a time
 // (reloads are not meant to overlap), until l is closed.
-func ServeAdmin(l net.Listener, handle func(AdminRequest) AdminReply) error {
+func Serve(l net.Listener, handle func(Request) Reply) error {
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -119,16 +113,16 @@ func ServeAdmin(l net.Listener, handle func(AdminRequest) AdminReply) error {
 			}
 			return err
 		}
-		serveAdminConn(c, handle)
+		serveConn(c, handle)
 	}
 }
 
-func serveAdminConn(c net.Conn, handle func(AdminRequest) AdminReply) {
+func serveConn(c net.Conn, handle func(Request) Reply) {
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(adminTimeout))
-	var req AdminRequest
+	c.SetDeadline(time.Now().Add(timeout))
+	var req Request
 	line, err := bufio.NewReader(c).ReadBytes('\n')
-	var reply AdminReply
+	var reply Reply
 	switch {
 	case err != nil:
 		return
@@ -143,10 +137,10 @@ func serveAdminConn(c net.Conn, handle func(AdminRequest) AdminReply) {
 	c.Write(append(b, '\n'))
 }
 
-// CallAdmin sends req to the server on stateDir and returns its reply, or
+// Call sends req to the server on stateDir and returns its reply, or
 // an error wrapping ErrNoServer when none is running there.
-func CallAdmin(stateDir string, req AdminRequest) (*AdminReply, error) {
-	path := AdminSocket(stateDir)
+func Call(stateDir string, req Request) (*Reply, error) {
+	path := statedir.New(stateDir).AdminSocket()
 	c, err := net.DialTimeout("unix", path, 5*time.Second)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -157,7 +151,7 @@ func CallAdmin(stateDir string, req AdminRequest) (*AdminReply, error) {
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(adminTimeout))
+	c.SetDeadline(time.Now().Add(timeout))
 	b, _ := json.Marshal(req)
 	if _, err := c.Write(append(b, '\n')); err != nil {
 		return nil, fmt.Errorf("admin socket %s: %w", path, err)
@@ -166,7 +160,7 @@ func CallAdmin(stateDir string, req AdminRequest) (*AdminReply, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin socket %s: no reply: %w", path, err)
 	}
-	var reply AdminReply
+	var reply Reply
 	if err := json.Unmarshal(line, &reply); err != nil {
 		return nil, fmt.Errorf("admin socket %s: bad reply: %w", path, err)
 	}

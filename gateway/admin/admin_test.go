@@ -1,4 +1,4 @@
-package gateway
+package admin
 
 import (
 	"errors"
@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/jailgate/jailgate/statedir"
 )
 
 // shortTempDir is a temp dir with a path short enough for a unix socket
@@ -27,46 +29,46 @@ func shortTempDir(t *testing.T) string {
 // no server runs.
 func TestAdminSocket(t *testing.T) {
 	dir := filepath.Join(shortTempDir(t), "state")
-	l, err := ListenAdmin(dir)
+	l, err := Listen(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan AdminRequest, 1)
+	got := make(chan Request, 1)
 	served := make(chan error, 1)
 	go func() {
-		served <- ServeAdmin(l, func(r AdminRequest) AdminReply {
+		served <- Serve(l, func(r Request) Reply {
 			got <- r
-			return AdminReply{OK: true, Summary: "3 tenants", Changes: []string{"+ tenant carol"}}
+			return Reply{OK: true, Summary: "3 tenants", Changes: []string{"+ tenant carol"}}
 		})
 	}()
-	fi, err := os.Stat(AdminSocket(dir))
+	fi, err := os.Stat(statedir.New(dir).AdminSocket())
 	if err != nil || fi.Mode().Perm() != 0o600 || fi.Mode().Type() != os.ModeSocket {
 		t.Fatalf("admin socket: %v %v, want a socket with mode 0600", fi.Mode(), err)
 	}
 
-	reply, err := CallAdmin(dir, AdminRequest{Op: "reload", Config: "/etc/jailgate/jailgate.yaml"})
+	reply, err := Call(dir, Request{Op: "reload", Config: "/etc/jailgate/jailgate.yaml"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if req := <-got; !reply.OK || reply.Summary != "3 tenants" || len(reply.Changes) != 1 || req.Config != "/etc/jailgate/jailgate.yaml" {
 		t.Errorf("reply %+v to request %+v", reply, req)
 	}
-	if reply, err := CallAdmin(dir, AdminRequest{Op: "shutdown"}); err != nil || reply.OK || !strings.Contains(reply.Error, "unknown op") {
+	if reply, err := Call(dir, Request{Op: "shutdown"}); err != nil || reply.OK || !strings.Contains(reply.Error, "unknown op") {
 		t.Errorf("unknown op: %+v %v", reply, err)
 	}
 
-	if _, err := ListenAdmin(dir); !errors.Is(err, ErrServerRunning) {
+	if _, err := Listen(dir); !errors.Is(err, ErrServerRunning) {
 		t.Errorf("a second server on the state dir: %v, want ErrServerRunning", err)
 	}
 
 	l.Close()
 	if err := <-served; err != nil {
-		t.Errorf("ServeAdmin after Close: %v", err)
+		t.Errorf("Serve after Close: %v", err)
 	}
-	if _, err := os.Lstat(AdminSocket(dir)); err == nil {
+	if _, err := os.Lstat(statedir.New(dir).AdminSocket()); err == nil {
 		t.Error("the admin socket outlived its listener")
 	}
-	if _, err := CallAdmin(dir, AdminRequest{Op: "reload"}); !errors.Is(err, ErrNoServer) || !strings.Contains(err.Error(), dir) {
+	if _, err := Call(dir, Request{Op: "reload"}); !errors.Is(err, ErrNoServer) || !strings.Contains(err.Error(), dir) {
 		t.Errorf("no server: %v, want ErrNoServer naming the state dir", err)
 	}
 }
@@ -75,22 +77,22 @@ func TestAdminSocket(t *testing.T) {
 // such, and the next server replaces it.
 func TestAdminSocketStale(t *testing.T) {
 	dir := shortTempDir(t)
-	dead, err := net.Listen("unix", AdminSocket(dir))
+	dead, err := net.Listen("unix", statedir.New(dir).AdminSocket())
 	if err != nil {
 		t.Fatal(err)
 	}
 	dead.(*net.UnixListener).SetUnlinkOnClose(false)
 	dead.Close()
-	if _, err := CallAdmin(dir, AdminRequest{Op: "reload"}); !errors.Is(err, ErrNoServer) || !strings.Contains(err.Error(), "gone") {
+	if _, err := Call(dir, Request{Op: "reload"}); !errors.Is(err, ErrNoServer) || !strings.Contains(err.Error(), "gone") {
 		t.Errorf("stale socket: %v, want ErrNoServer saying the server is gone", err)
 	}
-	l, err := ListenAdmin(dir)
+	l, err := Listen(dir)
 	if err != nil {
 		t.Fatalf("listen over a stale socket: %v", err)
 	}
 	defer l.Close()
-	go ServeAdmin(l, func(AdminRequest) AdminReply { return AdminReply{OK: true} })
-	if reply, err := CallAdmin(dir, AdminRequest{Op: "reload"}); err != nil || !reply.OK {
+	go Serve(l, func(Request) Reply { return Reply{OK: true} })
+	if reply, err := Call(dir, Request{Op: "reload"}); err != nil || !reply.OK {
 		t.Errorf("after replacing the stale socket: %+v %v", reply, err)
 	}
 }

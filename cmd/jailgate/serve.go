@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 
 	"github.com/jailgate/jailgate/config"
@@ -38,92 +39,183 @@ func cmdServe(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg, stderr)
-	// First, so that a second server on this state_dir stops here.
-	adminL, err := admin.Listen(cfg.StateDir)
+	d := &daemon{path: path, cfg: cfg, log: newLogger(cfg, stderr)}
+	defer d.close()
+	for _, step := range []func() error{
+		d.openAdmin,      // first, so that a second server on this state_dir stops here
+		d.openAudit,      // every later step logs to it too
+		d.loadHostKey,    // the gateway's identity
+		d.sealInit,       // the environments' PID 1
+		d.startJail,      // the supervisor of every environment
+		d.checkLimits,    // cgroups can enforce what the tenants are given
+		d.newProvisioner, // tenant -> ids -> rootfs or layer -> EnvSpec
+		d.newGateway,     // the SSH server
+		d.serveAdmin,     // jailgate reload reaches the reloader from here
+		d.listen,         // the SSH port
+		d.serveMetrics,   // metrics_listen, if set
+		d.recordActive,   // what check --diff compares with
+	} {
+		if err := step(); err != nil {
+			return err
+		}
+	}
+	return d.run()
+}
+
+// daemon is what cmdServe has built so far. Each step adds one piece and
+// pushes what undoes it; close undoes them all, newest first.
+type daemon struct {
+	path     string // the configuration file served
+	cfg      *config.Config
+	log      *slog.Logger
+	admin    net.Listener // nil without an admin socket
+	audit    *gateway.AuditHandler
+	signer   gossh.Signer
+	initPath string // the sealed init; "" re-executes this binary
+	sup      *jail.Supervisor
+	prov     *provision.Provisioner
+	metrics  *gateway.Metrics
+	srv      *gateway.Server
+	rl       *reloader
+	ln       net.Listener // the SSH port
+	undo     []func()
+}
+
+// onClose adds f to what close runs.
+func (d *daemon) onClose(f func()) { d.undo = append(d.undo, f) }
+
+// close undoes every step taken, newest first.
+func (d *daemon) close() {
+	for i := len(d.undo) - 1; i >= 0; i-- {
+		d.undo[i]()
+	}
+}
+
+func (d *daemon) openAdmin() error {
+	l, err := admin.Listen(d.cfg.StateDir)
 	switch {
 	case errors.Is(err, admin.ErrServerRunning):
 		return err
 	case err != nil:
-		log.Warn("no admin socket: jailgate reload cannot reach this server, SIGHUP still reloads", "err", err)
+		d.log.Warn("no admin socket: jailgate reload cannot reach this server, SIGHUP still reloads", "err", err)
 	default:
-		defer adminL.Close() // and removes it: a clean shutdown leaves no socket
+		d.admin = l
+		d.onClose(func() { l.Close() }) // and removes it: a clean shutdown leaves no socket
 	}
-	var audit *gateway.AuditHandler
-	if cfg.AuditLog != "" {
-		f, err := openAudit(cfg.AuditLog)
-		if err != nil {
-			return err
-		}
-		defer func() { audit.Reopen(io.Discard).(*os.File).Close() }()
-		audit = gateway.NewAuditHandler(f)
-		log = slog.New(gateway.Tee{A: log.Handler(), B: audit})
-	}
-	signer, err := keys.LoadOrCreateHostKey(cfg.HostKey)
-	if err != nil {
-		return err
-	}
-	initPath := "" // this binary
-	if len(initImage) > 0 {
-		// A host that forbids executable memfds (vm.memfd_noexec=2) gets
-		// the whole binary as init: ~1 MiB more per environment.
-		if f, path, err := jail.SealedInit(initImage); err != nil {
-			log.Warn("embedded init unusable; environments re-execute this binary", "err", err)
-		} else {
-			defer f.Close()
-			initPath = path
-		}
-	}
-	log.Info("environment init", "binary", cmp.Or(initPath, "/proc/self/exe"), "embedded", initPath != "")
-	sup, err := jail.New(jail.Options{Logger: log, InitPath: initPath, BestEffort: cfg.LimitsEnforcement == "best-effort"})
-	if err != nil {
-		return err
-	}
-	defer sup.Close()
-	if err := provision.CheckLimits(sup, cfg); err != nil {
-		return err
-	}
-	var srv *gateway.Server
-	prov := provision.New(provision.Options{StateDir: cfg.StateDir,
-		Layers:  rootfs.NewLayers(cfg.StateDir, rootfs.LayerOptions{Logger: log}),
-		Current: func() *config.Config { return srv.Config() }})
-	defer prov.Close()
-	metrics := gateway.NewMetrics(func() []string { return srv.Config().Names() },
-		func(t string) (jail.Stats, error) { return jail.TenantStats(t, "") })
-	srv, err = gateway.New(gateway.Options{
-		Config: cfg, Manager: sup, HostKey: signer, Logger: log, Provision: prov.Provision, Metrics: metrics,
-	})
-	if err != nil {
-		return err
-	}
-	rl := &reloader{srv: srv, sup: sup, path: path, log: log}
-	if adminL != nil {
-		go admin.Serve(adminL, rl.answer)
-	}
-	l, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return err
-	}
-	if cfg.MetricsListen != "" {
-		ml, err := net.Listen("tcp", cfg.MetricsListen)
-		if err != nil {
-			return fmt.Errorf("metrics_listen: %w", err)
-		}
-		hs := &http.Server{Handler: opsHandler(metrics, sup, srv), ReadHeaderTimeout: 5 * time.Second}
-		go hs.Serve(ml)
-		defer hs.Close()
-	}
-	if err := saveActive(cfg); err != nil {
-		log.Warn("record the configuration in force", "err", err)
-	}
-	log.Info("listening", "addr", l.Addr().String(), "config", path, "tenants", len(cfg.Users),
-		"fingerprint", keys.Fingerprint(signer.PublicKey()))
+	return nil
+}
 
+func (d *daemon) openAudit() error {
+	if d.cfg.AuditLog == "" {
+		return nil
+	}
+	f, err := openAudit(d.cfg.AuditLog)
+	if err != nil {
+		return err
+	}
+	d.audit = gateway.NewAuditHandler(f)
+	d.onClose(func() { d.audit.Reopen(io.Discard).(*os.File).Close() })
+	d.log = slog.New(gateway.Tee{A: d.log.Handler(), B: d.audit})
+	return nil
+}
+
+func (d *daemon) loadHostKey() (err error) {
+	d.signer, err = keys.LoadOrCreateHostKey(d.cfg.HostKey)
+	return err
+}
+
+// sealInit seals the embedded init into a memfd. A host that forbids
+// executable memfds (vm.memfd_noexec=2) gets the whole binary as init:
+// ~1 MiB more per environment.
+func (d *daemon) sealInit() error {
+	if len(initImage) > 0 {
+		if f, path, err := jail.SealedInit(initImage); err != nil {
+			d.log.Warn("embedded init unusable; environments re-execute this binary", "err", err)
+		} else {
+			d.onClose(func() { f.Close() })
+			d.initPath = path
+		}
+	}
+	d.log.Info("environment init", "binary", cmp.Or(d.initPath, "/proc/self/exe"), "embedded", d.initPath != "")
+	return nil
+}
+
+func (d *daemon) startJail() (err error) {
+	d.sup, err = jail.New(jail.Options{Logger: d.log, InitPath: d.initPath, BestEffort: d.cfg.LimitsEnforcement == "best-effort"})
+	if err != nil {
+		return err
+	}
+	d.onClose(func() { d.sup.Close() })
+	return nil
+}
+
+func (d *daemon) checkLimits() error { return provision.CheckLimits(d.sup, d.cfg) }
+
+// newProvisioner reads the tenants from the configuration in force, which
+// the gateway holds from the next step on.
+func (d *daemon) newProvisioner() error {
+	d.prov = provision.New(provision.Options{StateDir: d.cfg.StateDir,
+		Layers:  rootfs.NewLayers(d.cfg.StateDir, rootfs.LayerOptions{Logger: d.log}),
+		Current: func() *config.Config { return d.srv.Config() }})
+	d.onClose(func() { d.prov.Close() })
+	return nil
+}
+
+func (d *daemon) newGateway() (err error) {
+	d.metrics = gateway.NewMetrics(func() []string { return d.srv.Config().Names() },
+		func(t string) (jail.Stats, error) { return jail.TenantStats(t, "") })
+	d.srv, err = gateway.New(gateway.Options{
+		Config: d.cfg, Manager: d.sup, HostKey: d.signer, Logger: d.log, Provision: d.prov.Provision, Metrics: d.metrics,
+	})
+	return err
+}
+
+func (d *daemon) serveAdmin() error {
+	d.rl = &reloader{srv: d.srv, sup: d.sup, path: d.path, log: d.log}
+	if d.admin != nil {
+		go admin.Serve(d.admin, d.rl.answer)
+	}
+	return nil
+}
+
+func (d *daemon) listen() (err error) {
+	d.ln, err = net.Listen("tcp", d.cfg.Listen)
+	return err
+}
+
+func (d *daemon) serveMetrics() error {
+	if d.cfg.MetricsListen == "" {
+		return nil
+	}
+	ml, err := net.Listen("tcp", d.cfg.MetricsListen)
+	if err != nil {
+		return fmt.Errorf("metrics_listen: %w", err)
+	}
+	hs := &http.Server{Handler: opsHandler(d.metrics, d.sup, d.srv), ReadHeaderTimeout: 5 * time.Second}
+	go hs.Serve(ml)
+	d.onClose(func() { hs.Close() })
+	return nil
+}
+
+// recordActive keeps a copy of the configuration put in force; failing
+// to only costs check --diff its baseline.
+func (d *daemon) recordActive() error {
+	if err := saveActive(d.cfg); err != nil {
+		d.log.Warn("record the configuration in force", "err", err)
+	}
+	return nil
+}
+
+// run serves until SIGTERM or SIGINT, which drain the sessions, or until
+// the SSH listener fails.
+func (d *daemon) run() error {
+	d.log.Info("listening", "addr", d.ln.Addr().String(), "config", d.path, "tenants", len(d.cfg.Users),
+		"fingerprint", keys.Fingerprint(d.signer.PublicKey()))
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, unix.SIGHUP, unix.SIGTERM, unix.SIGINT, unix.SIGUSR1)
 	defer signal.Stop(sigs)
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(l) }()
+	go func() { served <- d.srv.Serve(d.ln) }()
 	for {
 		select {
 		case err := <-served:
@@ -134,28 +226,40 @@ func cmdServe(args []string, stderr io.Writer) error {
 		case sig := <-sigs:
 			switch sig {
 			case unix.SIGHUP:
-				rl.reload()
+				d.rl.reload()
 				continue
 			case unix.SIGUSR1: // logrotate moved the audit log
-				if audit != nil {
-					if f, err := openAudit(cfg.AuditLog); err != nil {
-						log.Error("reopen audit log", "err", err)
-					} else {
-						audit.Reopen(f).(*os.File).Close()
-					}
-				}
+				d.reopenAudit()
 				continue
 			}
-			log.Info("shutting down", "signal", sig.String(), "grace", srv.Config().Server.ShutdownGrace)
-			drain(srv, sigs, log)
-			sup.Close()
-			if err := prov.Close(); err != nil {
-				log.Warn("unmount tenant layers", "err", err)
-			}
-			log.Info("stopped")
+			d.shutdown(sig, sigs)
 			return nil
 		}
 	}
+}
+
+// reopenAudit opens the audit log's path again, after logrotate moved it.
+func (d *daemon) reopenAudit() {
+	if d.audit == nil {
+		return
+	}
+	if f, err := openAudit(d.cfg.AuditLog); err != nil {
+		d.log.Error("reopen audit log", "err", err)
+	} else {
+		d.audit.Reopen(f).(*os.File).Close()
+	}
+}
+
+// shutdown drains the sessions, then ends the environments and unmounts
+// the tenant layers before close runs, to log the outcome.
+func (d *daemon) shutdown(sig os.Signal, sigs <-chan os.Signal) {
+	d.log.Info("shutting down", "signal", sig.String(), "grace", d.srv.Config().Server.ShutdownGrace)
+	drain(d.srv, sigs, d.log)
+	d.sup.Close()
+	if err := d.prov.Close(); err != nil {
+		d.log.Warn("unmount tenant layers", "err", err)
+	}
+	d.log.Info("stopped")
 }
 
 // newLogger builds the operational log the config asks for (log.format,

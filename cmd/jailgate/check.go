@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"github.com/jailgate/jailgate/config"
+	"github.com/jailgate/jailgate/statedir"
 )
 
 // configError carries every problem of a configuration, one per line.
@@ -73,7 +74,7 @@ func cmdCheck(args []string, stdout io.Writer) error {
 	if diff {
 		old, err := loadActive(c.StateDir)
 		if err != nil {
-			return fmt.Errorf("check --diff: the configuration in force (%s): %w", activeConfig(c.StateDir), err)
+			return fmt.Errorf("check --diff: the configuration in force (%s): %w", statedir.New(c.StateDir).ActiveConfig(), err)
 		}
 		lines := diffTenants(old, tenantLines(c))
 		if len(lines) == 0 {

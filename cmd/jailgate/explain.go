@@ -5,25 +5,21 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 
 	"github.com/jailgate/jailgate/config"
+	"github.com/jailgate/jailgate/internal/atomicfile"
 	"github.com/jailgate/jailgate/keys"
+	"github.com/jailgate/jailgate/statedir"
 )
 
-// activeConfig is where serve keeps a copy of the configuration in force,
-// so that `check --diff` can say what a reload would change.
-func activeConfig(stateDir string) string { return filepath.Join(stateDir, "active.yaml") }
-
-// activeTenants is where serve keeps each tenant's effective settings
-// (explainLines) as they were put in force. Re-reading active.yaml alone
-// would re-read its keys_file and revoked_keys files as they are now, so
-// a key added to a keys_file would not show as a change.
-func activeTenants(stateDir string) string { return filepath.Join(stateDir, "active-tenants.json") }
-
-// saveActive records the configuration serve just put in force.
+// saveActive records the configuration serve just put in force, so that
+// `check --diff` can say what a reload would change: a copy of the file
+// (statedir's ActiveConfig), and each tenant's effective settings
+// (explainLines, in ActiveTenants). Re-reading the copy alone would
+// re-read its keys_file and revoked_keys files as they are now, so a key
+// added to a keys_file would not show as a change.
 func saveActive(c *config.Config) error {
 	data, err := os.ReadFile(c.File)
 	if err != nil {
@@ -36,19 +32,11 @@ func saveActive(c *config.Config) error {
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(activeTenants(c.StateDir), settings); err != nil {
+	active := statedir.New(c.StateDir)
+	if err := atomicfile.WriteFile(active.ActiveTenants(), settings, 0o600); err != nil {
 		return err
 	}
-	return writeAtomic(activeConfig(c.StateDir), data)
-}
-
-// writeAtomic replaces path with data (0600) through a rename.
-func writeAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.WriteFile(active.ActiveConfig(), data, 0o600)
 }
 
 // tenantLines is every tenant's explainLines, by name.
@@ -64,14 +52,15 @@ func tenantLines(c *config.Config) map[string][]string {
 // as saved by serve, or (state from before active-tenants.json) as
 // active.yaml gives them now.
 func loadActive(stateDir string) (map[string][]string, error) {
-	if b, err := os.ReadFile(activeTenants(stateDir)); err == nil {
+	active := statedir.New(stateDir)
+	if b, err := os.ReadFile(active.ActiveTenants()); err == nil {
 		var m map[string][]string
 		if err := json.Unmarshal(b, &m); err != nil {
-			return nil, fmt.Errorf("%s: %w", activeTenants(stateDir), err)
+			return nil, fmt.Errorf("%s: %w", active.ActiveTenants(), err)
 		}
 		return m, nil
 	}
-	old, err := config.Load(activeConfig(stateDir))
+	old, err := config.Load(active.ActiveConfig())
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/jailgate/jailgate/statedir"
 )
 
 // cmdRecordings lists the session recordings under state_dir/recordings.
@@ -28,7 +30,7 @@ func cmdRecordings(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	root := filepath.Join(c.StateDir, "recordings", *tenant)
+	root := statedir.New(c.StateDir).TenantRecordings(*tenant) // every tenant's without --tenant
 	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if p == root {

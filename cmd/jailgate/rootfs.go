@@ -18,6 +18,7 @@ import (
 
 	"github.com/jailgate/jailgate/config"
 	"github.com/jailgate/jailgate/rootfs"
+	"github.com/jailgate/jailgate/statedir"
 )
 
 const rootfsUsage = "rootfs: want a subcommand: from-host, debootstrap, import, list, rm"
@@ -128,7 +129,7 @@ func imageDir(stateDir, name string) (string, error) {
 	if !imageName.MatchString(name) || strings.Contains(name, ".building") || strings.HasSuffix(name, ".old") {
 		return "", &usageError{fmt.Sprintf("%q is not an image name (want %s, without .building and not ending in .old)", name, imageName)}
 	}
-	return rootfs.ImageDir(stateDir, name), nil
+	return statedir.New(stateDir).Image(name), nil
 }
 
 // imageFlags parses --config (and the caller's extra flags) and returns
@@ -310,7 +311,7 @@ func cmdImages(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	dir := filepath.Dir(rootfs.ImageDir(stateDir, "x"))
+	dir := statedir.New(stateDir).Images()
 	ents, _ := os.ReadDir(dir)
 	for _, e := range ents {
 		if !e.IsDir() || strings.Contains(e.Name(), ".building") {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jailgate/jailgate/config"
 	"github.com/jailgate/jailgate/rootfs"
+	"github.com/jailgate/jailgate/statedir"
 )
 
 // cmdTenant handles `jailgate tenant reset|du`.
@@ -31,11 +32,13 @@ func cmdTenant(args []string, stdin io.Reader, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	layers := filepath.Join(stateDir, "tenants")
+	layout := statedir.New(stateDir)
+	layers := layout.Tenants()
 	if args[0] == "du" {
 		ents, _ := os.ReadDir(layers)
 		for _, e := range ents {
-			fmt.Fprintf(stdout, "%s\t%s\n", e.Name(), config.FormatSize(treeSize(filepath.Join(layers, e.Name(), "upper"))))
+			upper := filepath.Join(layout.Tenant(e.Name()), "upper") // her changes to the image
+			fmt.Fprintf(stdout, "%s\t%s\n", e.Name(), config.FormatSize(treeSize(upper)))
 		}
 		return nil
 	}
@@ -43,7 +46,7 @@ func cmdTenant(args []string, stdin io.Reader, stdout io.Writer) error {
 		return &usageError{"tenant reset: want TENANT"}
 	}
 	name := fset.Arg(0)
-	dir := filepath.Join(layers, name)
+	dir := layout.Tenant(name)
 	if _, err := os.Stat(dir); err != nil {
 		return fmt.Errorf("tenant reset %s: she has no layer under %s", name, layers)
 	}

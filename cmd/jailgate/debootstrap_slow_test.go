@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jailgate/jailgate/statedir"
 )
 
 // TestDebootstrapImage builds a Debian image with `jailgate rootfs
@@ -30,7 +32,7 @@ func TestDebootstrapImage(t *testing.T) {
 			t.Errorf("no %q in the output:\n%s", want, log)
 		}
 	}
-	image := filepath.Join(dir, "state", "images", "deb")
+	image := statedir.New(filepath.Join(dir, "state")).Image("deb")
 	if ents, _ := os.ReadDir(filepath.Dir(image)); len(ents) != 1 {
 		t.Errorf("images/ holds %v, want only deb (nothing half-built or temporary)", ents)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/jailgate/jailgate/gateway/gatewaytest"
 	"github.com/jailgate/jailgate/jail"
 	"github.com/jailgate/jailgate/jail/jailtest"
+	"github.com/jailgate/jailgate/statedir"
 )
 
 func TestMain(m *testing.M) {
@@ -263,7 +264,7 @@ func (g *e2eGateway) openssh(t *testing.T, tool, stdin string, args ...string) (
 // idBase reads a tenant's allocated host id base from the state dir.
 func (g *e2eGateway) idBase(t *testing.T, tenant string) uint32 {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(g.stateDir, "ids.json"))
+	b, err := os.ReadFile(statedir.New(g.stateDir).IDs())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +303,7 @@ func TestE2EGatewayKilled(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	var base uint32
 	for {
-		if _, err := os.Stat(filepath.Join(g.stateDir, "ids.json")); err == nil {
+		if _, err := os.Stat(statedir.New(g.stateDir).IDs()); err == nil {
 			base = g.idBase(t, "alice")
 			if len(jailtest.RangeProcs(base, 65536)) >= 2 {
 				break

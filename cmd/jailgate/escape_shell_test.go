@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jailgate/jailgate/gateway/gatewaytest"
+	"github.com/jailgate/jailgate/statedir"
 )
 
 // openExtra switches the configurable protections off for a tenant:
@@ -181,7 +182,7 @@ func TestEscapeShell(t *testing.T) {
 	})
 	// Guarded by pivot_root (structural): host paths do not exist inside.
 	t.Run("host key and state dir", func(t *testing.T) {
-		key := filepath.Join(def.stateDir, "ssh_host_ed25519_key")
+		key := statedir.New(def.stateDir).HostKey()
 		os.MkdirAll(def.stateDir, 0o700)
 		os.WriteFile(key, []byte("secret"), 0o600)
 		if out, ok := attempt(t, def, "cat "+key+"; ls "+def.stateDir); ok || strings.Contains(out, "secret") {

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/jailgate/jailgate/jail/jailtest"
+	"github.com/jailgate/jailgate/statedir"
 )
 
 // TestE2EImageProvisioning drives issue 5's operator story through the
@@ -45,7 +46,7 @@ func TestE2EImageProvisioning(t *testing.T) {
 	if _, _, code := cli(t, "rootfs", "import", "--config", path, "junk", junk); code == 0 {
 		t.Error("rootfs import of a corrupt tarball succeeded")
 	}
-	ents, _ := os.ReadDir(filepath.Join(g.stateDir, "images"))
+	ents, _ := os.ReadDir(statedir.New(g.stateDir).Images())
 	if len(ents) != 1 || ents[0].Name() != "base" {
 		t.Errorf("images/ holds %v, want only base (nothing of the failed import)", ents)
 	}
@@ -60,7 +61,7 @@ func TestE2EImageProvisioning(t *testing.T) {
 	if out, errOut, code := g.ssh(t, "alice", "", "echo kept > /root/kept; stat -c %u /root/kept; hostname"); code != 0 || out != "0\nalice-lab\n" {
 		t.Fatalf("alice on the image: %q %q %d", out, errOut, code)
 	}
-	ids, err := os.ReadFile(filepath.Join(g.stateDir, "ids.json"))
+	ids, err := os.ReadFile(statedir.New(g.stateDir).IDs())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +75,7 @@ func TestE2EImageProvisioning(t *testing.T) {
 	if out, errOut, code := cli(t, "reload", "--config", path); code != 0 || !strings.Contains(out, "+ tenant dave") {
 		t.Fatalf("reload adding dave: exit %d %q %q", code, out, errOut)
 	}
-	daveLayer := filepath.Join(g.stateDir, "tenants", "dave")
+	daveLayer := statedir.New(g.stateDir).Tenant("dave")
 	if _, err := os.Stat(daveLayer); err == nil {
 		t.Error("dave has a layer before his first login")
 	}
@@ -105,7 +106,7 @@ func TestE2EImageProvisioning(t *testing.T) {
 	if out, errOut, code := g.ssh(t, "alice", "", "cat /root/kept; stat -c %u /root/kept"); code != 0 || out != "kept\n0\n" {
 		t.Errorf("alice after a restart: %q %q %d", out, errOut, code)
 	}
-	if again, _ := os.ReadFile(filepath.Join(g.stateDir, "ids.json")); !bytes.HasPrefix(again, ids[:len(ids)-len("\n}\n")]) {
+	if again, _ := os.ReadFile(statedir.New(g.stateDir).IDs()); !bytes.HasPrefix(again, ids[:len(ids)-len("\n}\n")]) {
 		t.Errorf("the id ranges changed across the restart and reload:\n%s\nthen\n%s", ids, again)
 	}
 
@@ -117,7 +118,7 @@ func TestE2EImageProvisioning(t *testing.T) {
 	if _, _, code := g.ssh(t, "alice", "", "true"); code == 0 {
 		t.Error("alice logged in after her removal")
 	}
-	if b, err := os.ReadFile(filepath.Join(g.stateDir, "tenants", "alice", "upper", "root", "kept")); err != nil || string(b) != "kept\n" {
+	if b, err := os.ReadFile(filepath.Join(statedir.New(g.stateDir).Tenant("alice"), "upper", "root", "kept")); err != nil || string(b) != "kept\n" {
 		t.Errorf("alice's file after her removal: %q %v", b, err)
 	}
 	if _, errOut, code := cli(t, "rootfs", "rm", "--config", path, "base"); code == 0 || !strings.Contains(errOut, "tenant dave uses it") {

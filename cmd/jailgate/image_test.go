@@ -17,6 +17,7 @@ import (
 	"github.com/jailgate/jailgate/gateway/gatewaytest"
 	"github.com/jailgate/jailgate/jail/jailtest"
 	"github.com/jailgate/jailgate/rootfs"
+	"github.com/jailgate/jailgate/statedir"
 )
 
 // imageLab serves alice and bob, both on the image "base" (built from the
@@ -29,7 +30,7 @@ func imageLab(t *testing.T, mode string, opts rootfs.LayerOptions) (l *lab, dir,
 	dir = jailtest.SearchableTempDir(t)
 	l = &lab{stateDir: filepath.Join(dir, "state"), keys: map[string]gossh.Signer{},
 		rootfs: map[string]string{}, log: &syncBuffer{}}
-	image = rootfs.ImageDir(l.stateDir, "base")
+	image = statedir.New(l.stateDir).Image("base")
 	if err := rootfs.FromHost(image, rootfs.FromHostOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +127,7 @@ func testImageLayers(t *testing.T, viaCopy bool) {
 	if _, err := os.Stat(filepath.Join(image, "root/alice.txt")); err == nil {
 		t.Error("alice's file landed in the shared image")
 	}
-	upper := filepath.Join(l.stateDir, "tenants", "alice", "upper", "root", "alice.txt")
+	upper := filepath.Join(statedir.New(l.stateDir).Tenant("alice"), "upper", "root", "alice.txt")
 	fi, err := os.Stat(upper)
 	if err != nil {
 		t.Fatalf("alice's file is not in her upper dir: %v", err)
@@ -138,7 +139,7 @@ func testImageLayers(t *testing.T, viaCopy bool) {
 	if out := must(t, b, "stat -c %u /usr/bin/ls"); out != "0\n" {
 		t.Errorf("image files inside bob's jail are owned by %q, want 0", out)
 	}
-	copies, _ := filepath.Glob(filepath.Join(l.stateDir, "tenants", "bob", "lower-*", "usr", "bin", "ls"))
+	copies, _ := filepath.Glob(filepath.Join(statedir.New(l.stateDir).Tenant("bob"), "lower-*", "usr", "bin", "ls"))
 	if viaCopy {
 		if len(copies) != 1 {
 			t.Fatalf("bob's shifted copy of the image: found %v", copies)
@@ -175,7 +176,7 @@ func testImageLayers(t *testing.T, viaCopy bool) {
 	if code := run([]string{"tenant", "reset", "--yes", "--config", cfgPath, "alice"}, &out, &errb); code != 0 {
 		t.Fatalf("tenant reset: %s", errb.String())
 	}
-	if _, err := os.Stat(filepath.Join(l.stateDir, "tenants", "alice")); err == nil {
+	if _, err := os.Stat(statedir.New(l.stateDir).Tenant("alice")); err == nil {
 		t.Error("alice's layer is still there after reset")
 	}
 }

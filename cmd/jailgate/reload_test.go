@@ -18,6 +18,7 @@ import (
 
 	"github.com/jailgate/jailgate/gateway/gatewaytest"
 	"github.com/jailgate/jailgate/jail/jailtest"
+	"github.com/jailgate/jailgate/statedir"
 )
 
 // waitLog waits until the gateway's log contains want.
@@ -151,7 +152,7 @@ func TestE2EReload(t *testing.T) {
 func TestReloadCommand(t *testing.T) {
 	g := startServe(t)
 	path, added := g.configWithCarol(t)
-	sock := filepath.Join(g.stateDir, "jailgate.sock")
+	sock := statedir.New(g.stateDir).AdminSocket()
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("admin socket %s: %v %v, want mode 0600", sock, fi, err)
 	}

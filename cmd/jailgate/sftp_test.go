@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/jailgate/jailgate/statedir"
 )
 
 // TestE2ESFTP drives the jail's own SFTP server with OpenSSH's scp (SFTP
@@ -148,7 +150,7 @@ func TestE2ESFTP(t *testing.T) {
 	t.Run("nothing outside her tree by path", func(t *testing.T) {
 		// The gateway's state dir (its host key) exists on the host but not
 		// in her jail: ../.. cannot climb out of her root.
-		key := filepath.Join(g.stateDir, "ssh_host_ed25519_key")
+		key := statedir.New(g.stateDir).HostKey()
 		if _, err := os.Stat(key); err != nil {
 			t.Fatal(err)
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jailgate/jailgate/rootfs"
+	"github.com/jailgate/jailgate/statedir"
 )
 
 // TestTenantResetWhileLive: `jailgate tenant reset` is refused, saying
@@ -39,7 +40,7 @@ func TestTenantResetWhileLive(t *testing.T) {
 	if out, _, code := cliIn(t, "", "tenant", "reset", "--yes", "--config", cfg, "alice"); code != 0 || !strings.Contains(out, "discarded alice's layer") {
 		t.Fatalf("reset after her session ended: exit %d, %q", code, out)
 	}
-	if _, err := os.Stat(filepath.Join(l.stateDir, "tenants", "alice")); err == nil {
+	if _, err := os.Stat(statedir.New(l.stateDir).Tenant("alice")); err == nil {
 		t.Error("her layer is still on disk after the reset")
 	}
 	if got := must(t, c, "cat /root/mine.txt 2>&1 || echo gone"); !strings.Contains(got, "gone") {

@@ -91,6 +91,8 @@ func (d *daemon) close() {
 	}
 }
 
+// openAdmin listens on the admin socket. Without one the server still
+// runs, reloading on SIGHUP only; another server on the state_dir stops it.
 func (d *daemon) openAdmin() error {
 	l, err := admin.Listen(d.cfg.StateDir)
 	switch {
@@ -105,6 +107,7 @@ func (d *daemon) openAdmin() error {
 	return nil
 }
 
+// openAudit opens audit_log, if set, and tees the log into it.
 func (d *daemon) openAudit() error {
 	if d.cfg.AuditLog == "" {
 		return nil
@@ -119,6 +122,7 @@ func (d *daemon) openAudit() error {
 	return nil
 }
 
+// loadHostKey loads the host key, created on the first start.
 func (d *daemon) loadHostKey() (err error) {
 	d.signer, err = keys.LoadOrCreateHostKey(d.cfg.HostKey)
 	return err
@@ -140,6 +144,7 @@ func (d *daemon) sealInit() error {
 	return nil
 }
 
+// startJail starts the supervisor of the environments.
 func (d *daemon) startJail() (err error) {
 	d.sup, err = jail.New(jail.Options{Logger: d.log, InitPath: d.initPath, BestEffort: d.cfg.LimitsEnforcement == "best-effort"})
 	if err != nil {
@@ -149,6 +154,7 @@ func (d *daemon) startJail() (err error) {
 	return nil
 }
 
+// checkLimits fails when the host cannot enforce the tenants' limits.
 func (d *daemon) checkLimits() error { return provision.CheckLimits(d.sup, d.cfg) }
 
 // newProvisioner reads the tenants from the configuration in force, which
@@ -161,6 +167,7 @@ func (d *daemon) newProvisioner() error {
 	return nil
 }
 
+// newGateway builds the SSH server and its metrics.
 func (d *daemon) newGateway() (err error) {
 	d.metrics = gateway.NewMetrics(func() []string { return d.srv.Config().Names() },
 		func(t string) (jail.Stats, error) { return jail.TenantStats(t, "") })
@@ -170,6 +177,7 @@ func (d *daemon) newGateway() (err error) {
 	return err
 }
 
+// serveAdmin answers the admin socket with the reloader SIGHUP uses too.
 func (d *daemon) serveAdmin() error {
 	d.rl = &reloader{srv: d.srv, sup: d.sup, path: d.path, log: d.log}
 	if d.admin != nil {
@@ -178,11 +186,14 @@ func (d *daemon) serveAdmin() error {
 	return nil
 }
 
+// listen opens the SSH port.
 func (d *daemon) listen() (err error) {
 	d.ln, err = net.Listen("tcp", d.cfg.Listen)
 	return err
 }
 
+// serveMetrics serves /metrics, /healthz and /readyz on metrics_listen,
+// if set.
 func (d *daemon) serveMetrics() error {
 	if d.cfg.MetricsListen == "" {
 		return nil

@@ -308,11 +308,11 @@ func authorize(cfg *config.Config, user string, key gossh.PublicKey) (*config.Us
 	return u, ""
 }
 
-// authorizeSession re-derives the tenant of a session channel: the user is
-// the one the connection authenticated as (ServerConn.User, not
-// gliderlabs' ctx.User()), the key is gliderlabs' ContextKeyPublicKey,
-// which must be the key the client proved it holds and must be listed for
-// that user in the connection's snapshot. This is the session-time check
+// authorizeSession re-derives the tenant of a channel: the user is the one
+// the connection authenticated as (ServerConn.User, not gliderlabs'
+// ctx.User()), the key is gliderlabs' ContextKeyPublicKey, which must be
+// the key the client proved it holds and must be listed for that user in
+// snapshot cfg (authorizeChannel says which). This is the session-time check
 // CVE-2024-45337 asks for (gliderlabs #242, #243; Soft Serve does the same).
 func authorizeSession(cfg *config.Config, conn gossh.ConnMetadata, ctxKey gossh.PublicKey, perms *gossh.Permissions) (*config.User, keys.Options, string) {
 	if ctxKey == nil {

@@ -20,9 +20,9 @@ func (ss *session) agentRefusal() string {
 	switch {
 	case ss.started:
 		return "auth-agent-req after the command started"
-	case !ss.tenant.Forwarding.Agent:
+	case !ss.auth.tenant.Forwarding.Agent:
 		return "forwarding.agent is off"
-	case ss.keyOpts.NoAgentForwarding:
+	case ss.auth.opts.NoAgentForwarding:
 		return "the key's line says no-agent-forwarding (or restrict), or the certificate lacks permit-agent-forwarding"
 	}
 	return ""
@@ -45,10 +45,10 @@ func (s *Server) startAgent(ctx context.Context, ss *session, env jail.Env) (str
 	path := "/tmp/jailgate-agent-" + randHex(8) + "/agent.sock"
 	l, err := env.Listen(ctx, "unix", path)
 	if err != nil {
-		s.log.Warn("agent forwarding not started; the session goes on", "tenant", ss.tenant.Name, "session", ss.id, "err", err)
+		s.log.Warn("agent forwarding not started; the session goes on", "tenant", ss.auth.tenant.Name, "session", ss.id, "err", err)
 		return "", nil
 	}
-	s.log.Info("agent forwarding", "tenant", ss.tenant.Name, "remote", ss.remote, "session", ss.id)
+	s.log.Info("agent forwarding", "tenant", ss.auth.tenant.Name, "remote", ss.remote, "session", ss.id)
 	done, stop := make(chan struct{}), make(chan struct{})
 	s.goSafe(ss, func() {
 		defer close(done)
@@ -67,16 +67,16 @@ func (s *Server) serveAgentConn(ss *session, c net.Conn) {
 	defer c.Close()
 	defer func() {
 		if r := recover(); r != nil {
-			s.log.Error("panic in agent forwarding", "tenant", ss.tenant.Name, "session", ss.id, "err", fmt.Sprint(r), "stack", stack())
+			s.log.Error("panic in agent forwarding", "tenant", ss.auth.tenant.Name, "session", ss.id, "err", fmt.Sprint(r), "stack", stack())
 		}
 	}()
 	ch, reqs, err := ss.conn.OpenChannel("auth-agent@openssh.com", nil)
 	if err != nil {
-		s.log.Debug("agent channel refused", "tenant", ss.tenant.Name, "session", ss.id, "err", err)
+		s.log.Debug("agent channel refused", "tenant", ss.auth.tenant.Name, "session", ss.id, "err", err)
 		return
 	}
 	defer ch.Close()
 	go gossh.DiscardRequests(reqs)
 	in, out := pipe(ch, c)
-	s.log.Debug("agent connection", "tenant", ss.tenant.Name, "session", ss.id, "bytes_in", in, "bytes_out", out)
+	s.log.Debug("agent connection", "tenant", ss.auth.tenant.Name, "session", ss.id, "bytes_in", in, "bytes_out", out)
 }

@@ -77,7 +77,15 @@ type graceConn struct {
 func (c *graceConn) authenticated() {
 	c.timer.Stop()
 	c.s.opts.Metrics.handshake(time.Since(c.start))
-	c.s.startupDone(c)
+	c.startupOver()
+}
+
+// startupOver takes the connection out of admission's unauthenticated
+// counts, once: when it authenticates or when it closes before that.
+func (c *graceConn) startupOver() {
+	if c.counted.CompareAndSwap(true, false) {
+		c.s.adm.startupOver(c.src)
+	}
 }
 
 // Close closes the connection and forgets it; gliderlabs calls it when the
@@ -86,9 +94,10 @@ func (c *graceConn) Close() error {
 	c.closeOnce.Do(func() {
 		c.timer.Stop()
 		if c.counted.Load() && c.st != nil && c.st.authFailures.Load() > 0 {
-			c.s.penalise(c.st.cfg, c.src) // ended unauthenticated after refused keys
+			c.s.adm.penalise(c.st.cfg, c.src) // ended unauthenticated after refused keys
 		}
-		c.s.startupDone(c)
+		c.startupOver()
+		c.s.adm.closed()
 		c.s.opts.Metrics.connClosed()
 		c.s.log.Info("disconnect", "remote", c.RemoteAddr().String(), "conn", c.id,
 			"duration", time.Since(c.start).Round(time.Millisecond))
@@ -115,14 +124,11 @@ func (s *Server) connCallback(ctx ssh.Context, nc net.Conn) net.Conn {
 	gc := &graceConn{Conn: nc, s: s, src: hostOf(nc.RemoteAddr()), start: time.Now()}
 	st := &connState{id: newID(), cfg: cfg, conn: gc}
 	gc.id, gc.st = st.id, st
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
+	if s.isClosing() {
 		return nil
 	}
 	// Time spent waiting for a startup slot counts against the grace.
-	if why := s.admitWait(cfg, gc.src, gc.start.Add(grace)); why != "" {
-		s.mu.Unlock()
+	if why := s.adm.admit(cfg, gc.src, gc.start.Add(grace)); why != "" {
 		s.log.Warn("connection refused", "remote", remote, "reason", why)
 		return nil
 	}
@@ -134,8 +140,12 @@ func (s *Server) connCallback(ctx ssh.Context, nc net.Conn) net.Conn {
 		s.log.Info("login grace time exceeded; closing", "remote", remote, "conn", st.id)
 		nc.Close()
 	})
-	s.conns[gc] = struct{}{}
-	s.mu.Unlock()
+	if !s.addConn(gc) { // Close ran while it waited: undo the admission
+		gc.timer.Stop()
+		gc.startupOver()
+		s.adm.closed()
+		return nil
+	}
 	ctx.SetValue(connStateKey{}, st)
 	s.log.Info("connection", "remote", remote, "conn", st.id)
 	s.opts.Metrics.connOpened()
@@ -206,7 +216,7 @@ func (s *Server) publicKeyHandler(ctx ssh.Context, key ssh.PublicKey) bool {
 		s.opts.Metrics.authResult(false)
 		attrs := []any{"user", ctx.User(), "remote", remoteOf(ctx.RemoteAddr()),
 			"fingerprint", keys.Fingerprint(key), "reason", reason}
-		delay := s.slowdown(hostOf(ctx.RemoteAddr()))
+		delay := s.adm.slowdown(hostOf(ctx.RemoteAddr()))
 		if delay > 0 {
 			attrs = append(attrs, "delay", delay.Round(time.Millisecond))
 		}
@@ -298,11 +308,11 @@ func authorize(cfg *config.Config, user string, key gossh.PublicKey) (*config.Us
 	return u, ""
 }
 
-// authorizeSession re-derives the tenant of a session channel: the user is
-// the one the connection authenticated as (ServerConn.User, not
-// gliderlabs' ctx.User()), the key is gliderlabs' ContextKeyPublicKey,
-// which must be the key the client proved it holds and must be listed for
-// that user in the connection's snapshot. This is the session-time check
+// authorizeSession re-derives the tenant of a channel: the user is the one
+// the connection authenticated as (ServerConn.User, not gliderlabs'
+// ctx.User()), the key is gliderlabs' ContextKeyPublicKey, which must be
+// the key the client proved it holds and must be listed for that user in
+// snapshot cfg (authorizeChannel says which). This is the session-time check
 // CVE-2024-45337 asks for (gliderlabs #242, #243; Soft Serve does the same).
 func authorizeSession(cfg *config.Config, conn gossh.ConnMetadata, ctxKey gossh.PublicKey, perms *gossh.Permissions) (*config.User, keys.Options, string) {
 	if ctxKey == nil {
@@ -315,25 +325,19 @@ func authorizeSession(cfg *config.Config, conn gossh.ConnMetadata, ctxKey gossh.
 }
 
 // authorizeLayer refuses a session channel whose connection's key is not,
-// or no longer provably, the tenant's.
+// or no longer provably, the tenant's in the current snapshot, and gives
+// the session its snapshot, tenant and key options (admitChannel).
 func (s *Server) authorizeLayer(next sessionHandler) sessionHandler {
 	return func(ss *session) {
-		ctxKey, _ := ss.ctx.Value(ssh.ContextKeyPublicKey).(gossh.PublicKey)
-		// The current snapshot, not the connection's: a tenant or key
-		// removed by a reload opens no new session on an old connection.
-		u, opts, reason := authorizeSession(ss.srv.Config(), ss.conn, ctxKey, ss.conn.Permissions)
+		a, reason := s.admitChannel(ss.ctx, ss.conn)
 		if reason != "" {
-			fp := ""
-			if ctxKey != nil {
-				fp = keys.Fingerprint(ctxKey)
-			}
 			s.log.Warn("session refused", "user", ss.user, "remote", ss.remote, "session", ss.id,
-				"fingerprint", fp, "reason", reason)
+				"fingerprint", a.fingerprint(), "reason", reason)
 			ss.nc.Reject(gossh.Prohibited, "not authorized")
 			ss.exit = "refused"
 			return
 		}
-		ss.tenant, ss.keyOpts = u, opts
+		ss.auth = a
 		next(ss)
 	}
 }

@@ -11,9 +11,6 @@ import (
 
 	"github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
-
-	"github.com/jailgate/jailgate/config"
-	"github.com/jailgate/jailgate/keys"
 )
 
 // directTCPIP is the payload of a "direct-tcpip" channel (RFC 4254 7.2).
@@ -32,8 +29,9 @@ var loopbackNames = map[string]bool{"localhost": true, "127.0.0.1": true, "::1":
 // inside the tenant's environment (the init dials in its network
 // namespace), never from the host: "localhost:8888" is her Jupyter, not
 // the host's. In tenant mode that is her one environment, in connection
-// mode the connection's; session mode has no environment to name, so it
-// is refused. The channel holds a reference on the environment while open.
+// mode the connection's; in session mode the connection's one live
+// session's (channelEnvKey). The channel holds a reference on the
+// environment while open.
 func (s *Server) forwardHandler(_ *ssh.Server, conn *gossh.ServerConn, nc gossh.NewChannel, ctx ssh.Context) {
 	if !s.track() {
 		nc.Reject(gossh.ResourceShortage, "server is shutting down")
@@ -51,14 +49,9 @@ func (s *Server) forwardHandler(_ *ssh.Server, conn *gossh.ServerConn, nc gossh.
 		return
 	}
 	remote := remoteOf(conn.RemoteAddr())
-	ctxKey, _ := ctx.Value(ssh.ContextKeyPublicKey).(gossh.PublicKey)
-	u, opts, reason := authorizeSession(s.Config(), conn, ctxKey, conn.Permissions)
+	a, reason := s.admitChannel(ctx, conn)
 	if reason != "" {
-		fp := ""
-		if ctxKey != nil {
-			fp = keys.Fingerprint(ctxKey)
-		}
-		s.log.Warn("forward refused", "user", conn.User(), "remote", remote, "fingerprint", fp, "reason", reason)
+		s.log.Warn("forward refused", "user", conn.User(), "remote", remote, "fingerprint", a.fingerprint(), "reason", reason)
 		nc.Reject(gossh.Prohibited, "not authorized")
 		return
 	}
@@ -67,72 +60,50 @@ func (s *Server) forwardHandler(_ *ssh.Server, conn *gossh.ServerConn, nc gossh.
 		nc.Reject(gossh.ConnectionFailed, "bad forwarding request")
 		return
 	}
-	refuse := func(why, msg string) {
+	u := a.tenant
+	why, msg := localRefusal(a, d)
+	key := ""
+	if why == "" {
+		key, why = s.channelEnvKey(u, st, "")
+		msg = "port forwarding needs exactly one live session on this connection"
+	}
+	if why != "" {
 		s.log.Info("forward refused", "tenant", u.Name, "remote", remote, "conn", st.id, "reason", why)
 		nc.Reject(gossh.Prohibited, msg)
-	}
-	switch {
-	case opts.NoPortForwarding:
-		refuse("the key's line says no-port-forwarding (or restrict)", "port forwarding is disabled for this key")
-		return
-	case !u.Forwarding.Local:
-		refuse("forwarding.local is off", "port forwarding is disabled for you")
-		return
-	case !opts.OpenAllowed(d.DestAddr, d.DestPort):
-		refuse(fmt.Sprintf("%s is not in the key's permitopen", net.JoinHostPort(d.DestAddr, strconv.Itoa(int(d.DestPort)))),
-			"this destination is not permitted for this key")
-		return
-	case !loopbackNames[d.DestAddr]:
-		refuse("destination is not loopback", "only localhost inside your environment can be reached")
-		return
-	}
-	key, why := s.forwardEnvKey(u, st)
-	if why != "" {
-		refuse(why, "port forwarding needs exactly one live session on this connection")
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	spec, err := s.opts.Provision(cctx, u)
-	if err == nil {
-		var env interface {
-			Dial(context.Context, string, string) (net.Conn, error)
-			Release()
-		}
-		if env, err = s.opts.Manager.Environment(cctx, key, spec); err == nil {
-			defer env.Release()
-			addr := net.JoinHostPort(d.DestAddr, strconv.Itoa(int(d.DestPort)))
-			var c net.Conn
-			if c, err = env.Dial(cctx, "tcp", addr); err == nil {
-				s.pipeForward(nc, c, u.Name, remote, st.id, d.DestPort)
-				return
-			}
-			s.log.Info("forward failed", "tenant", u.Name, "remote", remote, "conn", st.id, "port", d.DestPort, "err", err)
-			nc.Reject(gossh.ConnectionFailed, "connect failed")
-			return
-		}
+	env, err := s.acquireEnv(cctx, a, key)
+	if err != nil {
+		nc.Reject(gossh.ConnectionFailed, s.startFailed("forward", err, "tenant", u.Name, "remote", remote, "conn", st.id))
+		return
 	}
-	ref := newRef()
-	s.log.Error("forward could not start", "tenant", u.Name, "remote", remote, "conn", st.id, "ref", ref, "err", err)
-	nc.Reject(gossh.ConnectionFailed, "your environment could not start (ref "+ref+")")
+	defer env.Release()
+	c, err := env.Dial(cctx, "tcp", net.JoinHostPort(d.DestAddr, strconv.Itoa(int(d.DestPort))))
+	if err != nil {
+		s.log.Info("forward failed", "tenant", u.Name, "remote", remote, "conn", st.id, "port", d.DestPort, "err", err)
+		nc.Reject(gossh.ConnectionFailed, "connect failed")
+		return
+	}
+	s.pipeForward(nc, c, u.Name, remote, st.id, d.DestPort)
 }
 
-// forwardEnvKey names the environment a forward of u's on st joins: in
-// tenant mode her one environment, in connection mode the connection's; in
-// session mode each session has its own, so a forward can only join one if
-// the connection has exactly one live session. why says why not.
-func (s *Server) forwardEnvKey(u *config.User, st *connState) (key, why string) {
-	switch u.Environment {
-	case config.EnvConnection:
-		return "conn/" + st.id, ""
-	case config.EnvSession:
-		ids := s.liveSessionsOf(st)
-		if len(ids) != 1 {
-			return "", fmt.Sprintf("environment: session and %d live sessions on the connection (need exactly 1)", len(ids))
-		}
-		return "session/" + ids[0], ""
+// localRefusal says why a's tenant and key may not forward to d (the
+// reason for the log, the message for the client), or "".
+func localRefusal(a channelAuth, d directTCPIP) (why, msg string) {
+	switch {
+	case a.opts.NoPortForwarding:
+		return "the key's line says no-port-forwarding (or restrict)", "port forwarding is disabled for this key"
+	case !a.tenant.Forwarding.Local:
+		return "forwarding.local is off", "port forwarding is disabled for you"
+	case !a.opts.OpenAllowed(d.DestAddr, d.DestPort):
+		return fmt.Sprintf("%s is not in the key's permitopen", net.JoinHostPort(d.DestAddr, strconv.Itoa(int(d.DestPort)))),
+			"this destination is not permitted for this key"
+	case !loopbackNames[d.DestAddr]:
+		return "destination is not loopback", "only localhost inside your environment can be reached"
 	}
-	return "tenant/" + u.Name, ""
+	return "", ""
 }
 
 // pipeForward accepts the channel and copies between it and c until both
@@ -174,18 +145,4 @@ func pipe(ch gossh.Channel, c net.Conn) (in, out int64) {
 	}()
 	wg.Wait()
 	return in, out
-}
-
-// liveSessionsOf lists the ids of the connection's live sessions that
-// started a command (and so have an environment).
-func (s *Server) liveSessionsOf(st *connState) []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var ids []string
-	for ss := range s.live {
-		if ss.st == st && ss.hasEnv.Load() {
-			ids = append(ids, ss.id)
-		}
-	}
-	return ids
 }

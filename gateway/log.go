@@ -27,8 +27,8 @@ func (s *Server) logLayer(next sessionHandler) sessionHandler {
 		s.log.Info("session start", "tenant", ss.user, "user", ss.user, "remote", ss.remote, "session", ss.id)
 		defer func() {
 			tenant := ""
-			if ss.tenant != nil {
-				tenant = ss.tenant.Name
+			if ss.auth.tenant != nil {
+				tenant = ss.auth.tenant.Name
 			}
 			var in, out int64
 			if ss.act != nil {
@@ -59,7 +59,7 @@ func (s *Server) recoverLayer(next sessionHandler) sessionHandler {
 			case ss.ch == nil:
 				ss.nc.Reject(gossh.ConnectionFailed, "internal error")
 			case !ss.exited:
-				ss.tenantError(ss.hasPTY(), ref)
+				ss.tenantError(ss.hasPTY(), couldNotStart(ref))
 			}
 		}()
 		next(ss)

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"strings"
 
@@ -46,7 +45,7 @@ func isLegacySCP(command string) bool {
 // status 127): her rootfs has no scp, but scp without -O (SFTP) needs
 // none, as the jail serves SFTP itself.
 func (ss *session) noSCPNotice() {
-	ss.srv.log.Info("scp -O: no scp in the environment", "tenant", ss.tenant.Name, "session", ss.id)
+	ss.srv.log.Info("scp -O: no scp in the environment", "tenant", ss.auth.tenant.Name, "session", ss.id)
 	ss.notice("scp -O (the legacy protocol) needs an scp program in your environment, and there is none; " +
 		"use scp without -O (SFTP), which needs nothing in it")
 }
@@ -67,41 +66,39 @@ func (ss *session) motd(banner string, tty bool) {
 // operator's log gets the event with the tenant and session.
 func (ss *session) oomNotice() {
 	limit := "the memory limit"
-	if m := ss.tenant.Limits.Memory; m > 0 {
+	if m := ss.auth.tenant.Limits.Memory; m > 0 {
 		limit = "memory limit " + config.FormatSize(m)
 	}
-	ss.srv.log.Warn("limit.oom", "tenant", ss.tenant.Name, "session", ss.id, "limit", limit)
-	ss.srv.opts.Metrics.oomKilled(ss.tenant.Name)
+	ss.srv.log.Warn("limit.oom", "tenant", ss.auth.tenant.Name, "session", ss.id, "limit", limit)
+	ss.srv.opts.Metrics.oomKilled(ss.auth.tenant.Name)
 	ss.notice("killed: " + limit + " reached")
 }
 
-// fail ends a session whose command could not start: the tenant gets one
-// short line with a reference and exit status 255; the operator gets the
-// full error under the same reference. No host path or errno reaches the
-// tenant (tailssh userVisibleError).
-func (ss *session) fail(ctx context.Context, tty bool, step string, err error) {
+// fail ends a session whose command could not start (err names the
+// step, see startError): the tenant gets one short line with a reference
+// and exit status 255; the operator gets the full error under the same
+// reference.
+func (ss *session) fail(ctx context.Context, tty bool, err error) {
 	if ctx.Err() != nil { // the client left while the environment started
-		ss.srv.log.Info("session abandoned during start", "tenant", ss.tenant.Name, "session", ss.id, "step", step, "err", err)
+		ss.srv.log.Info("session abandoned during start", "tenant", ss.auth.tenant.Name, "session", ss.id,
+			"step", stepOf(err), "err", err)
 		ss.exit = "abandoned"
 		return
 	}
-	ref := newRef()
-	ss.srv.log.Error("session could not start", "tenant", ss.tenant.Name, "user", ss.user, "session", ss.id,
-		"step", step, "ref", ref, "err", err)
-	ss.tenantError(tty, ref)
+	msg := ss.srv.startFailed("session", err, "tenant", ss.auth.tenant.Name, "user", ss.user, "session", ss.id)
+	ss.tenantError(tty, msg)
 	ss.exit = "255"
 }
 
-// tenantError writes the tenant's error line with ref, sends exit status
-// 255 and closes the channel. With a terminal the line goes to stdout (the
-// terminal has no separate stderr) and ends in CRLF, as the terminal's
-// output processing is not ours to rely on.
-func (ss *session) tenantError(tty bool, ref string) {
-	msg := fmt.Sprintf("jailgate: your environment could not start (ref %s)", ref)
+// tenantError writes msg to the tenant as jailgate's error line, sends
+// exit status 255 and closes the channel. With a terminal the line goes to
+// stdout (the terminal has no separate stderr) and ends in CRLF, as the
+// terminal's output processing is not ours to rely on.
+func (ss *session) tenantError(tty bool, msg string) {
 	if tty {
-		io.WriteString(ss.ch, msg+"\r\n")
+		io.WriteString(ss.ch, "jailgate: "+msg+"\r\n")
 	} else {
-		io.WriteString(ss.ch.Stderr(), msg+"\n")
+		io.WriteString(ss.ch.Stderr(), "jailgate: "+msg+"\n")
 	}
 	ss.sendExit(jail.ExitStatus{Code: 255})
 	ss.ch.CloseWrite()

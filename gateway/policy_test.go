@@ -146,10 +146,9 @@ func TestSignals(t *testing.T) {
 }
 
 func TestEnvKey(t *testing.T) {
-	ss := &session{id: "c0ffee000001-2", st: &connState{id: "c0ffee000001"}}
 	for mode, want := range map[string]string{"": "tenant/alice", config.EnvTenant: "tenant/alice",
 		config.EnvConnection: "conn/c0ffee000001", config.EnvSession: "session/c0ffee000001-2", "bogus": "session/c0ffee000001-2"} {
-		if got := envKey(&config.User{Name: "alice", Environment: mode}, ss); got != want {
+		if got := envKey(&config.User{Name: "alice", Environment: mode}, "c0ffee000001", "c0ffee000001-2"); got != want {
 			t.Errorf("mode %q: %q, want %q", mode, got, want)
 		}
 	}

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/jailgate/jailgate/statedir"
 )
 
 // recorder writes a terminal session as an asciicast v2 file (the
@@ -43,7 +45,8 @@ type castHeader struct {
 // RecordingPath is where a session's recording goes:
 // state_dir/recordings/<tenant>/<UTC time>-<session>.cast.
 func RecordingPath(stateDir, tenant, session string, t time.Time) string {
-	return filepath.Join(stateDir, "recordings", tenant, t.UTC().Format("20060102T150405Z")+"-"+session+".cast")
+	dir := statedir.New(stateDir).TenantRecordings(tenant)
+	return filepath.Join(dir, t.UTC().Format("20060102T150405Z")+"-"+session+".cast")
 }
 
 // newRecorder creates the recording file (0600, its directories 0700).

@@ -11,7 +11,6 @@ import (
 	"github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
 
-	"github.com/jailgate/jailgate/config"
 	"github.com/jailgate/jailgate/jail"
 )
 
@@ -53,9 +52,9 @@ type remoteForwardsKey struct{}
 type remoteForward struct {
 	l      net.Listener
 	env    jail.Env
-	key    gossh.PublicKey // the connection's key, checked again for each connection
-	bind   string          // the address as the client named it, echoed in forwarded-tcpip
-	port   uint32          // the port listened on
+	ctx    ssh.Context // the connection's, whose key admitChannel checks again for each connection
+	bind   string      // the address as the client named it, echoed in forwarded-tcpip
+	port   uint32      // the port listened on
 	once   sync.Once
 	closed chan struct{}
 }
@@ -104,8 +103,7 @@ func (s *Server) remoteForwardHandler(ctx ssh.Context, _ *ssh.Server, req *gossh
 		return false, nil
 	}
 	remote := remoteOf(conn.RemoteAddr())
-	ctxKey, _ := ctx.Value(ssh.ContextKeyPublicKey).(gossh.PublicKey)
-	u, opts, reason := authorizeSession(s.Config(), conn, ctxKey, conn.Permissions)
+	a, reason := s.admitChannel(ctx, conn)
 	if reason != "" {
 		s.log.Warn("forward refused", "user", conn.User(), "remote", remote, "kind", "remote", "reason", reason)
 		return false, nil
@@ -114,23 +112,17 @@ func (s *Server) remoteForwardHandler(ctx ssh.Context, _ *ssh.Server, req *gossh
 	if err := gossh.Unmarshal(req.Payload, &p); err != nil || p.BindPort > 65535 {
 		return false, nil
 	}
+	u := a.tenant
 	refuse := func(why string) (bool, []byte) {
 		s.log.Info("forward refused", "tenant", u.Name, "remote", remote, "conn", st.id, "kind", "remote",
 			"port", p.BindPort, "reason", why)
 		return false, nil
 	}
-	host, loopback := bindHost(p.BindAddr)
-	switch {
-	case opts.NoPortForwarding:
-		return refuse("the key's line says no-port-forwarding (or restrict)")
-	case !u.Forwarding.Remote:
-		return refuse("forwarding.remote is off")
-	case !opts.ListenAllowed(p.BindAddr, p.BindPort):
-		return refuse(fmt.Sprintf("%s is not in the key's permitlisten", forwardKey(p.BindAddr, p.BindPort)))
-	case !loopback:
-		return refuse(fmt.Sprintf("bind address %q is not loopback (network: %s)", p.BindAddr, u.Network))
+	host, why := remoteRefusal(a, p)
+	key := ""
+	if why == "" {
+		key, why = s.channelEnvKey(u, st, "")
 	}
-	key, why := s.forwardEnvKey(u, st)
 	if why != "" {
 		return refuse(why)
 	}
@@ -138,11 +130,11 @@ func (s *Server) remoteForwardHandler(ctx ssh.Context, _ *ssh.Server, req *gossh
 	if fwds.count() >= maxRemoteForwards {
 		return refuse(fmt.Sprintf("the connection has %d remote forwards already", maxRemoteForwards))
 	}
-	f, err := s.listenRemote(ctx, u, key, host, p.BindPort)
+	f, err := s.listenRemote(ctx, a, key, host, p.BindPort)
 	if err != nil {
 		return refuse(err.Error())
 	}
-	f.bind, f.key = p.BindAddr, ctxKey
+	f.bind, f.ctx = p.BindAddr, ctx
 	if !fwds.add(f) {
 		f.close()
 		return refuse("the address is forwarded already, or the connection ended")
@@ -163,15 +155,28 @@ func (s *Server) remoteForwardHandler(ctx ssh.Context, _ *ssh.Server, req *gossh
 	return true, nil
 }
 
+// remoteRefusal says why a's tenant and key may not listen as p asks, or
+// "" and the loopback address to listen on inside her environment.
+func remoteRefusal(a channelAuth, p tcpipForward) (host, why string) {
+	host, loopback := bindHost(p.BindAddr)
+	switch {
+	case a.opts.NoPortForwarding:
+		return "", "the key's line says no-port-forwarding (or restrict)"
+	case !a.tenant.Forwarding.Remote:
+		return "", "forwarding.remote is off"
+	case !a.opts.ListenAllowed(p.BindAddr, p.BindPort):
+		return "", fmt.Sprintf("%s is not in the key's permitlisten", forwardKey(p.BindAddr, p.BindPort))
+	case !loopback:
+		return "", fmt.Sprintf("bind address %q is not loopback (network: %s)", p.BindAddr, a.tenant.Network)
+	}
+	return host, ""
+}
+
 // listenRemote starts listening on host:port inside the environment key.
-func (s *Server) listenRemote(ctx context.Context, u *config.User, key, host string, port uint32) (*remoteForward, error) {
+func (s *Server) listenRemote(ctx context.Context, a channelAuth, key, host string, port uint32) (*remoteForward, error) {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	spec, err := s.opts.Provision(cctx, u)
-	if err != nil {
-		return nil, fmt.Errorf("environment: %w", err)
-	}
-	env, err := s.opts.Manager.Environment(cctx, key, spec)
+	env, err := s.acquireEnv(cctx, a, key)
 	if err != nil {
 		return nil, fmt.Errorf("environment: %w", err)
 	}
@@ -229,10 +234,12 @@ func acceptLoop(l net.Listener, max int, stop <-chan struct{}, serve func(net.Co
 // serveRemoteConn carries one connection made to an ssh -R listener.
 func (s *Server) serveRemoteConn(conn *gossh.ServerConn, st *connState, tenant, remote string, f *remoteForward, c net.Conn) {
 	defer c.Close()
-	// A reload may have revoked her key or turned forwarding.remote off
-	// since the listener was made: then it ends here.
-	u, opts, reason := authorizeSession(s.Config(), conn, f.key, conn.Permissions)
-	if reason == "" && (!u.Forwarding.Remote || opts.NoPortForwarding || !opts.ListenAllowed(f.bind, f.port)) {
+	// Each connection opens a new channel, admitted against the current
+	// snapshot: a reload may have revoked her key or turned
+	// forwarding.remote off since the listener was made, and then it ends
+	// here.
+	a, reason := s.admitChannel(f.ctx, conn)
+	if reason == "" && (!a.tenant.Forwarding.Remote || a.opts.NoPortForwarding || !a.opts.ListenAllowed(f.bind, f.port)) {
 		reason = "forwarding.remote is off (or the key forbids it: no-port-forwarding, permitlisten) since a reload"
 	}
 	if reason != "" {

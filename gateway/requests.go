@@ -24,91 +24,134 @@ func (ss *session) serveRequests(reqs <-chan *gossh.Request, starts chan<- start
 }
 
 // request handles one channel request. A start request is returned so that
-// it is started only after its reply went out.
+// it is started only after its reply went out. Requests of unknown types
+// are refused.
 func (ss *session) request(req *gossh.Request) (bool, *startRequest) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	switch req.Type {
 	case "pty-req":
-		if ss.pty != nil || ss.started || ss.keyOpts.NoPTY {
-			return false, nil // a second pty-req, or one after the command started
-		}
-		tty, err := parsePtyReq(req.Payload)
-		if err != nil {
-			return false, nil
-		}
-		ss.pty = tty
-		return true, nil
+		return ss.ptyReq(req.Payload), nil
 	case "window-change":
-		rows, cols, err := parseWindowChange(req.Payload)
-		if err != nil || ss.pty == nil {
-			return false, nil
-		}
-		ss.pty.Rows, ss.pty.Cols = rows, cols
-		if ss.rec != nil {
-			ss.rec.resize(cols, rows)
-		}
-		if ss.proc != nil {
-			return ss.proc.Resize(rows, cols) == nil, nil
-		}
-		return true, nil
+		return ss.windowChange(req.Payload), nil
 	case "env":
-		var kv struct{ Name, Value string }
-		if ss.started || gossh.Unmarshal(req.Payload, &kv) != nil {
-			return false, nil
-		}
-		if !ss.env.set(kv.Name, kv.Value) {
-			ss.srv.log.Debug("env refused", "session", ss.id, "name", kv.Name)
-			return false, nil
-		}
-		return true, nil
+		return ss.envReq(req.Payload), nil
 	case "shell", "exec":
-		sr := &startRequest{exec: req.Type == "exec"}
-		if sr.exec {
-			var cmd struct{ Command string }
-			if gossh.Unmarshal(req.Payload, &cmd) != nil {
-				return false, nil
-			}
-			sr.command = cmd.Command
-		}
-		if ss.started {
-			return false, nil
-		}
-		ss.started = true
-		return true, sr
+		return ss.startReq(req.Type == "exec", req.Payload)
 	case "subsystem":
-		var sub struct{ Name string }
-		if gossh.Unmarshal(req.Payload, &sub) != nil || ss.started {
-			return false, nil
-		}
-		if sub.Name != "sftp" {
-			ss.srv.log.Info("subsystem refused", "user", ss.user, "session", ss.id, "subsystem", sub.Name)
-			return false, nil
-		}
-		ss.started = true
-		return true, &startRequest{subsystem: sub.Name}
+		return ss.subsystemReq(req.Payload)
 	case "auth-agent-req@openssh.com":
-		if why := ss.agentRefusal(); why != "" {
-			ss.srv.log.Info("forward refused", "tenant", ss.tenant.Name, "remote", ss.remote, "session", ss.id,
-				"kind", "agent", "reason", why)
-			return false, nil
-		}
-		ss.agent = true // set up with the command, in its environment
-		return true, nil
+		return ss.agentReq(), nil
 	case "x11-req":
 		ss.srv.log.Info("request refused", "user", ss.user, "session", ss.id, "request", req.Type,
 			"reason", "X11 forwarding is not supported")
 		return false, nil
 	case "signal":
-		var sig struct{ Name string }
-		if gossh.Unmarshal(req.Payload, &sig) != nil || ss.proc == nil {
-			return false, nil
-		}
-		n, ok := signalByName(sig.Name)
-		if !ok {
-			return false, nil
-		}
-		return ss.proc.Signal(n) == nil, nil
+		return ss.signalReq(req.Payload), nil
 	}
 	return false, nil
+}
+
+// The request handlers below run with ss.mu held.
+
+// ptyReq takes the session's one terminal request, before the command
+// starts and unless the key says no-pty.
+func (ss *session) ptyReq(payload []byte) bool {
+	if ss.pty != nil || ss.started || ss.auth.opts.NoPTY {
+		return false // a second pty-req, or one after the command started
+	}
+	tty, err := parsePtyReq(payload)
+	if err != nil {
+		return false
+	}
+	ss.pty = tty
+	return true
+}
+
+// windowChange resizes the terminal, its recording and the running
+// command's terminal.
+func (ss *session) windowChange(payload []byte) bool {
+	rows, cols, err := parseWindowChange(payload)
+	if err != nil || ss.pty == nil {
+		return false
+	}
+	ss.pty.Rows, ss.pty.Cols = rows, cols
+	if ss.rec != nil {
+		ss.rec.resize(cols, rows)
+	}
+	if ss.proc != nil {
+		return ss.proc.Resize(rows, cols) == nil
+	}
+	return true
+}
+
+// envReq sets an environment variable for the command, before it starts
+// and if envAllowed lets it through.
+func (ss *session) envReq(payload []byte) bool {
+	var kv struct{ Name, Value string }
+	if ss.started || gossh.Unmarshal(payload, &kv) != nil {
+		return false
+	}
+	if !ss.env.set(kv.Name, kv.Value) {
+		ss.srv.log.Debug("env refused", "session", ss.id, "name", kv.Name)
+		return false
+	}
+	return true
+}
+
+// startReq accepts the session's one shell or exec request.
+func (ss *session) startReq(exec bool, payload []byte) (bool, *startRequest) {
+	sr := &startRequest{exec: exec}
+	if exec {
+		var cmd struct{ Command string }
+		if gossh.Unmarshal(payload, &cmd) != nil {
+			return false, nil
+		}
+		sr.command = cmd.Command
+	}
+	if ss.started {
+		return false, nil
+	}
+	ss.started = true
+	return true, sr
+}
+
+// subsystemReq accepts the sftp subsystem as the session's start request;
+// there is no other.
+func (ss *session) subsystemReq(payload []byte) (bool, *startRequest) {
+	var sub struct{ Name string }
+	if gossh.Unmarshal(payload, &sub) != nil || ss.started {
+		return false, nil
+	}
+	if sub.Name != "sftp" {
+		ss.srv.log.Info("subsystem refused", "user", ss.user, "session", ss.id, "subsystem", sub.Name)
+		return false, nil
+	}
+	ss.started = true
+	return true, &startRequest{subsystem: sub.Name}
+}
+
+// agentReq accepts ssh -A unless agentRefusal says why not; the socket is
+// made with the command, in its environment.
+func (ss *session) agentReq() bool {
+	if why := ss.agentRefusal(); why != "" {
+		ss.srv.log.Info("forward refused", "tenant", ss.auth.tenant.Name, "remote", ss.remote, "session", ss.id,
+			"kind", "agent", "reason", why)
+		return false
+	}
+	ss.agent = true
+	return true
+}
+
+// signalReq sends a signal the client names to the running command.
+func (ss *session) signalReq(payload []byte) bool {
+	var sig struct{ Name string }
+	if gossh.Unmarshal(payload, &sig) != nil || ss.proc == nil {
+		return false
+	}
+	n, ok := signalByName(sig.Name)
+	if !ok {
+		return false
+	}
+	return ss.proc.Signal(n) == nil
 }

@@ -47,28 +47,25 @@ type Options struct {
 	Metrics *Metrics
 }
 
-// Server is the SSH gateway. Its methods are safe for concurrent use.
+// Server is the SSH gateway. Its methods are safe for concurrent use. It
+// keeps the lifecycle (listeners, connections, closing) under mu; admission
+// (admission.go) and the live-session registry (registry.go) keep their
+// own state under their own locks.
 type Server struct {
-	opts   Options
-	log    *slog.Logger
-	cfg    atomic.Pointer[config.Config]
-	ssh    *ssh.Server
-	handle sessionHandler // the composed layers, see layers
+	opts     Options
+	log      *slog.Logger
+	cfg      atomic.Pointer[config.Config]
+	ssh      *ssh.Server
+	handle   sessionHandler // the composed layers, see layers
+	adm      *admission     // which connections may start
+	sessions *registry      // the live session channels
 
-	mu          sync.Mutex
-	closing     bool
-	done        chan struct{} // closed by Close
-	listeners   map[net.Listener]struct{}
-	conns       map[*graceConn]struct{}
-	unauth      int            // connections not yet authenticated
-	unauthBySrc map[string]int // the same, per source address
-	waiting     int            // connections waiting for a startup slot (admitWait)
-	// startupFreed is closed (and replaced) when a startup slot frees up.
-	startupFreed chan struct{}
-	sessionsOf   map[string]int // live session channels per tenant
-	live         map[*session]struct{}
-	penalties    map[string]time.Time // source address -> end of its penalty
-	wg           sync.WaitGroup       // connection and session handlers
+	mu        sync.Mutex
+	closing   bool
+	done      chan struct{} // closed by Close
+	listeners map[net.Listener]struct{}
+	conns     map[*graceConn]struct{}
+	wg        sync.WaitGroup // connection and session handlers
 }
 
 // New returns a Server for opts; call Serve to accept connections.
@@ -87,17 +84,14 @@ func New(opts Options) (*Server, error) {
 		opts.Logger = slog.Default()
 	}
 	s := &Server{
-		opts:         opts,
-		log:          opts.Logger,
-		done:         make(chan struct{}),
-		listeners:    map[net.Listener]struct{}{},
-		conns:        map[*graceConn]struct{}{},
-		unauthBySrc:  map[string]int{},
-		startupFreed: make(chan struct{}),
-		sessionsOf:   map[string]int{},
-		live:         map[*session]struct{}{},
-		penalties:    map[string]time.Time{},
+		opts:      opts,
+		log:       opts.Logger,
+		sessions:  newRegistry(),
+		done:      make(chan struct{}),
+		listeners: map[net.Listener]struct{}{},
+		conns:     map[*graceConn]struct{}{},
 	}
+	s.adm = newAdmission(opts.Logger, s.done)
 	s.cfg.Store(opts.Config)
 	s.handle = s.layers()
 	s.ssh = &ssh.Server{
@@ -121,11 +115,21 @@ func New(opts Options) (*Server, error) {
 	return s, nil
 }
 
-// SetConfig swaps in a new configuration snapshot (a reload). Connections
-// accepted from now on authenticate against it and their sessions use it;
-// a live connection keeps the snapshot it started with, for its existing
-// and new sessions alike, as sshd keeps a connection that authenticated
-// before authorized_keys changed. A nil c is ignored.
+// SetConfig swaps in a new configuration snapshot (a reload). A nil c is
+// ignored. Which snapshot applies where is one rule (admitChannel):
+//
+//   - Connections accepted from now on authenticate against c and take
+//     their connection-level settings from it (ciphers, login grace,
+//     max_auth_tries, keepalive); a live connection keeps those of the
+//     snapshot it was accepted with.
+//   - Every new channel or global request (session, direct-tcpip,
+//     tcpip-forward, a connection to an ssh -R listener), on new and live
+//     connections alike, is authorized against c and takes its tenant
+//     settings from c: a tenant or key c removes opens nothing new on an
+//     old connection, and changed tenant settings apply to new channels.
+//   - A live channel keeps the snapshot it opened with. Unless c says
+//     revoke: keep-sessions, live sessions whose tenant or key c no longer
+//     admits are ended (revoke).
 func (s *Server) SetConfig(c *config.Config) {
 	if c == nil {
 		return
@@ -155,36 +159,6 @@ func tenantChanges(old, c *config.Config) string {
 		return "no tenant added or removed"
 	}
 	return fmt.Sprintf("added %v, removed %v", added, removed)
-}
-
-// revoke ends the live sessions whose tenant or key c no longer admits,
-// with a line telling her why, and closes their connections, unless c says
-// revoke: keep-sessions. Sessions of tenants still admitted keep the
-// settings they started with.
-func (s *Server) revoke(c *config.Config) {
-	if c.Revoke == config.RevokeKeepSessions {
-		return
-	}
-	s.mu.Lock()
-	var gone []*session
-	for ss := range s.live {
-		key, _ := ss.ctx.Value(ssh.ContextKeyPublicKey).(gossh.PublicKey)
-		if _, _, reason := authorizeSession(c, ss.conn, key, ss.conn.Permissions); reason != "" {
-			gone = append(gone, ss)
-		}
-	}
-	s.mu.Unlock()
-	for _, ss := range gone {
-		s.log.Info("session revoked", "tenant", ss.tenant.Name, "session", ss.id, "reason", "removed by a reload")
-		ss.notice("your access was revoked; closing")
-		ss.mu.Lock()
-		proc := ss.proc
-		ss.mu.Unlock()
-		if proc != nil {
-			proc.Kill()
-		}
-		ss.conn.Close()
-	}
 }
 
 // Metrics returns the server's metrics (nil if it keeps none).
@@ -251,11 +225,8 @@ func (s *Server) Shutdown(ctx context.Context, msg string) error {
 	for l := range s.listeners {
 		ls = append(ls, l)
 	}
-	var live []*session
-	for ss := range s.live {
-		live = append(live, ss)
-	}
 	s.mu.Unlock()
+	live := s.sessions.all()
 	for _, l := range ls {
 		l.Close()
 	}
@@ -266,9 +237,7 @@ func (s *Server) Shutdown(ctx context.Context, msg string) error {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {
-		s.mu.Lock()
-		n := len(s.live)
-		s.mu.Unlock()
+		n := s.sessions.count()
 		if n == 0 {
 			break
 		}
@@ -322,6 +291,18 @@ func (s *Server) track() bool {
 		return false
 	}
 	s.wg.Add(1)
+	return true
+}
+
+// addConn registers an admitted connection for Close, unless the server
+// is closing.
+func (s *Server) addConn(c *graceConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.conns[c] = struct{}{}
 	return true
 }
 

@@ -14,29 +14,27 @@ import (
 
 	"github.com/jailgate/jailgate/config"
 	"github.com/jailgate/jailgate/jail"
-	"github.com/jailgate/jailgate/keys"
 )
 
 // session is one "session" channel. The handler goroutine owns the
 // unguarded fields; the request goroutine shares the guarded ones.
 type session struct {
-	srv     *Server
-	ctx     ssh.Context
-	conn    *gossh.ServerConn
-	nc      gossh.NewChannel
-	st      *connState
-	id      string
-	user    string // the authenticated SSH user
-	remote  string
-	begin   time.Time
-	tenant  *config.User  // set by authorizeLayer
-	keyOpts keys.Options  // the verified key's authorized_keys options, likewise
-	ch      gossh.Channel // once accepted
-	exit    string        // how it ended, for the log
-	act     *activity     // bytes in and out, for the log
-	hasEnv  atomic.Bool   // its environment is up (session-mode forwards join it)
-	exited  bool          // exit-status or exit-signal was sent
-	scp     bool          // the command is the remote end of scp -O
+	srv    *Server
+	ctx    ssh.Context
+	conn   *gossh.ServerConn
+	nc     gossh.NewChannel
+	st     *connState
+	id     string
+	user   string // the authenticated SSH user
+	remote string
+	begin  time.Time
+	auth   channelAuth   // snapshot, tenant and key options; set by authorizeLayer
+	ch     gossh.Channel // once accepted
+	exit   string        // how it ended, for the log
+	act    *activity     // bytes in and out, for the log
+	hasEnv atomic.Bool   // its environment is up (session-mode forwards join it)
+	exited bool          // exit-status or exit-signal was sent
+	scp    bool          // the command is the remote end of scp -O
 
 	mu      sync.Mutex
 	pty     *jail.TTY // from pty-req; nil for none
@@ -88,9 +86,9 @@ func (s *Server) serveSession(ss *session) {
 // run starts the command in the tenant's environment, connects it to the
 // channel and reports its end.
 func (s *Server) run(ctx context.Context, ss *session, sr startRequest, gone <-chan struct{}) {
-	u := ss.tenant
+	u := ss.auth.tenant
 	var original *string
-	if c := ss.keyOpts.Command; c != "" {
+	if c := ss.auth.opts.Command; c != "" {
 		// command= in the key's line wins over whatever the client asked
 		// for (shell, exec or subsystem), as in sshd; the request goes to
 		// SSH_ORIGINAL_COMMAND.
@@ -117,20 +115,14 @@ func (s *Server) run(ctx context.Context, ss *session, sr startRequest, gone <-c
 		pty = fmt.Sprintf("%dx%d", ps.TTY.Cols, ps.TTY.Rows)
 	}
 	defer s.opts.Metrics.sessionStarted(kind)()
+	key, _ := s.channelEnvKey(u, ss.st, ss.id) // a session names its own: never refused
 	// The exec request is logged as what she ran; what she types never is.
 	s.log.Info("session exec", "tenant", u.Name, "remote", ss.remote, "session", ss.id, "kind", kind,
-		"command", sr.command, "pty", pty, "env", envKey(u, ss))
+		"command", sr.command, "pty", pty, "env", key)
 
-	spec, err := s.opts.Provision(ctx, u)
+	env, err := s.acquireEnv(ctx, ss.auth, key)
 	if err != nil {
-		ss.fail(ctx, ps.TTY != nil, "provision", err)
-		return
-	}
-	waitEnv := time.Now()
-	env, err := s.opts.Manager.Environment(ctx, envKey(u, ss), spec)
-	s.opts.Metrics.envWait(time.Since(waitEnv))
-	if err != nil {
-		ss.fail(ctx, ps.TTY != nil, "environment", err)
+		ss.fail(ctx, ps.TTY != nil, err)
 		return
 	}
 	defer env.Release()
@@ -144,11 +136,11 @@ func (s *Server) run(ctx context.Context, ss *session, sr startRequest, gone <-c
 	}
 	proc, err := env.Spawn(ctx, ps)
 	if err != nil {
-		ss.fail(ctx, ps.TTY != nil, "spawn", err)
+		ss.fail(ctx, ps.TTY != nil, &startError{step: "spawn", err: err})
 		return
 	}
 	if u.Record && ps.TTY != nil {
-		path := RecordingPath(ss.st.cfg.StateDir, u.Name, ss.id, time.Now())
+		path := RecordingPath(ss.auth.cfg.StateDir, u.Name, ss.id, time.Now())
 		rec, err := newRecorder(path, ps.TTY.Cols, ps.TTY.Rows, ps.TTY.Term, u.RecordInput, s.log)
 		if err != nil {
 			s.log.Error("recording not started; the session goes on", "tenant", u.Name, "session", ss.id, "err", err)
@@ -225,7 +217,7 @@ func (ss *session) attach(proc jail.Process, tty *jail.TTY, gone <-chan struct{}
 	go func() {
 		st, err := proc.Wait()
 		if err != nil {
-			ss.srv.log.Error("wait", "tenant", ss.tenant.Name, "session", ss.id, "err", err)
+			ss.srv.log.Error("wait", "tenant", ss.auth.tenant.Name, "session", ss.id, "err", err)
 			st = jail.ExitStatus{Code: 255}
 		}
 		waited <- st
@@ -262,7 +254,7 @@ func (ss *session) attach(proc jail.Process, tty *jail.TTY, gone <-chan struct{}
 func (ss *session) procSpec(sr startRequest) *jail.ProcSpec {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	return procSpec(ss.tenant, sr, ss.pty, ss.env, ss.conn.LocalAddr(), ss.conn.RemoteAddr())
+	return procSpec(ss.auth.tenant, sr, ss.pty, ss.env, ss.conn.LocalAddr(), ss.conn.RemoteAddr())
 }
 
 // setProc makes proc the target of window-change and signal requests, and
@@ -302,20 +294,6 @@ func (ss *session) sendExit(st jail.ExitStatus) {
 		code = uint32(st.Code)
 	}
 	ss.ch.SendRequest("exit-status", false, gossh.Marshal(&struct{ Status uint32 }{code}))
-}
-
-// envKey is the key of the environment a session joins, per the tenant's
-// environment mode. An unknown mode (config validation rejects one) gets
-// the strictest: an environment of its own.
-func envKey(u *config.User, ss *session) string {
-	switch u.Environment {
-	case "", config.EnvTenant:
-		return "tenant/" + u.Name
-	case config.EnvConnection:
-		return "conn/" + ss.st.id
-	default:
-		return "session/" + ss.id
-	}
 }
 
 // procSpec builds what to run: the tenant's shell, as a login shell or

@@ -1,0 +1,226 @@
+package gateway
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/jailgate/jailgate/config"
+)
+
+// admission decides whether a new connection may start: sshd's
+// MaxStartups and PerSourceMaxStartups for connections that have not
+// authenticated yet, a cap on all connections (max_connections), and the
+// per-source penalty (PerSourcePenalties). It keeps the counts those need
+// under its own lock; the Server only asks it.
+type admission struct {
+	log  *slog.Logger
+	stop <-chan struct{} // closed when the server closes: waiters give up
+
+	mu          sync.Mutex
+	conns       int            // admitted connections not closed yet
+	unauth      int            // connections not yet authenticated
+	unauthBySrc map[string]int // the same, per source address
+	waiting     int            // connections waiting for a startup slot (admit)
+	// startupFreed is closed (and replaced) when a startup slot frees up.
+	startupFreed chan struct{}
+	penalties    map[string]time.Time // source address -> end of its penalty
+}
+
+// newAdmission returns an admission whose waiting connections give up
+// when stop is closed.
+func newAdmission(log *slog.Logger, stop <-chan struct{}) *admission {
+	return &admission{
+		log:          log,
+		stop:         stop,
+		unauthBySrc:  map[string]int{},
+		startupFreed: make(chan struct{}),
+		penalties:    map[string]time.Time{},
+	}
+}
+
+// tryAdmit decides whether a new connection from src may start now
+// (called under a.mu). It returns why not; full says the refusal is only
+// for want of a startup slot, which admit waits for. An admitted
+// connection counts as open and unauthenticated until closed and
+// startupOver say otherwise.
+func (a *admission) tryAdmit(cfg *config.Config, src string) (why string, full bool) {
+	sv := cfg.Server
+	switch {
+	case a.penalised(src, time.Now()):
+		return "per_source_penalty: repeated authentication failures from " + src, false
+	case sv.MaxConnections > 0 && a.conns >= sv.MaxConnections:
+		return fmt.Sprintf("max_connections (%d) reached", sv.MaxConnections), false
+	case sv.MaxStartups > 0 && a.unauth >= sv.MaxStartups:
+		return fmt.Sprintf("max_startups (%d) unauthenticated connections", sv.MaxStartups), true
+	case sv.PerSourceMaxStartups > 0 && a.unauthBySrc[src] >= sv.PerSourceMaxStartups:
+		return fmt.Sprintf("per_source_max_startups (%d) unauthenticated connections from %s", sv.PerSourceMaxStartups, src), true
+	}
+	a.conns++
+	a.unauth++
+	a.unauthBySrc[src]++
+	return "", false
+}
+
+// startupQueueFactor times the larger of max_startups and
+// per_source_max_startups is how many connections may wait for a startup
+// slot at once; past that they are refused.
+const startupQueueFactor = 10
+
+// admit admits a connection from src as tryAdmit does, except that one
+// refused only because max_startups or per_source_max_startups is reached
+// waits, unread, for a slot until deadline: a burst of logins (a class at
+// 9:00, all behind one NAT) is served in turn instead of being dropped as
+// sshd's MaxStartups drops it, while the handshake work at any moment stays
+// bounded. A waiting connection costs a goroutine and a socket; at most
+// startupQueueFactor × the larger cap wait. It returns why the connection
+// is refused, or "".
+func (a *admission) admit(cfg *config.Config, src string, deadline time.Time) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	why, full := a.tryAdmit(cfg, src)
+	if why == "" || !full {
+		return why
+	}
+	limit := startupQueueFactor * max(cfg.Server.MaxStartups, cfg.Server.PerSourceMaxStartups)
+	if a.waiting >= limit {
+		return fmt.Sprintf("%s, and %d connections already waiting", why, a.waiting)
+	}
+	a.waiting++
+	defer func() { a.waiting-- }()
+	a.log.Info("connection waiting for a startup slot", "src", src, "reason", why, "waiting", a.waiting)
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	for {
+		freed := a.startupFreed
+		a.mu.Unlock()
+		select {
+		case <-freed:
+		case <-t.C:
+			a.mu.Lock()
+			return why + " (waited until login_grace_time)"
+		case <-a.stop:
+			a.mu.Lock()
+			return "shutting down"
+		}
+		a.mu.Lock()
+		select {
+		case <-a.stop:
+			return "shutting down"
+		default:
+		}
+		if why, full = a.tryAdmit(cfg, src); why == "" || !full {
+			return why
+		}
+	}
+}
+
+// startupOver takes an admitted connection from src out of the
+// unauthenticated counts: it authenticated, or it closed before that. The
+// caller makes sure this happens once per connection.
+func (a *admission) startupOver(src string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.unauth--
+	if a.unauthBySrc[src]--; a.unauthBySrc[src] <= 0 {
+		delete(a.unauthBySrc, src)
+	}
+	if a.waiting > 0 { // wake the waiting connections (admit)
+		close(a.startupFreed)
+		a.startupFreed = make(chan struct{})
+	}
+}
+
+// closed takes an admitted connection out of the max_connections count.
+func (a *admission) closed() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.conns--
+}
+
+// hostOf is the address part of a remote address.
+func hostOf(a net.Addr) string {
+	if h, _, err := net.SplitHostPort(a.String()); err == nil {
+		return h
+	}
+	return a.String()
+}
+
+// Penalties (sshd PerSourcePenalties, authfail only): every connection
+// that ends without authenticating after refused keys adds
+// per_source_penalty to its address; past penaltyThreshold of it the
+// address is refused until the penalty runs out, capped at penaltyMax.
+const (
+	penaltyThreshold = 30 * time.Second
+	penaltyMax       = 10 * time.Minute
+)
+
+// penaltySlowdown divides an address's pending penalty into the wait
+// before each of its refused keys is answered, so an address that keeps
+// failing is slowed down before it is refused: at the default 5s a
+// connection, one failed connection makes the next refusal wait ~83ms,
+// five ~417ms, and the sixth reaches the threshold.
+const penaltySlowdown = 60
+
+// slowdown is how long a refused key from src waits for its answer.
+func (a *admission) slowdown(src string) time.Duration {
+	a.mu.Lock()
+	until, ok := a.penalties[src]
+	a.mu.Unlock()
+	if !ok {
+		return 0
+	}
+	return max(time.Until(until), 0) / penaltySlowdown
+}
+
+// penalised reports whether src is refused for now (called under a.mu).
+func (a *admission) penalised(src string, now time.Time) bool {
+	until, ok := a.penalties[src]
+	if !ok {
+		return false
+	}
+	if !until.After(now) {
+		delete(a.penalties, src)
+		return false
+	}
+	return until.Sub(now) >= penaltyThreshold
+}
+
+// penalise adds a failed connection's penalty to its address.
+func (a *admission) penalise(cfg *config.Config, src string) {
+	sv := cfg.Server
+	if sv.PerSourcePenalty <= 0 || exempt(sv.PerSourcePenaltyExempt, src) {
+		return
+	}
+	now := time.Now()
+	a.mu.Lock()
+	was := a.penalised(src, now)
+	until := a.penalties[src]
+	if until.Before(now) {
+		until = now
+	}
+	until = until.Add(sv.PerSourcePenalty)
+	if until.Sub(now) > penaltyMax {
+		until = now.Add(penaltyMax)
+	}
+	a.penalties[src] = until
+	started := !was && a.penalised(src, now)
+	a.mu.Unlock()
+	if started {
+		a.log.Warn("penalty starts: refusing the address after repeated authentication failures",
+			"remote", src, "until", until.Format(time.RFC3339))
+	}
+}
+
+// exempt reports whether src lies in one of the CIDRs.
+func exempt(cidrs []string, src string) bool {
+	ip := net.ParseIP(src)
+	for _, c := range cidrs {
+		if _, n, err := net.ParseCIDR(c); err == nil && ip != nil && n.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}

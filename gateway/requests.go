@@ -13,46 +13,55 @@ type startRequest struct {
 // it always replies to a request that wants a reply.
 func (ss *session) serveRequests(reqs <-chan *gossh.Request, starts chan<- startRequest) {
 	for req := range reqs {
-		ok, start := ss.request(req)
+		ok, start, deliver := ss.request(req)
 		if req.WantReply {
 			req.Reply(ok, nil)
 		}
 		if start != nil {
 			starts <- *start // buffered, and sent at most once
 		}
+		if deliver != nil {
+			deliver()
+		}
 	}
 }
 
-// request handles one channel request. A start request is returned so that
-// it is started only after its reply went out. Requests of unknown types
-// are refused.
-func (ss *session) request(req *gossh.Request) (bool, *startRequest) {
+// request handles one channel request. What must happen only after its
+// reply went out is returned: a start request (the command's output must
+// not overtake the reply), or a signal's delivery (a KILL ends the command
+// and may close the channel before a late reply could be sent). Requests
+// of unknown types are refused.
+func (ss *session) request(req *gossh.Request) (ok bool, start *startRequest, deliver func()) {
+	if req.Type == "signal" {
+		ok, deliver = ss.signalReq(req.Payload)
+		return ok, nil, deliver
+	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	switch req.Type {
 	case "pty-req":
-		return ss.ptyReq(req.Payload), nil
+		return ss.ptyReq(req.Payload), nil, nil
 	case "window-change":
-		return ss.windowChange(req.Payload), nil
+		return ss.windowChange(req.Payload), nil, nil
 	case "env":
-		return ss.envReq(req.Payload), nil
+		return ss.envReq(req.Payload), nil, nil
 	case "shell", "exec":
-		return ss.startReq(req.Type == "exec", req.Payload)
+		ok, start = ss.startReq(req.Type == "exec", req.Payload)
+		return ok, start, nil
 	case "subsystem":
-		return ss.subsystemReq(req.Payload)
+		ok, start = ss.subsystemReq(req.Payload)
+		return ok, start, nil
 	case "auth-agent-req@openssh.com":
-		return ss.agentReq(), nil
+		return ss.agentReq(), nil, nil
 	case "x11-req":
 		ss.srv.log.Info("request refused", "user", ss.user, "session", ss.id, "request", req.Type,
 			"reason", "X11 forwarding is not supported")
-		return false, nil
-	case "signal":
-		return ss.signalReq(req.Payload), nil
 	}
-	return false, nil
+	return false, nil, nil
 }
 
-// The request handlers below run with ss.mu held.
+// The request handlers below run with ss.mu held, but for signalReq, which
+// takes it itself.
 
 // ptyReq takes the session's one terminal request, before the command
 // starts and unless the key says no-pty.
@@ -143,15 +152,19 @@ func (ss *session) agentReq() bool {
 	return true
 }
 
-// signalReq sends a signal the client names to the running command.
-func (ss *session) signalReq(payload []byte) bool {
+// signalReq accepts a signal the client names for the running command and
+// returns its delivery, to run once the reply went out.
+func (ss *session) signalReq(payload []byte) (bool, func()) {
 	var sig struct{ Name string }
-	if gossh.Unmarshal(payload, &sig) != nil || ss.proc == nil {
-		return false
+	if gossh.Unmarshal(payload, &sig) != nil {
+		return false, nil
 	}
 	n, ok := signalByName(sig.Name)
-	if !ok {
-		return false
+	ss.mu.Lock()
+	proc := ss.proc
+	ss.mu.Unlock()
+	if !ok || proc == nil {
+		return false, nil
 	}
-	return ss.proc.Signal(n) == nil
+	return true, func() { proc.Signal(n) }
 }

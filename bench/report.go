@@ -12,6 +12,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/jailgate/jailgate/internal/atomicfile"
 )
 
 // target is one of issue 8's bounds on a row: on the ratio
@@ -196,9 +198,5 @@ func (r *report) write(dir string) (string, error) {
 		}
 		path = filepath.Join(dir, fmt.Sprintf("%s-%d.json", r.Date, n))
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return "", err
-	}
-	return path, os.Rename(tmp, path)
+	return path, atomicfile.WriteFile(path, append(b, '\n'), 0o644)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jailgate/jailgate/jail"
+	"github.com/jailgate/jailgate/statedir"
 	"gopkg.in/yaml.v3"
 )
 
@@ -97,7 +98,7 @@ func applyTopDefaults(c *Config) {
 		c.LimitsEnforcement = "strict"
 	}
 	if c.HostKey == "" {
-		c.HostKey = filepath.Join(c.StateDir, "ssh_host_ed25519_key")
+		c.HostKey = statedir.New(c.StateDir).HostKey()
 	}
 }
 

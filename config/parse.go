@@ -104,6 +104,8 @@ var (
 	defaultBad = []string{"uid_base"} // per-tenant only
 )
 
+// parse decodes the document: the top-level fields and the defaults first,
+// then each tenant over the defaults, then validation and the key index.
 func (p *parser) parse(data []byte) *Config {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
@@ -116,180 +118,114 @@ func (p *parser) parse(data []byte) *Config {
 	if len(doc.Content) > 0 {
 		p.mapping(doc.Content[0], "", topKeys, func(key string, v *yaml.Node) {
 			p.pos[key] = p.at(v)
-			switch key {
-			case "listen":
-				c.Listen = p.str(v, key)
-			case "host_key":
-				c.HostKey = p.str(v, key)
-			case "state_dir":
-				c.StateDir = p.str(v, key)
-			case "limits_enforcement":
-				c.LimitsEnforcement = p.str(v, key)
-			case "server":
-				p.server(&c.Server, v, key)
-			case "trusted_user_ca_keys":
-				c.TrustedUserCAKeys = p.keySources(v, key, nil)
-			case "revoked_keys":
-				c.RevokedKeys = p.keySources(v, key, &c.RevokedKRLs)
-				c.IndexRevoked()
-			case "audit_log":
-				c.AuditLog = p.str(v, key)
-			case "metrics_listen":
-				c.MetricsListen = p.str(v, key)
-			case "log":
-				p.mapping(v, key, []string{"format", "level"}, func(k string, v *yaml.Node) {
-					f := join(key, k)
-					p.pos[f] = p.at(v)
-					if k == "format" {
-						c.LogFormat = p.str(v, f)
-					} else {
-						c.LogLevel = p.str(v, f)
-					}
-				})
-			case "revoke":
-				c.Revoke = p.str(v, key)
-			case "defaults":
-				p.user(&def, v, "defaults", true)
-			case "users":
-				usersNode = v
+			if key == "users" {
+				usersNode = v // once the defaults are complete
+				return
 			}
+			p.top(c, &def, key, v)
 		})
 	}
 	c.Defaults = def
 	applyTopDefaults(c)
 	if usersNode != nil {
 		p.mapping(usersNode, "users", nil, func(name string, v *yaml.Node) {
-			path := "users." + name
-			p.pos[path] = p.at(v)
-			u := def // a copy: defaults first, then her own fields
-			u.Name, u.Pos = name, p.at(v)
-			u.Keys = append([]keys.Key(nil), def.Keys...)
-			for f, pos := range p.pos {
-				if rest, ok := strings.CutPrefix(f, "defaults."); ok {
-					if _, set := p.pos[path+"."+rest]; !set {
-						p.pos[path+"."+rest] = pos
-					}
-				}
-			}
-			p.user(&u, v, path, false)
-			// A tenant's own rootfs or image wins over the other from the
-			// defaults (e.g. defaults.rootfs with one tenant on an image).
-			fromDefaults := func(f string) bool {
-				pos, ok := p.pos["defaults."+f]
-				return ok && p.pos[path+"."+f] == pos
-			}
-			if u.Image != "" && u.Rootfs != "" {
-				if fromDefaults("rootfs") && !fromDefaults("image") {
-					u.Rootfs = ""
-				} else if fromDefaults("image") && !fromDefaults("rootfs") {
-					u.Image = ""
-				}
-			}
-			expand(&u)
-			p.keysFile(&u, path)
-			c.Users[name] = &u
+			c.Users[name] = p.tenant(def, name, v)
 		})
 	}
 	p.validate(c)
-	c.Keys = keys.NewIndex()
-	for _, u := range c.Users {
-		for _, k := range u.Keys {
-			o, _ := keys.ParseOptions(k.Options) // checked above
-			c.Keys.AddWithOptions(u.Name, k.Key, o)
-			c.Keys.SetComment(u.Name, k.Key, k.Comment)
-		}
-	}
+	c.Keys = keyIndex(c)
 	return c
 }
 
-// user applies the fields of mapping n onto u.
-func (p *parser) user(u *User, n *yaml.Node, path string, isDefaults bool) {
-	p.mapping(n, path, userKeys, func(key string, v *yaml.Node) {
-		field := join(path, key)
-		p.pos[field] = p.at(v)
-		if isDefaults && contains(defaultBad, key) {
-			p.add(p.at(v), field, "can only be set per user")
-			return
-		}
-		switch key {
-		case "keys":
-			u.Keys = append(u.Keys, p.keyLines(v, field)...)
-		case "keys_file":
-			u.KeysFile = p.str(v, field)
-		case "rootfs":
-			u.Rootfs = p.str(v, field)
-		case "image":
-			u.Image = p.str(v, field)
-		case "shell":
-			u.Shell = p.str(v, field)
-		case "hostname":
-			u.Hostname = p.str(v, field)
-		case "environment":
-			u.Environment = p.str(v, field)
-		case "network":
-			u.Network = p.str(v, field)
-		case "linger":
-			p.duration(&u.Linger, v, field)
-		case "idle_timeout":
-			p.duration(&u.IdleTimeout, v, field)
-		case "idle_grace":
-			p.duration(&u.IdleGrace, v, field)
-		case "max_session_time":
-			p.duration(&u.MaxSessionTime, v, field)
-		case "max_sessions":
-			p.count(&u.MaxSessions, v, field)
-		case "banner":
-			u.Banner = p.str(v, field)
-		case "record", "record_input":
-			on, err := strconv.ParseBool(p.str(v, field))
-			if err != nil {
-				p.add(p.at(v), field, "%q is not true or false", v.Value)
-			} else if key == "record" {
-				u.Record = on
+// top applies top-level field key (any but users) onto c, or onto def for
+// the defaults section.
+func (p *parser) top(c *Config, def *User, key string, v *yaml.Node) {
+	switch key {
+	case "listen":
+		c.Listen = p.str(v, key)
+	case "host_key":
+		c.HostKey = p.str(v, key)
+	case "state_dir":
+		c.StateDir = p.str(v, key)
+	case "limits_enforcement":
+		c.LimitsEnforcement = p.str(v, key)
+	case "server":
+		p.server(&c.Server, v, key)
+	case "trusted_user_ca_keys":
+		c.TrustedUserCAKeys = p.keySources(v, key, nil)
+	case "revoked_keys":
+		c.RevokedKeys = p.keySources(v, key, &c.RevokedKRLs)
+		c.IndexRevoked()
+	case "audit_log":
+		c.AuditLog = p.str(v, key)
+	case "metrics_listen":
+		c.MetricsListen = p.str(v, key)
+	case "log":
+		p.mapping(v, key, []string{"format", "level"}, func(k string, v *yaml.Node) {
+			f := join(key, k)
+			p.pos[f] = p.at(v)
+			if k == "format" {
+				c.LogFormat = p.str(v, f)
 			} else {
-				u.RecordInput = on
+				c.LogLevel = p.str(v, f)
 			}
-		case "limits":
-			p.limits(&u.Limits, v, field)
-		case "capabilities":
-			u.Caps = p.caps(v, field)
-		case "seccomp":
-			u.Seccomp = p.str(v, field)
-		case "rlimits":
-			p.rlimits(u, v, field)
-		case "forwarding":
-			p.mapping(v, field, []string{"local", "remote", "agent"}, func(key string, v *yaml.Node) {
-				f := join(field, key)
-				on, err := strconv.ParseBool(p.str(v, f))
-				switch {
-				case err != nil:
-					p.add(p.at(v), f, "%q is not true or false", v.Value)
-				case key == "local":
-					u.Forwarding.Local = on
-				case key == "remote":
-					u.Forwarding.Remote = on
-				default:
-					u.Forwarding.Agent = on
-				}
-			})
-		case "id_range":
-			if n, ok := p.uint(v, field); ok {
-				if n < 1000 || n > 1<<24 {
-					p.add(p.at(v), field, "must be between 1000 and 16777216")
-				} else {
-					u.IDRange = uint32(n)
-				}
-			}
-		case "uid_base":
-			if n, ok := p.uint(v, field); ok {
-				if n != 0 && n < 65536 {
-					p.add(p.at(v), field, "must be at least 65536, above the host's own users (or 0 to allocate)")
-				} else {
-					u.UIDBase = uint32(n)
-				}
+		})
+	case "revoke":
+		c.Revoke = p.str(v, key)
+	case "defaults":
+		p.user(def, v, "defaults", true)
+	}
+}
+
+// tenant builds tenant name from the defaults def and her own mapping v.
+func (p *parser) tenant(def User, name string, v *yaml.Node) *User {
+	path := "users." + name
+	p.pos[path] = p.at(v)
+	u := def // a copy: defaults first, then her own fields
+	u.Name, u.Pos = name, p.at(v)
+	u.Keys = append([]keys.Key(nil), def.Keys...)
+	// Messages about a field she inherits point at the defaults' line.
+	for f, pos := range p.pos {
+		if rest, ok := strings.CutPrefix(f, "defaults."); ok {
+			if _, set := p.pos[path+"."+rest]; !set {
+				p.pos[path+"."+rest] = pos
 			}
 		}
-	})
+	}
+	p.user(&u, v, path, false)
+	p.ownTreeWins(&u, path)
+	expand(&u)
+	p.keysFile(&u, path)
+	return &u
+}
+
+// ownTreeWins keeps a tenant's own rootfs or image over the other from the
+// defaults (e.g. defaults.rootfs with one tenant on an image).
+func (p *parser) ownTreeWins(u *User, path string) {
+	fromDefaults := func(f string) bool {
+		pos, ok := p.pos["defaults."+f]
+		return ok && p.pos[path+"."+f] == pos
+	}
+	if u.Image != "" && u.Rootfs != "" {
+		if fromDefaults("rootfs") && !fromDefaults("image") {
+			u.Rootfs = ""
+		} else if fromDefaults("image") && !fromDefaults("rootfs") {
+			u.Image = ""
+		}
+	}
+}
+
+// keyIndex indexes every tenant's keys with their options and comments.
+func keyIndex(c *Config) *keys.Index {
+	idx := keys.NewIndex()
+	for _, u := range c.Users {
+		for _, k := range u.Keys {
+			o, _ := keys.ParseOptions(k.Options) // checked in validate
+			idx.AddWithOptions(u.Name, k.Key, o)
+			idx.SetComment(u.Name, k.Key, k.Comment)
+		}
+	}
+	return idx
 }
 
 // str returns a scalar's value, reporting anything else.

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/jailgate/jailgate/jail"
+	"github.com/jailgate/jailgate/statedir"
 )
 
 // validate runs every check and records every problem.
@@ -100,10 +101,10 @@ func (p *parser) checkRootfs(u *User, path string) {
 		case !imageName.MatchString(u.Image):
 			p.add(p.fieldPos(f), f, "%q is not an image name (want %s)", u.Image, imageName)
 		default:
-			dir := filepath.Join(p.stateDir, "images", u.Image)
-			if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() {
+			state := statedir.New(p.stateDir)
+			if fi, err := os.Lstat(state.Image(u.Image)); err != nil || !fi.IsDir() {
 				p.add(p.fieldPos(f), f, "no image %q in %s (build it with: jailgate rootfs from-host --image %s --config FILE)",
-					u.Image, filepath.Dir(dir), u.Image)
+					u.Image, state.Images(), u.Image)
 			}
 		}
 		return

@@ -3,7 +3,6 @@ package keys
 import (
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -13,6 +12,8 @@ import (
 	"path/filepath"
 
 	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/jailgate/jailgate/internal/atomicfile"
 )
 
 // hostKeyComment is the comment stored in a generated key and its .pub file.
@@ -24,10 +25,10 @@ const hostKeyComment = "jailgate host key"
 //
 // An existing key is refused if it is a symlink, not a regular file, or has
 // any group or other permission bit set (as sshd refuses such host keys).
-// Creation is safe against a concurrent creator: the key is written to a
-// temporary file opened O_EXCL, synced, and hard-linked into place, which
-// fails rather than replacing a key another process stored meanwhile; that
-// key is then loaded instead.
+// Creation is safe against a concurrent creator: the key is written with
+// atomicfile.Create (a temporary file opened O_EXCL, synced, and hard-linked
+// into place), which fails rather than replacing a key another process
+// stored meanwhile; that key is then loaded instead.
 func LoadOrCreateHostKey(path string) (gossh.Signer, error) {
 	s, err := loadHostKey(path)
 	if !errors.Is(err, fs.ErrNotExist) {
@@ -109,75 +110,24 @@ func createHostKey(path string) (gossh.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("generate host key: %w", err)
 	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create host key directory: %w", err)
 	}
-	tmp, err := writeTemp(dir, filepath.Base(path), pem.EncodeToMemory(block), 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("create host key %s: %w", path, err)
-	}
-	defer os.Remove(tmp)
-	// link(2) never replaces an existing file: if another process stored a
-	// key first, this fails with EEXIST and the caller loads that key.
-	if err := os.Link(tmp, path); err != nil {
+	// atomicfile.Create links the synced key into place, and link(2) never
+	// replaces an existing file: if another process stored a key first,
+	// this fails with fs.ErrExist and the caller loads that key.
+	if err := atomicfile.Create(path, pem.EncodeToMemory(block), 0o600); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return nil, err
 		}
 		return nil, fmt.Errorf("create host key: %w", err)
 	}
-	syncDir(dir)
 
 	pub := gossh.MarshalAuthorizedKey(signer.PublicKey())
 	pub = append(pub[:len(pub)-1], " "+hostKeyComment+"\n"...)
-	pubTmp, err := writeTemp(dir, filepath.Base(path)+".pub", pub, 0o644)
-	if err != nil {
+	// The .pub file is derived data: replacing a stale one is fine.
+	if err := atomicfile.WriteFile(path+".pub", pub, 0o644); err != nil {
 		return nil, fmt.Errorf("create host key %s.pub: %w", path, err)
 	}
-	defer os.Remove(pubTmp)
-	// The .pub file is derived data: replacing a stale one is fine.
-	if err := os.Rename(pubTmp, path+".pub"); err != nil {
-		return nil, fmt.Errorf("create host key: %w", err)
-	}
-	syncDir(dir)
 	return signer, nil
-}
-
-// writeTemp writes data to a new file in dir, created O_EXCL with perm, syncs
-// and closes it, and returns its name.
-func writeTemp(dir, base string, data []byte, perm fs.FileMode) (string, error) {
-	var rnd [8]byte
-	if _, err := rand.Read(rnd[:]); err != nil {
-		return "", err
-	}
-	name := filepath.Join(dir, "."+base+".tmp-"+hex.EncodeToString(rnd[:]))
-	f, err := os.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, perm)
-	if err != nil {
-		return "", err
-	}
-	// The umask may only clear bits; make the mode exact (0644 for .pub).
-	err = f.Chmod(perm)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(name)
-		return "", err
-	}
-	return name, nil
-}
-
-// syncDir makes a new directory entry durable. Errors are ignored: some
-// file systems cannot sync directories, and the data itself is synced.
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
 }

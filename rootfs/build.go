@@ -79,12 +79,44 @@ func FromHost(dir string, opts FromHostOptions) error {
 	return nil
 }
 
+// fromHost finds the commands, opens the tree, then runs the build steps
+// in order; each step says why it is there.
 func fromHost(dir string, opts FromHostOptions) error {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return err
 	}
 	// Find every command first: a bad name fails before anything is written.
+	cmds, err := findCommands(opts.With)
+	if err != nil {
+		return err
+	}
+	root, st, err := openTarget(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	b := &builder{root: root, log: opts.Log, uid: int(st.Uid), gid: int(st.Gid), done: map[string]bool{}}
+	for _, step := range []func() error{
+		b.marker,                                 // first: a build that fails halfway may be run again
+		b.usrLinks,                               // binaries and the loader are found through them
+		b.skeleton,                               // the directories every system has
+		func() error { return b.commands(cmds) }, // the commands and the libraries they load
+		b.terminfo,                               // full-screen programs over the common TERMs
+		b.installLocale,                          // tmux wants a UTF-8 locale
+		b.etcFiles,                               // a root user, files-only NSS, a profile
+	} {
+		if err := step(); err != nil {
+			return err
+		}
+	}
+	b.logf("built %s: %d files copied, %d links made", dir, b.files, b.links)
+	return nil
+}
+
+// findCommands looks up the base commands (all required), the optional
+// ones the host has, and those of with (all required), on the host.
+func findCommands(with []string) ([]string, error) {
 	var cmds, missing []string
 	for _, name := range baseCommands {
 		if p, err := lookHost(name); err == nil {
@@ -94,39 +126,38 @@ func fromHost(dir string, opts FromHostOptions) error {
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("commands not found on the host: %s", strings.Join(missing, ", "))
+		return nil, fmt.Errorf("commands not found on the host: %s", strings.Join(missing, ", "))
 	}
 	for _, name := range optionalCommands {
 		if p, err := lookHost(name); err == nil {
 			cmds = append(cmds, p)
 		}
 	}
-	for _, name := range opts.With {
+	for _, name := range with {
 		p, err := lookHost(name)
 		if err != nil {
-			return fmt.Errorf("command %q: %w", name, err)
+			return nil, fmt.Errorf("command %q: %w", name, err)
 		}
 		cmds = append(cmds, p)
 	}
+	return cmds, nil
+}
 
-	root, st, err := openTarget(dir)
-	if err != nil {
-		return err
-	}
-	defer root.Close()
-	b := &builder{root: root, log: opts.Log, uid: int(st.Uid), gid: int(st.Gid), done: map[string]bool{}}
+// marker writes the file that marks the tree as FromHost's, which a later
+// FromHost may refresh in place.
+func (b *builder) marker() error {
 	if err := b.ensureDir("etc", 0o755); err != nil {
 		return err
 	}
-	// The marker goes first: a build that fails halfway may be run again.
-	marker := "This tree was built by jailgate from the host's binaries (rootfs.FromHost).\n" +
+	const marker = "This tree was built by jailgate from the host's binaries (rootfs.FromHost).\n" +
 		"Building it again refreshes it in place.\n"
-	if err := b.writeFile(markerPath, 0o644, strings.NewReader(marker)); err != nil {
-		return err
-	}
-	// Merged /usr: /bin, /lib ... are links into /usr on the host, and
-	// binaries and the loader are found through them (PT_INTERP is
-	// /lib64/ld-linux-x86-64.so.2), so the tree has the same links.
+	return b.writeFile(markerPath, 0o644, strings.NewReader(marker))
+}
+
+// usrLinks mirrors a merged /usr: /bin, /lib ... are links into /usr on
+// the host, and binaries and the loader are found through them (PT_INTERP
+// is /lib64/ld-linux-x86-64.so.2), so the tree has the same links.
+func (b *builder) usrLinks() error {
 	for _, n := range []string{"/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"} {
 		if fi, err := os.Lstat(n); err != nil || fi.Mode()&fs.ModeSymlink == 0 {
 			continue
@@ -138,6 +169,11 @@ func fromHost(dir string, opts FromHostOptions) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// skeleton makes the top directories a system expects, with their modes.
+func (b *builder) skeleton() error {
 	for _, d := range []struct {
 		name string
 		perm fs.FileMode
@@ -149,7 +185,11 @@ func fromHost(dir string, opts FromHostOptions) error {
 			return err
 		}
 	}
+	return nil
+}
 
+// commands installs the host commands cmds and every library they load.
+func (b *builder) commands(cmds []string) error {
 	var queue []object
 	for _, p := range cmds {
 		real, err := b.install(p)
@@ -164,33 +204,29 @@ func fromHost(dir string, opts FromHostOptions) error {
 	}
 	// glibc before 2.34 loads the "files" NSS module with dlopen, which no
 	// DT_NEEDED entry shows; later versions build it in and ship a stub.
-	if r.kind != (elfKind{}) {
-		dirs := append(append([]string{}, r.conf...), defaultLibDirs(r.kind)...)
-		if lib := r.find("libnss_files.so.2", r.kind, dirs); lib != "" {
-			real, err := b.install(lib)
-			if err != nil {
-				return err
-			}
-			if err := b.resolve(r, []object{{found: lib, real: real}}); err != nil {
-				return err
-			}
-		}
+	if r.kind == (elfKind{}) {
+		return nil
 	}
-	if err := b.terminfo(); err != nil {
+	dirs := append(append([]string{}, r.conf...), defaultLibDirs(r.kind)...)
+	lib := r.find("libnss_files.so.2", r.kind, dirs)
+	if lib == "" {
+		return nil
+	}
+	real, err := b.install(lib)
+	if err != nil {
 		return err
 	}
-	// tmux refuses to start without a UTF-8 locale, and glibc finds C.UTF-8
-	// in /usr/lib/locale on Debian (400 KiB).
-	if fi, err := os.Stat(cLocale); err == nil && fi.IsDir() {
-		if err := b.installTree(cLocale); err != nil {
-			return err
-		}
+	return b.resolve(r, []object{{found: lib, real: real}})
+}
+
+// installLocale copies the C.UTF-8 locale where the host has it: tmux
+// refuses to start without a UTF-8 locale, and glibc finds C.UTF-8 in
+// /usr/lib/locale on Debian (400 KiB).
+func (b *builder) installLocale() error {
+	if fi, err := os.Stat(cLocale); err != nil || !fi.IsDir() {
+		return nil
 	}
-	if err := b.etcFiles(); err != nil {
-		return err
-	}
-	b.logf("built %s: %d files copied, %d links made", dir, b.files, b.links)
-	return nil
+	return b.installTree(cLocale)
 }
 
 // openTarget creates dir if needed, refuses a link, a non-directory or a

@@ -13,31 +13,22 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/jailgate/jailgate/statedir"
 )
-
-// tenantDir holds a tenant's persistent layer (upper and work dirs, and
-// the shifted copy of her image where the kernel needs one).
-func tenantDir(stateDir, tenant string) string { return filepath.Join(stateDir, "tenants", tenant) }
-
-// layerRoot holds the mount points (the idmapped lower and the merged
-// tree) of one state directory's tenants. It lives under /run, not the
-// state directory: the jail reaches a rootfs as the tenant's unprivileged
-// ids, which need search permission on every directory above it, and a
-// state directory is rightly 0700. The state directory's hash keeps two
-// gateways (or test runs) apart.
-func layerRoot(stateDir string) string {
-	sum := sha256.Sum256([]byte(stateDir))
-	return filepath.Join("/run/jailgate/layers", hex.EncodeToString(sum[:6]))
-}
 
 // layerPaths are the directories of one tenant's layer.
 type layerPaths struct {
 	tenant, upper, work string // persistent, under state_dir/tenants/<tenant>
-	mnt, lower, merged  string // mount points, under layerRoot
+	mnt, lower, merged  string // mount points, under statedir's LayerMounts
 }
 
+// pathsOf names tenant's layer directories: her persistent ones in the
+// state directory, her mount points under /run (statedir.LayerMounts says
+// why they are there).
 func pathsOf(stateDir, tenant string) layerPaths {
-	t, mnt := tenantDir(stateDir, tenant), filepath.Join(layerRoot(stateDir), tenant)
+	state := statedir.New(stateDir)
+	t, mnt := state.Tenant(tenant), filepath.Join(state.LayerMounts(), tenant)
 	return layerPaths{tenant: t, upper: filepath.Join(t, "upper"), work: filepath.Join(t, "work"),
 		mnt: mnt, lower: filepath.Join(mnt, "lower"), merged: filepath.Join(mnt, "merged")}
 }
@@ -66,7 +57,8 @@ func mountLayer(p layerPaths, src, lowerCopy string, base, size uint32) error {
 		return fmt.Errorf("no such image under %s (build it with: jailgate rootfs from-host --image %s)",
 			filepath.Dir(src), filepath.Base(src))
 	}
-	for _, d := range []string{"/run/jailgate", "/run/jailgate/layers", filepath.Dir(p.mnt), p.mnt, p.lower, p.merged} {
+	mounts := filepath.Dir(p.mnt)
+	for _, d := range []string{statedir.RuntimeDir, filepath.Dir(mounts), mounts, p.mnt, p.lower, p.merged} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			return err
 		}

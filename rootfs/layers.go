@@ -3,12 +3,13 @@ package rootfs
 import (
 	"errors"
 	"log/slog"
-	"path/filepath"
 	"time"
+
+	"github.com/jailgate/jailgate/statedir"
 )
 
 // ImageDir is where image NAME lives under the state directory.
-func ImageDir(stateDir, name string) string { return filepath.Join(stateDir, "images", name) }
+func ImageDir(stateDir, name string) string { return statedir.New(stateDir).Image(name) }
 
 // DefaultGrace is how long a tenant's layer stays mounted after her last
 // environment ended: a login within it finds the layer mounted, and one

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/jailgate/jailgate/statedir"
 )
 
 // maxRetry caps the wait between attempts to unmount a layer still in use.
@@ -314,7 +316,7 @@ func (l *Layers) Close() error {
 	}
 	// Layers left mounted by an earlier gateway, of tenants who did not
 	// come back.
-	root := layerRoot(l.stateDir)
+	root := statedir.New(l.stateDir).LayerMounts()
 	ents, _ := os.ReadDir(root)
 	for _, e := range ents {
 		if err := unmountLayer(pathsOf(l.stateDir, e.Name()), true); err != nil {
@@ -374,7 +376,7 @@ func RemoveLayer(stateDir, tenant string) error {
 	if err := checkTenant(tenant); err != nil {
 		return fmt.Errorf("rootfs: reset: %w", err)
 	}
-	dir := tenantDir(stateDir, tenant)
+	dir := statedir.New(stateDir).Tenant(tenant)
 	f, err := os.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("rootfs: reset %s: %w", tenant, err)

@@ -100,12 +100,34 @@ func mountIDs(dir string) []string {
 // waitUnmounted waits for tenant's layer to go and says when it went.
 func (l *layerLab) waitUnmounted(t *testing.T, tenant string) time.Time {
 	t.Helper()
-	for end := time.Now().Add(10 * time.Second); l.layers.Mounted(tenant); time.Sleep(5 * time.Millisecond) {
+	end := time.Now().Add(10 * time.Second)
+	for ; l.layers.Mounted(tenant); time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(end) {
 			t.Fatalf("%s's layer is still mounted", tenant)
 		}
 	}
-	return time.Now()
+	gone := time.Now()
+	// The unmount drops her directory's lock just after the mount goes;
+	// a RemoveLayer in between would find it held.
+	for ; l.locked(tenant); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("%s's layer is unmounted but still holds her directory's lock", tenant)
+		}
+	}
+	return gone
+}
+
+// locked reports whether tenant's layer still holds her directory's lock.
+func (l *layerLab) locked(tenant string) bool {
+	l.layers.mu.Lock()
+	ly := l.layers.tenants[tenant]
+	l.layers.mu.Unlock()
+	if ly == nil {
+		return false
+	}
+	ly.mu.Lock()
+	defer ly.mu.Unlock()
+	return ly.lock != nil
 }
 
 // asTenant runs argv as the host uid and gid base (a tenant's root).

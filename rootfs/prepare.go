@@ -1,7 +1,6 @@
 package rootfs
 
 import (
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -14,6 +13,9 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/jailgate/jailgate/internal/atomicfile"
+	"github.com/jailgate/jailgate/statedir"
 )
 
 // Record is what Prepare keeps of the last shift of a tenant's tree, as JSON
@@ -24,9 +26,6 @@ type Record struct {
 	GID    uint32 `json:"gid"`    // host gid the tree's root is owned by
 	Size   uint32 `json:"size"`   // number of ids in the tenant's range
 }
-
-// recordDir is the directory of stateDir holding the records.
-const recordDir = "rootfs"
 
 // Prepare makes dir ready to be the root filesystem of tenant, whose root
 // user is the host id base (with size ids): the first time, it shifts the
@@ -58,7 +57,8 @@ func prepare(stateDir, tenant, dir string, base, size uint32) error {
 	if _, err := newIDShift(0, base, size); err != nil {
 		return err
 	}
-	recs := filepath.Join(stateDir, recordDir)
+	state := statedir.New(stateDir)
+	recs := state.RootfsRecords()
 	if err := os.MkdirAll(recs, 0o700); err != nil {
 		return err
 	}
@@ -68,7 +68,7 @@ func prepare(stateDir, tenant, dir string, base, size uint32) error {
 	}
 	defer unlock()
 
-	recPath := filepath.Join(recs, tenant+".json")
+	recPath := state.RootfsRecord(tenant)
 	rec, err := readRecord(recPath)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
@@ -170,32 +170,7 @@ func writeRecord(name string, r *Record) error {
 	if err != nil {
 		return err
 	}
-	var buf [6]byte
-	_, _ = rand.Read(buf[:])
-	tmp := filepath.Join(filepath.Dir(name), "."+filepath.Base(name)+"."+hex.EncodeToString(buf[:]))
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(append(data, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, name)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	if d, err := os.Open(filepath.Dir(name)); err == nil {
-		_ = d.Sync() // make the rename durable
-		d.Close()
-	}
-	return nil
+	return atomicfile.WriteFile(name, append(data, '\n'), 0o600)
 }
 
 // mutexes serialize the callers of one lock file within this process, so

@@ -201,3 +201,18 @@ func TestYAMLErrorLine(t *testing.T) {
 		}
 	}
 }
+
+func TestLimitsText(t *testing.T) {
+	for _, tc := range []struct {
+		l    jail.Limits
+		want string
+	}{
+		{jail.Limits{}, "none"},
+		{jail.Limits{Memory: 512 << 20, Pids: 256, CPU: 1.5}, "memory=512MiB pids=256 cpu=1.5"},
+		{jail.Limits{MemorySwap: 1 << 30, IOWeight: 200}, "memory_swap=1GiB io_weight=200"},
+	} {
+		if got := LimitsText(tc.l); got != tc.want {
+			t.Errorf("LimitsText(%+v) = %q, want %q", tc.l, got, tc.want)
+		}
+	}
+}

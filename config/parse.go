@@ -100,7 +100,6 @@ var (
 		"per_source_penalty", "per_source_penalty_exempt", "ciphers"}
 	userKeys = []string{"keys", "keys_file", "rootfs", "image", "shell", "hostname", "environment", "linger", "network", "limits", "id_range", "uid_base", "capabilities", "seccomp", "rlimits", "forwarding",
 		"max_sessions", "idle_timeout", "idle_grace", "max_session_time", "banner", "record", "record_input"}
-	limitKeys  = []string{"memory", "memory_swap", "pids", "cpu", "io_weight"}
 	defaultBad = []string{"uid_base"} // per-tenant only
 )
 

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -102,48 +101,6 @@ func (p *parser) count(n *int, v *yaml.Node, field string) {
 	if x, ok := p.uint(v, field); ok {
 		*n = int(x)
 	}
-}
-
-// limits decodes a limits mapping.
-func (p *parser) limits(l *jail.Limits, n *yaml.Node, path string) {
-	p.mapping(n, path, limitKeys, func(key string, v *yaml.Node) {
-		field := join(path, key)
-		s := p.str(v, field)
-		switch key {
-		case "memory", "memory_swap":
-			size, err := ParseSize(s)
-			if err != nil {
-				p.add(p.at(v), field, "%q is not a size (use e.g. 512MiB)", s)
-				return
-			}
-			if key == "memory" {
-				l.Memory = size
-			} else {
-				l.MemorySwap = size
-			}
-		case "io_weight":
-			n, err := strconv.ParseInt(s, 10, 64)
-			if err != nil || n < 0 || n > 10000 {
-				p.add(p.at(v), field, "%q is not a weight from 1 to 10000 (0: unset)", s)
-				return
-			}
-			l.IOWeight = n
-		case "pids":
-			n, err := strconv.ParseInt(s, 10, 64)
-			if err != nil || n < 0 {
-				p.add(p.at(v), field, "%q is not a whole number >= 0", s)
-				return
-			}
-			l.Pids = n
-		case "cpu":
-			f, err := strconv.ParseFloat(s, 64)
-			if err != nil || f < 0 || f != f {
-				p.add(p.at(v), field, "%q is not a number of CPUs >= 0 (use e.g. 1.5)", s)
-				return
-			}
-			l.CPU = f
-		}
-	})
 }
 
 // rlimits decodes an rlimits mapping onto the defaults (a copy, so a

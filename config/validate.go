@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/jailgate/jailgate/jail"
 	"github.com/jailgate/jailgate/statedir"
 )
 
@@ -219,24 +218,10 @@ func (u *User) Summary() string {
 	if n == 1 {
 		plural = ""
 	}
-	lim := "none"
-	if u.Limits != (jail.Limits{}) {
-		var parts []string
-		if u.Limits.Memory > 0 {
-			parts = append(parts, "memory="+FormatSize(u.Limits.Memory))
-		}
-		if u.Limits.Pids > 0 {
-			parts = append(parts, fmt.Sprintf("pids=%d", u.Limits.Pids))
-		}
-		if u.Limits.CPU > 0 {
-			parts = append(parts, "cpu="+strconv.FormatFloat(u.Limits.CPU, 'g', -1, 64))
-		}
-		lim = strings.Join(parts, " ")
-	}
 	tree := "rootfs " + u.Rootfs
 	if u.Image != "" {
 		tree = "image " + u.Image
 	}
 	return fmt.Sprintf("%s: %d key%s, %s, shell %s, hostname %s, environment %s, limits %s",
-		u.Name, n, plural, tree, u.Shell, u.Hostname, u.Environment, lim)
+		u.Name, n, plural, tree, u.Shell, u.Hostname, u.Environment, LimitsText(u.Limits))
 }

@@ -78,8 +78,7 @@ func explainLines(u *config.User) []string {
 		"environment:  " + u.Environment,
 		fmt.Sprintf("linger:       %v", u.Linger),
 		"network:      " + u.Network,
-		fmt.Sprintf("limits:       memory=%s memory_swap=%s pids=%d cpu=%g io_weight=%d",
-			sizeOrUnlimited(u.Limits.Memory), sizeOrUnlimited(u.Limits.MemorySwap), u.Limits.Pids, u.Limits.CPU, u.Limits.IOWeight),
+		"limits:       " + config.LimitsText(u.Limits),
 		fmt.Sprintf("rlimits:      %v", u.Rlimits),
 		fmt.Sprintf("ids:          base %s, %d ids", baseText(u.UIDBase), u.IDRange),
 		fmt.Sprintf("capabilities: %s", capsText(u.Caps)),
@@ -106,14 +105,6 @@ func rootfsText(u *config.User) string {
 		return "image:        " + u.Image + " (her changes in a layer of her own over it)"
 	}
 	return "rootfs:       " + u.Rootfs
-}
-
-// sizeOrUnlimited renders a limit; 0 is unlimited.
-func sizeOrUnlimited(n int64) string {
-	if n == 0 {
-		return "unlimited"
-	}
-	return config.FormatSize(n)
 }
 
 // baseText renders an explicit or allocated id base.

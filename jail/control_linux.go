@@ -2,10 +2,14 @@ package jail
 
 // The control protocol between the gateway and an environment's init.
 //
-//	gateway (jail.Supervisor)                      init (PID 1 of the environment)
-//	   │ socketpair(SOCK_SEQPACKET): fd 3 in the init; rootfs O_PATH fd 4
-//	   │── config {spec} ─────────────────────────────►│ mounts, pivot_root, hostname, lo,
-//	   │                                               │ dumpable=0, caps, no_new_privs, close fds
+//	gateway (jail.Supervisor, start)               init (PID 1 of the environment, setup)
+//	   │ spec, rootfs O_PATH fd, socketpair(SOCK_SEQPACKET), cgroup
+//	   │ clone: control socket fd 3, rootfs fd 4 ─────►│ (new namespaces, already in the cgroup)
+//	   │ network: the mode's setup from outside        │
+//	   │── config {rootfs, hostname, caps, network…} ─►│ bounding set, mounts, masks, pivot_root,
+//	   │                                               │ hostname, network (lo up), close fds,
+//	   │                                               │ rlimits, dumpable=0, caps, no_new_privs,
+//	   │                                               │ seccomp
 //	   │◄──────────────────────────── ready | failed {StepError}
 //	   │── spawn {id, proc} [+ stdin, stdout, stderr] ►│ fork/exec (pipes handed in by the gateway)
 //	   │◄──────────────── spawned {id, pid} [+ PTY master] | spawned {id, err}
@@ -67,6 +71,7 @@ type initConfig struct {
 	KillGrace int64             `json:"kill_grace_ms"`
 	Seccomp   string            `json:"seccomp,omitempty"`
 	Rlimits   map[string]uint64 `json:"rlimits,omitempty"`
+	Network   string            `json:"network"` // a key of networkModes, never ""
 }
 
 // message is every control datagram; unused fields stay empty.

@@ -8,24 +8,35 @@ import (
 // ErrClosed is returned by an environment that has ended.
 var ErrClosed = errors.New("environment closed")
 
-// StepError says which setup step of an environment's init failed, with the
-// operation and path involved. It travels from the init to the gateway as
-// JSON, so Err is flattened to text on the way.
+// StepError says which step of an environment's start failed, with the
+// operation and path involved: a step of the gateway's side (start: "spec",
+// "rootfs", "cgroup", "clone", "network", …) or of the init's (setup:
+// "mount", "pivot_root", "caps", …). The init's travel to the gateway as
+// JSON, so Err is flattened to text on the way; on the gateway's side Cause
+// keeps the error itself for errors.Is and errors.As.
 type StepError struct {
-	Step string `json:"step"`           // e.g. "mount", "pivot_root", "caps"
-	Op   string `json:"op"`             // the syscall or action, with its flags
-	Path string `json:"path,omitempty"` // the path involved, if any
-	Err  string `json:"err"`            // the cause, e.g. "operation not permitted"
+	Step  string `json:"step"`           // e.g. "rootfs", "mount", "pivot_root", "caps"
+	Op    string `json:"op"`             // the syscall or action, with its flags; may be empty
+	Path  string `json:"path,omitempty"` // the path involved, if any
+	Err   string `json:"err"`            // the cause, e.g. "operation not permitted"
+	Cause error  `json:"-"`              // the cause as an error, where it did not cross the socket
 }
 
 func (e *StepError) Error() string {
-	if e.Path != "" {
+	switch {
+	case e.Path != "":
 		return fmt.Sprintf("%s: %s %s: %s", e.Step, e.Op, e.Path, e.Err)
+	case e.Op != "":
+		return fmt.Sprintf("%s: %s: %s", e.Step, e.Op, e.Err)
+	default:
+		return fmt.Sprintf("%s: %s", e.Step, e.Err)
 	}
-	return fmt.Sprintf("%s: %s: %s", e.Step, e.Op, e.Err)
 }
+
+// Unwrap returns the cause, if it is still an error.
+func (e *StepError) Unwrap() error { return e.Cause }
 
 // stepErr builds a StepError from a Go error.
 func stepErr(step, op, path string, err error) *StepError {
-	return &StepError{Step: step, Op: op, Path: path, Err: err.Error()}
+	return &StepError{Step: step, Op: op, Path: path, Err: err.Error(), Cause: err}
 }

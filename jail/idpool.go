@@ -9,6 +9,9 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+
+	"github.com/jailgate/jailgate/internal/atomicfile"
+	"github.com/jailgate/jailgate/statedir"
 )
 
 // Host id ranges handed to tenants start here, far above the ids a host
@@ -32,9 +35,10 @@ type idRecord struct {
 	Size uint32 `json:"size"`
 }
 
-// NewIDPool uses stateDir/ids.json.
+// NewIDPool uses the pool file of state directory stateDir
+// (statedir.Layout.IDs).
 func NewIDPool(stateDir string) *IDPool {
-	return &IDPool{path: filepath.Join(stateDir, "ids.json")}
+	return &IDPool{path: statedir.New(stateDir).IDs()}
 }
 
 // Reserved is a range the pool must not hand out (an explicit uid_base).
@@ -105,29 +109,14 @@ func (p *IDPool) load() (map[string]idRecord, error) {
 	return all, nil
 }
 
-// save writes the pool file atomically.
+// save writes the pool file atomically (a crash leaves the old pool or the
+// new one, never a tenant without her range).
 func (p *IDPool) save(all map[string]idRecord) error {
 	if err := os.MkdirAll(filepath.Dir(p.path), 0o700); err != nil {
 		return fmt.Errorf("write id pool: %w", err)
 	}
 	b, _ := json.MarshalIndent(all, "", "  ")
-	tmp := p.path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("write id pool: %w", err)
-	}
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, p.path)
-	}
-	if err != nil {
-		os.Remove(tmp)
+	if err := atomicfile.WriteFile(p.path, append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("write id pool: %w", err)
 	}
 	return nil

@@ -94,7 +94,7 @@ func setup(cfg *initConfig) *StepError {
 		maskPaths,      // hide and freeze the dangerous parts of /proc and /sys
 		pivotRoot,      // no path to the host remains
 		setHostname,    // UTS namespace
-		loopbackUp,     // the network namespace has lo only
+		networkUp,      // the network mode's inside: lo up (none has nothing more)
 		closeFds,       // nothing of the gateway's stays open (CVE-2024-21626)
 		setRlimits,     // the tenant's rlimits, while raising them is still allowed
 		dropPrivileges, // non-dumpable, caps, no_new_privs
@@ -115,27 +115,6 @@ func setHostname(cfg *initConfig) *StepError {
 	}
 	if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
 		return stepErr("hostname", "sethostname "+cfg.Hostname, "", err)
-	}
-	return nil
-}
-
-// loopbackUp brings up lo in the environment's network namespace.
-func loopbackUp(*initConfig) *StepError {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return stepErr("network", "socket", "", err)
-	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq("lo")
-	if err != nil {
-		return stepErr("network", "ifreq lo", "", err)
-	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return stepErr("network", "SIOCGIFFLAGS lo", "", err)
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
-		return stepErr("network", "SIOCSIFFLAGS lo up", "", err)
 	}
 	return nil
 }

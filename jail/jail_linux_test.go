@@ -2,8 +2,11 @@ package jail_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -307,4 +310,96 @@ func TestRejoinRightAfterRelease(t *testing.T) {
 		sh(t, e, "true")
 		e.Release()
 	}
+}
+
+// TestStartStepError: a start that fails on the gateway's side says which
+// of its steps failed (a *jail.StepError), keeps the cause for errors.Is,
+// and leaves nothing behind; an unknown network mode is refused by name.
+func TestStartStepError(t *testing.T) {
+	s := newSupervisor(t)
+	base := newSpec(t, "stepper")
+	cases := []struct {
+		name, step, want string
+		edit             func(*jail.EnvSpec)
+		is               error
+	}{
+		{"missing rootfs", "rootfs", "-missing", func(sp *jail.EnvSpec) { sp.Rootfs += "-missing" }, fs.ErrNotExist},
+		{"no id range", "spec", "no host id range", func(sp *jail.EnvSpec) { sp.IDMap.Size = 0 }, nil},
+		{"unknown network", "spec", `network mode "nat-bogus" is not supported`, func(sp *jail.EnvSpec) { sp.Network = "nat-bogus" }, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := *base
+			tc.edit(&spec)
+			_, err := s.Environment(context.Background(), "step-"+tc.step, &spec)
+			var se *jail.StepError
+			if !errors.As(err, &se) {
+				t.Fatalf("err = %v (%T), want a *jail.StepError", err, err)
+			}
+			if se.Step != tc.step || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %q (step %q), want step %q and %q", err, se.Step, tc.step, tc.want)
+			}
+			if tc.is != nil && !errors.Is(err, tc.is) {
+				t.Errorf("err = %v, want errors.Is %v", err, tc.is)
+			}
+		})
+	}
+	jailtest.WaitNoProcs(t, base.IDMap.UID, base.IDMap.Size, time.Second)
+}
+
+// TestNetworkNone: network none (and an empty Network, its default) gives
+// the tenant her own network namespace with lo up and nothing else, and
+// her loopback carries TCP.
+func TestNetworkNone(t *testing.T) {
+	s := newSupervisor(t)
+	for _, mode := range []string{jail.NetworkNone, ""} {
+		t.Run("network="+mode, func(t *testing.T) {
+			spec := newSpec(t, "net")
+			spec.Network = mode
+			e := environment(t, s, "net-"+mode, spec)
+			// IFF_UP is bit 0 of the flags; sysfs lists this netns's links.
+			got := sh(t, e, "ls /sys/class/net; cat /sys/class/net/lo/flags")
+			f := strings.Fields(got)
+			if len(f) != 2 || f[0] != "lo" {
+				t.Fatalf("links and lo flags: %q, want lo alone", got)
+			}
+			if flags, err := strconv.ParseUint(f[1], 0, 32); err != nil || flags&unix.IFF_UP == 0 {
+				t.Errorf("lo flags %q: not up", f[1])
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			l, err := e.Listen(ctx, "tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+			p, err := e.Spawn(ctx, &jail.ProcSpec{Argv: []string{"/bin/bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/" + port + "; echo hi >&3"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.Stdin().Close()
+			errc := readAll(p.Stderr())
+			// Her connection is queued (and "hi" buffered) once bash exits:
+			// waiting first, an Accept can never block for good.
+			if st, err := p.Wait(); err != nil || st.Code != 0 {
+				t.Fatalf("the tenant's connect over lo: %+v, %v: %s", st, err, <-errc)
+			}
+			c, err := l.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if b, _ := io.ReadAll(c); string(b) != "hi\n" {
+				t.Errorf("read %q over the tenant's loopback, want hi", b)
+			}
+		})
+	}
+}
+
+// readAll reads r to its end in the background.
+func readAll(r io.Reader) <-chan string {
+	c := make(chan string, 1)
+	go func() { b, _ := io.ReadAll(r); c <- string(b) }()
+	return c
 }

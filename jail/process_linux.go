@@ -368,6 +368,15 @@ func (p *process) Resize(rows, cols uint16) error {
 	return serr
 }
 
+// setWinsize sets a terminal's size; zero sizes are left alone. The init's
+// applyModes uses it too, for a new terminal's first size.
+func setWinsize(fd int, rows, cols uint16) error {
+	if rows == 0 || cols == 0 {
+		return nil
+	}
+	return unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols})
+}
+
 func (p *process) Signal(sig unix.Signal) error {
 	select {
 	case <-p.done:

@@ -4,6 +4,15 @@
 //
 // The gateway sees only the narrow seam in this file: a Manager hands out
 // Envs, an Env spawns Processes. Everything behind it is Linux-specific.
+//
+// File names say which side of the control socket (control_linux.go, the
+// protocol both sides speak) their code runs on. init_*.go runs inside the
+// environment, in the init: its setup steps (mounts, pivot_root, network,
+// rlimits, caps, seccomp), serving the gateway's requests as PID 1, and the
+// SFTP server it starts. Every other file runs in the gateway: starting an
+// environment (start_linux.go, the gateway's step list), its processes and
+// listeners, cgroups, the Supervisor and the id pool; the platform-neutral
+// spec, names and errors are shared by both.
 package jail
 
 import (
@@ -51,7 +60,7 @@ type EnvSpec struct {
 	IDMap    IDMap             // uid/gid mapping of the user namespace
 	Limits   Limits            // cgroup limits
 	Caps     []string          // capabilities kept, e.g. "CAP_CHOWN"; nil means DefaultCaps
-	Network  string            // "none": own network namespace with loopback only
+	Network  string            // a network mode: NetworkNone ("" too) is an own network namespace with loopback only
 	Linger   time.Duration     // how long the environment outlives its last Release
 	Seccomp  string            // "" for the default filter, SeccompUnconfined for none
 	Rlimits  map[string]uint64 // per-process limits by name (nofile, core, …), soft = hard

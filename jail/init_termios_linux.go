@@ -65,11 +65,3 @@ func applyModes(fd int, modes map[uint8]uint32, rows, cols uint16) error {
 	}
 	return setWinsize(fd, rows, cols)
 }
-
-// setWinsize sets a terminal's size; zero sizes are left alone.
-func setWinsize(fd int, rows, cols uint16) error {
-	if rows == 0 || cols == 0 {
-		return nil
-	}
-	return unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols})
-}

@@ -1,0 +1,306 @@
+package jail
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// startReadyTimeout bounds how long an init may take over its setup.
+const startReadyTimeout = 30 * time.Second
+
+// starting is one environment start in progress: what its steps made so
+// far, and how to undo it if a later step fails.
+type starting struct {
+	ctx     context.Context
+	e       *environment
+	network string   // the spec's network mode, "" made NetworkNone
+	rootfs  *os.File // the rootfs, O_PATH: fd 4 in the init
+	child   *os.File // the init's end of the control socket: fd 3 in the init
+	undo    []func() // each step's cleanup, run last first if a later step fails
+}
+
+// startStep is one step of the gateway's side of a start.
+type startStep struct {
+	name string // the failing StepError's Step
+	run  func(*starting) error
+}
+
+// start re-executes the gateway binary as the environment's init in fresh
+// namespaces (design.md: "How an environment starts") and waits until it is
+// ready or says which step failed. These are the gateway's steps; the
+// init's are setup()'s. A failure is a *StepError naming its step: one of
+// these, or the init's.
+func (e *environment) start(ctx context.Context) error {
+	var rnd [4]byte
+	rand.Read(rnd[:])
+	e.name = envName(time.Now(), hex.EncodeToString(rnd[:]))
+	steps := []startStep{
+		{"spec", checkSpec},       // refuse what cannot start: no id range, an unknown network mode
+		{"rootfs", openRootfs},    // pin the tenant's tree by fd: a later rename cannot swap it
+		{"control", openControl},  // the socketpair the init is driven over
+		{"cgroup", createCgroup},  // her limits exist before any of her code runs
+		{"clone", cloneInit},      // the init, in fresh namespaces and already in the cgroup
+		{"network", setupNetwork}, // the mode's setup from outside the new netns (none: nothing)
+		{"config", sendConfig},    // what the init needs to build the jail from inside
+		{"ready", awaitReady},     // the init's setup() ran, or it names the step that failed
+	}
+	s := &starting{ctx: ctx, e: e}
+	defer s.closeFiles()
+	for _, step := range steps {
+		if err := step.run(s); err != nil {
+			for i := len(s.undo) - 1; i >= 0; i-- {
+				s.undo[i]()
+			}
+			return asStepError(step.name, err)
+		}
+	}
+	return nil
+}
+
+// asStepError names step as where err happened, unless err already names
+// its step (the init's setup does).
+func asStepError(step string, err error) *StepError {
+	var se *StepError
+	if errors.As(err, &se) {
+		return se
+	}
+	return &StepError{Step: step, Err: err.Error(), Cause: err}
+}
+
+// closeFiles closes the gateway's copies of what the init inherits.
+func (s *starting) closeFiles() {
+	for _, f := range []*os.File{s.rootfs, s.child} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// checkSpec refuses a spec no environment can start from, before anything
+// is made for it.
+func checkSpec(s *starting) error {
+	spec := &s.e.spec
+	if spec.IDMap.Size == 0 {
+		return errors.New("no host id range for the tenant")
+	}
+	mode, err := networkMode(spec.Network)
+	if err != nil {
+		return err
+	}
+	s.network = mode
+	if spec.Seccomp == SeccompUnconfined {
+		s.e.sup.log.Warn("seccomp disabled for this environment (seccomp: unconfined)", "tenant", spec.Tenant)
+	}
+	return nil
+}
+
+// openRootfs checks the tenant's ids can reach her rootfs and opens it. The
+// init binds the rootfs by path, then checks it is this very directory (the
+// fd): a rename after this point cannot swap it. Its last component must
+// not be a symlink.
+func openRootfs(s *starting) error {
+	root := s.e.spec.Rootfs
+	if err := searchable(root); err != nil {
+		return err
+	}
+	fd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open rootfs", Path: root, Err: err}
+	}
+	s.rootfs = os.NewFile(uintptr(fd), root)
+	return nil
+}
+
+// openControl makes the control socket (control_linux.go): SOCK_SEQPACKET,
+// so each message is one datagram with its fds on it.
+func openControl(s *starting) error {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("socketpair: %w", err)
+	}
+	parent := os.NewFile(uintptr(fds[0]), "control")
+	s.child = os.NewFile(uintptr(fds[1]), "control")
+	unix.SetNonblock(fds[0], true)
+	ctl, err := newCtlConn(parent)
+	if err != nil {
+		return err
+	}
+	s.e.ctl = ctl
+	s.undo = append(s.undo, func() { ctl.close() })
+	return nil
+}
+
+// createCgroup makes the environment's cgroup with the tenant's limits,
+// less those this host cannot enforce under limits_enforcement: best-effort.
+func createCgroup(s *starting) error {
+	e := s.e
+	limits := e.spec.Limits
+	if e.sup.opts.BestEffort {
+		limits = e.sup.enforceable(e.spec.Tenant, limits)
+	}
+	cg, err := e.sup.cg.Create(e.spec.Tenant, e.name, limits)
+	if err != nil {
+		return err
+	}
+	e.cg = cg
+	s.undo = append(s.undo, func() { cg.Destroy() })
+	return nil
+}
+
+// cloneInit starts the init in fresh namespaces, placed in the cgroup
+// before it runs (style b.4: the kernel makes the namespaces at clone and
+// Go writes the id maps before the child runs).
+func cloneInit(s *starting) error {
+	e := s.e
+	e.cmd = initCmd(e, s.child, s.rootfs)
+	if err := e.cg.Start(e.cmd); err != nil {
+		return fmt.Errorf("start init: %w", err)
+	}
+	// Only the init may hold its end: ours would hide its exit (EOF).
+	s.child.Close()
+	s.child = nil
+	s.undo = append(s.undo, func() {
+		e.cmd.Process.Kill()
+		e.cmd.Wait()
+	})
+	return nil
+}
+
+// initCmd is the init's command: the gateway binary (or the sealed init)
+// as the tenant's root in new user, mount, pid, UTS, IPC, network and
+// cgroup namespaces, with the control socket and the rootfs as fds 3 and 4.
+// Every network mode gets its own network namespace.
+func initCmd(e *environment, child, rootfs *os.File) *exec.Cmd {
+	spec := &e.spec
+	m := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(spec.IDMap.UID), Size: int(spec.IDMap.Size)}}
+	g := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(spec.IDMap.GID), Size: int(spec.IDMap.Size)}}
+	return &exec.Cmd{
+		Path: e.sup.opts.InitPath,
+		Args: []string{"jailgate", "init"},
+		// One P: the init mostly waits, and each P costs it heap caches
+		// and a GC worker (≈ 250 KiB of its resident memory).
+		Env:        []string{"_JAILGATE_INIT=1", "GOMAXPROCS=1"},
+		ExtraFiles: []*os.File{child, rootfs}, // fds 3 and 4 in the init
+		Stderr:     &logWriter{log: e.sup.log, tenant: spec.Tenant, env: e.name},
+		SysProcAttr: &unix.SysProcAttr{
+			Cloneflags: unix.CLONE_NEWUSER | unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS |
+				unix.CLONE_NEWIPC | unix.CLONE_NEWNET | unix.CLONE_NEWCGROUP,
+			// Become the tenant's root: the init's host creds (uid 0) are
+			// not mapped in the new namespace until it setuids into the range.
+			Credential:  &syscall.Credential{Uid: 0, Gid: 0},
+			UidMappings: m,
+			GidMappings: g,
+			// The maps are written by the (root) gateway, so allowing
+			// setgroups inside cannot drop a group the host relies on.
+			GidMappingsEnableSetgroups: true,
+		},
+	}
+}
+
+// sendConfig gives the init what it needs to build the jail from inside.
+func sendConfig(s *starting) error {
+	e := s.e
+	caps := e.spec.Caps
+	if caps == nil {
+		caps = DefaultCaps
+	}
+	cfg := &initConfig{Rootfs: e.spec.Rootfs, Hostname: e.spec.Hostname, Caps: caps,
+		KillGrace: e.sup.opts.KillGrace.Milliseconds(), Seccomp: e.spec.Seccomp,
+		Rlimits: e.spec.Rlimits, Network: s.network}
+	if err := e.ctl.send(&message{Op: opConfig, Config: cfg}); err != nil {
+		return fmt.Errorf("send config: %w", err)
+	}
+	return nil
+}
+
+// awaitReady waits for the init to say ready, or which of its steps failed.
+func awaitReady(s *starting) error {
+	type result struct {
+		m   *message
+		err error
+	}
+	rc := make(chan result, 1)
+	go func() {
+		m, files, err := s.e.ctl.recv()
+		closeAll(files)
+		rc <- result{m, err}
+	}()
+	var r result
+	select {
+	case r = <-rc:
+	case <-s.ctx.Done():
+		return s.ctx.Err()
+	case <-time.After(startReadyTimeout):
+		return fmt.Errorf("init did not become ready within %v", startReadyTimeout)
+	}
+	switch {
+	case r.err != nil:
+		return fmt.Errorf("init exited during setup: %w", r.err)
+	case r.m.Op == opFailed && r.m.Step != nil:
+		return r.m.Step
+	case r.m.Op != opReady:
+		return fmt.Errorf("init sent %q instead of ready", r.m.Op)
+	}
+	return nil
+}
+
+// searchable checks that the tenant's root (an unprivileged host uid) can
+// reach the rootfs: every directory above it must be searchable by others.
+func searchable(rootfs string) error {
+	for dir := filepath.Dir(rootfs); ; dir = filepath.Dir(dir) {
+		var st unix.Stat_t
+		if err := unix.Stat(dir, &st); err != nil {
+			return &os.PathError{Op: "stat", Path: dir, Err: err}
+		}
+		if st.Mode&0o001 == 0 {
+			return fmt.Errorf("rootfs %s: %s is not searchable by the tenant's ids (mode %04o); run: chmod o+x %s",
+				rootfs, dir, st.Mode&0o7777, dir)
+		}
+		if dir == "/" {
+			return nil
+		}
+	}
+}
+
+// logWriter turns an init's stderr (Go panics, fatal errors) into log lines.
+type logWriter struct {
+	log         *slog.Logger
+	tenant, env string
+	mu          sync.Mutex
+	buf         []byte
+}
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	for len(w.buf) > 0 {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			if len(w.buf) > 4096 {
+				i = len(w.buf)
+			} else {
+				break
+			}
+		}
+		w.log.Warn("init: "+string(w.buf[:i]), "tenant", w.tenant, "env", w.env)
+		if i < len(w.buf) {
+			i++
+		}
+		w.buf = w.buf[i:]
+	}
+	return len(p), nil
+}

@@ -1,11 +1,16 @@
 package provision
 
 import (
+	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/jailgate/jailgate/config"
 	"github.com/jailgate/jailgate/jail"
+	"github.com/jailgate/jailgate/jail/jailtest"
+	"golang.org/x/sys/unix"
 )
 
 func TestSpecFor(t *testing.T) {
@@ -21,5 +26,55 @@ func TestSpecFor(t *testing.T) {
 	u.Environment = config.EnvSession
 	if got := SpecFor(u); got.Linger != 0 {
 		t.Errorf("session-mode spec lingers %v", got.Linger)
+	}
+}
+
+// TestProvisionerIDsAndRootfs: Provision gives each tenant her own id range
+// from the pool (skipping an explicit uid_base of the config in force),
+// the same range again from a new Provisioner on the same state directory
+// (a restart), and her rootfs shifted into it.
+func TestProvisionerIDsAndRootfs(t *testing.T) {
+	jailtest.RequireRoot(t)
+	state := t.TempDir()
+	trees := map[string]string{}
+	for _, n := range []string{"alice", "bob"} {
+		trees[n] = filepath.Join(t.TempDir(), n)
+		if err := os.Mkdir(trees[n], 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reserved := &config.User{Name: "carol", UIDBase: jail.PoolStart, IDRange: jail.DefaultSize}
+	cfg := &config.Config{Users: map[string]*config.User{"carol": reserved}}
+	current := func() *config.Config { return cfg }
+	user := func(n string) *config.User {
+		return &config.User{Name: n, Rootfs: trees[n], Environment: config.EnvTenant}
+	}
+	first := New(Options{StateDir: state, Current: current})
+	got := map[string]jail.IDMap{}
+	for _, n := range []string{"alice", "bob"} {
+		spec, err := first.Provision(context.Background(), user(n))
+		if err != nil {
+			t.Fatalf("provision %s: %v", n, err)
+		}
+		got[n] = spec.IDMap
+		if spec.Tenant != n || spec.Rootfs != trees[n] || spec.IDMap.Size != jail.DefaultSize || spec.IDMap.UID != spec.IDMap.GID {
+			t.Errorf("%s: spec %+v", n, spec)
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(trees[n], &st); err != nil || st.Uid != spec.IDMap.UID {
+			t.Errorf("%s: rootfs owned by %d (%v), want her root %d", n, st.Uid, err, spec.IDMap.UID)
+		}
+	}
+	if got["alice"].UID == got["bob"].UID {
+		t.Errorf("alice and bob share base %d", got["alice"].UID)
+	}
+	for n, m := range got {
+		if m.UID < reserved.UIDBase+reserved.IDRange && reserved.UIDBase < m.UID+m.Size {
+			t.Errorf("%s's range %d+%d overlaps carol's explicit uid_base", n, m.UID, m.Size)
+		}
+	}
+	again, err := New(Options{StateDir: state, Current: current}).Provision(context.Background(), user("bob"))
+	if err != nil || again.IDMap != got["bob"] {
+		t.Errorf("after a restart bob has %+v (%v), want %+v", again.IDMap, err, got["bob"])
 	}
 }

@@ -3,8 +3,9 @@ GO       ?= go
 BIN      := bin/jailgate
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
-# The init applies capabilities to all its threads with AllThreadsSyscall,
-# which needs a binary without cgo.
+# Static builds: the SFTP server is this binary started inside a tenant's
+# environment, where her libc may be missing or hers. A plain go build with
+# cgo works too (libcap's psx drops the init's capabilities on every thread).
 NOCGO    := CGO_ENABLED=0
 UNIT_PKGS := ./config/... ./keys/... ./gateway/... ./rootfs/... ./provision/... ./statedir/... ./internal/... ./jail/jailtest/...
 ROOT_PKGS := ./jail/ ./cmd/...

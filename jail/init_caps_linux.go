@@ -6,10 +6,10 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+	"kernel.org/pub/linux/libs/security/libcap/psx"
 )
 
 // capNames maps capability names to numbers: CapabilityNames is in
@@ -38,13 +38,18 @@ func CapMask(names []string) (uint64, error) {
 // allThreads runs a syscall on every thread of the init. Capabilities and
 // no_new_privs are per-thread kernel state, and the init is a multithreaded
 // Go process: changing only the calling thread would leave the others with
-// the full set, and any of them may fork the next tenant process. x/sys/unix
-// has no equivalent of syscall.AllThreadsSyscall; it needs CGO_ENABLED=0.
+// the full set, and any of them may fork the next tenant process.
+// syscall.AllThreadsSyscall does this only in a binary without cgo (it
+// returns ENOTSUP otherwise), and a plain `go build` on a host with a C
+// compiler links cgo (package net). libcap's psx covers both: without cgo
+// it is AllThreadsSyscall, with cgo it signals every pthread to make the
+// call, so `go build` and `go install` give a gateway whose inits drop
+// privileges on every thread (issue 15).
 func allThreads(trap, a1, a2, a3 uintptr) error {
-	_, _, errno := syscall.AllThreadsSyscall(trap, a1, a2, a3)
-	if errno == unix.ENOTSUP {
-		return fmt.Errorf("%w (the jailgate binary must be built with CGO_ENABLED=0)", errno)
-	}
+	// Six arguments, the last three zero: prctl's PR_CAP_AMBIENT and
+	// PR_SET_NO_NEW_PRIVS refuse (EINVAL) unused arguments that are not,
+	// and psx's C path passes whatever the registers hold for the rest.
+	_, _, errno := psx.Syscall6(trap, a1, a2, a3, 0, 0, 0)
 	if errno != 0 {
 		return errno
 	}
@@ -71,7 +76,21 @@ func lastCap() uintptr {
 // one per dropped capability, and a thread made later inherits the cut
 // sets from the thread that cloned it. On 19 threads this step alone was a
 // quarter of an environment's start-up CPU.
+//
+// In a cgo build it waits for dropPrivileges instead: psx lists the
+// threads in /proc/self/task and signals them by those ids, and until
+// setup mounts the new pid namespace's proc, /proc is the host's, whose
+// thread ids mean nothing here (the call would wait for ever).
 func dropBoundingSet(cfg *initConfig) *StepError {
+	if cgoLinked {
+		return nil
+	}
+	return cutBoundingSet(cfg)
+}
+
+// cutBoundingSet drops every capability but the tenant's from the bounding
+// set of every thread, and clears the ambient set.
+func cutBoundingSet(cfg *initConfig) *StepError {
 	keep, err := CapMask(cfg.Caps)
 	if err != nil {
 		return stepErr("caps", "parse", "", err)
@@ -95,11 +114,16 @@ func dropBoundingSet(cfg *initConfig) *StepError {
 // has, so that everything it starts inherits that and nothing more:
 // non-dumpable (so /proc/1/{mem,fd,exe} and ptrace of PID 1 are closed to
 // the tenant: CVE-2019-5736 class), the bounding and ambient sets cut
-// (dropBoundingSet, before setup), the effective, permitted and inheritable sets reduced to the tenant's caps,
+// (dropBoundingSet, before setup; here in a cgo build), the effective, permitted and inheritable sets reduced to the tenant's caps,
 // and no_new_privs set, so setuid and file-capability binaries gain nothing.
 func dropPrivileges(cfg *initConfig) *StepError {
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return stepErr("caps", "prctl PR_SET_DUMPABLE 0", "", err)
+	}
+	if cgoLinked { // see dropBoundingSet; before capset takes CAP_SETPCAP away
+		if serr := cutBoundingSet(cfg); serr != nil {
+			return serr
+		}
 	}
 	keep, err := CapMask(cfg.Caps)
 	if err != nil {

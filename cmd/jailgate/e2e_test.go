@@ -101,6 +101,7 @@ func binary(t *testing.T) string {
 
 // e2eGateway is a `jailgate serve` process with two tenants.
 type e2eGateway struct {
+	bin      string // the jailgate binary; "" is binary(t), as make build builds it
 	cmd      *exec.Cmd
 	port     int
 	dir      string // keys, config, state
@@ -154,8 +155,15 @@ func startServe(t *testing.T) *e2eGateway {
 // startServeWith is startServe with extra top-level YAML in the config.
 func startServeWith(t *testing.T, extra string) *e2eGateway {
 	t.Helper()
+	return startServeBin(t, "", extra)
+}
+
+// startServeBin is startServeWith with the jailgate binary bin ("": as make
+// build builds it).
+func startServeBin(t *testing.T, bin, extra string) *e2eGateway {
+	t.Helper()
 	jailtest.RequireRoot(t)
-	g := &e2eGateway{dir: jailtest.SearchableTempDir(t), port: freePort(t), log: &syncBuffer{}, rootfs: map[string]string{}}
+	g := &e2eGateway{bin: bin, dir: jailtest.SearchableTempDir(t), port: freePort(t), log: &syncBuffer{}, rootfs: map[string]string{}}
 	g.stateDir = filepath.Join(g.dir, "state")
 	var users strings.Builder
 	for _, u := range []string{"alice", "bob"} {
@@ -178,7 +186,11 @@ func startServeWith(t *testing.T, extra string) *e2eGateway {
 // g.port; the test's end kills it.
 func (g *e2eGateway) start(t *testing.T, path string) {
 	t.Helper()
-	g.cmd = exec.Command(binary(t), "serve", "--config", path)
+	bin := g.bin
+	if bin == "" {
+		bin = binary(t)
+	}
+	g.cmd = exec.Command(bin, "serve", "--config", path)
 	g.cmd.Stderr = g.log
 	if err := g.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -29,7 +29,7 @@ type layerPaths struct {
 func pathsOf(stateDir, tenant string) layerPaths {
 	state := statedir.New(stateDir)
 	t, mnt := state.Tenant(tenant), filepath.Join(state.LayerMounts(), tenant)
-	return layerPaths{tenant: t, upper: filepath.Join(t, "upper"), work: filepath.Join(t, "work"),
+	return layerPaths{tenant: t, upper: state.TenantUpper(tenant), work: state.TenantWork(tenant),
 		mnt: mnt, lower: filepath.Join(mnt, "lower"), merged: filepath.Join(mnt, "merged")}
 }
 

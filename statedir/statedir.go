@@ -13,7 +13,7 @@
 //	  active-tenants.json       each tenant's effective settings in force
 //	  rootfs/<tenant>.json      the ownership shift of her rootfs: dir (rootfs.Prepare)
 //	  images/<name>/            shared read-only images (rootfs import, from-host --image)
-//	  tenants/<tenant>/         her persistent layer over an image (upper, work)
+//	  tenants/<tenant>/{upper,work}  her persistent layer over an image
 //	  recordings/<tenant>/*.cast her recorded terminal sessions
 //	/run/jailgate/layers/<hash of state_dir>/<tenant>/   her layer's mount points
 //
@@ -80,6 +80,13 @@ func (l Layout) Tenants() string { return filepath.Join(l.Root, "tenants") }
 
 // Tenant is tenant's persistent layer directory.
 func (l Layout) Tenant(tenant string) string { return filepath.Join(l.Tenants(), tenant) }
+
+// TenantUpper holds tenant's changes to her image: her layer's overlay
+// upper directory.
+func (l Layout) TenantUpper(tenant string) string { return filepath.Join(l.Tenant(tenant), "upper") }
+
+// TenantWork is her layer's overlay work directory.
+func (l Layout) TenantWork(tenant string) string { return filepath.Join(l.Tenant(tenant), "work") }
 
 // Recordings holds every tenant's recorded sessions.
 func (l Layout) Recordings() string { return filepath.Join(l.Root, "recordings") }

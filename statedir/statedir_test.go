@@ -20,6 +20,8 @@ func TestLayoutPaths(t *testing.T) {
 		l.RootfsRecord("alice"):     "/var/lib/jailgate/rootfs/alice.json",
 		l.Image("debian"):           "/var/lib/jailgate/images/debian",
 		l.Tenant("bob"):             "/var/lib/jailgate/tenants/bob",
+		l.TenantUpper("bob"):        "/var/lib/jailgate/tenants/bob/upper",
+		l.TenantWork("bob"):         "/var/lib/jailgate/tenants/bob/work",
 		l.TenantRecordings("alice"): "/var/lib/jailgate/recordings/alice",
 	} {
 		if got != want {

@@ -82,7 +82,7 @@ func TestE2EImageProvisioning(t *testing.T) {
 	if out, errOut, code := g.ssh(t, "dave", "", "cat /root/kept 2>/dev/null || echo not-there; hostname"); code != 0 || out != "not-there\ndave-lab\n" {
 		t.Errorf("dave on the image: %q %q %d", out, errOut, code)
 	}
-	if _, err := os.Stat(filepath.Join(daveLayer, "upper")); err != nil {
+	if _, err := os.Stat(statedir.New(g.stateDir).TenantUpper("dave")); err != nil {
 		t.Errorf("dave's layer after his first login: %v", err)
 	}
 	out, _, code := cli(t, "explain", "--config", path, "dave")
@@ -118,7 +118,7 @@ func TestE2EImageProvisioning(t *testing.T) {
 	if _, _, code := g.ssh(t, "alice", "", "true"); code == 0 {
 		t.Error("alice logged in after her removal")
 	}
-	if b, err := os.ReadFile(filepath.Join(statedir.New(g.stateDir).Tenant("alice"), "upper", "root", "kept")); err != nil || string(b) != "kept\n" {
+	if b, err := os.ReadFile(filepath.Join(statedir.New(g.stateDir).TenantUpper("alice"), "root", "kept")); err != nil || string(b) != "kept\n" {
 		t.Errorf("alice's file after her removal: %q %v", b, err)
 	}
 	if _, errOut, code := cli(t, "rootfs", "rm", "--config", path, "base"); code == 0 || !strings.Contains(errOut, "tenant dave uses it") {

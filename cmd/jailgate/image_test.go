@@ -127,7 +127,7 @@ func testImageLayers(t *testing.T, viaCopy bool) {
 	if _, err := os.Stat(filepath.Join(image, "root/alice.txt")); err == nil {
 		t.Error("alice's file landed in the shared image")
 	}
-	upper := filepath.Join(statedir.New(l.stateDir).Tenant("alice"), "upper", "root", "alice.txt")
+	upper := filepath.Join(statedir.New(l.stateDir).TenantUpper("alice"), "root", "alice.txt")
 	fi, err := os.Stat(upper)
 	if err != nil {
 		t.Fatalf("alice's file is not in her upper dir: %v", err)

@@ -37,8 +37,7 @@ func cmdTenant(args []string, stdin io.Reader, stdout io.Writer) error {
 	if args[0] == "du" {
 		ents, _ := os.ReadDir(layers)
 		for _, e := range ents {
-			upper := filepath.Join(layout.Tenant(e.Name()), "upper") // her changes to the image
-			fmt.Fprintf(stdout, "%s\t%s\n", e.Name(), config.FormatSize(treeSize(upper)))
+			fmt.Fprintf(stdout, "%s\t%s\n", e.Name(), config.FormatSize(treeSize(layout.TenantUpper(e.Name()))))
 		}
 		return nil
 	}

@@ -248,9 +248,12 @@ func TestBannerOnShell(t *testing.T) {
 	if err := s.Shell(); err != nil {
 		t.Fatal(err)
 	}
-	gatewaytest.Expect(t, out, "Welcome alice\r\nbe nice\r\n", 5*time.Second)
+	// The banner, then the line about keys: ssh-copy-id's key in the
+	// environment is never read.
+	gatewaytest.Expect(t, out, "Welcome alice\r\nbe nice\r\n"+
+		"jailgate: login keys come from the gateway's config; ~/.ssh/authorized_keys here is not read\r\n", 5*time.Second)
 	in.Write([]byte("exit\n"))
-	// An exec session gets no banner.
+	// An exec session gets no banner and no keys line.
 	s2, _ := c.NewSession()
 	defer s2.Close()
 	got, _ := s2.Output("echo plain")

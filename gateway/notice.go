@@ -50,12 +50,21 @@ func (ss *session) noSCPNotice() {
 		"use scp without -O (SFTP), which needs nothing in it")
 }
 
-// motd shows the tenant's banner at the start of an interactive shell, as
-// sshd prints /etc/motd; with a terminal, lines end in CRLF.
+// keysNotice ends the motd. Logins take keys only from the gateway's
+// config (keys_file), never from the environment, so a key that
+// ssh-copy-id appends to ~/.ssh/authorized_keys in it reports success and
+// is never honoured (issue 15); this line says so where she will see it,
+// once per interactive shell and never in exec or sftp output.
+const keysNotice = "jailgate: login keys come from the gateway's config; ~/.ssh/authorized_keys here is not read"
+
+// motd shows the tenant's banner (banner may be empty) and keysNotice at
+// the start of an interactive shell, as sshd prints /etc/motd; with a
+// terminal, lines end in CRLF.
 func (ss *session) motd(banner string, tty bool) {
-	if !strings.HasSuffix(banner, "\n") {
+	if banner != "" && !strings.HasSuffix(banner, "\n") {
 		banner += "\n"
 	}
+	banner += keysNotice + "\n"
 	if tty {
 		banner = strings.ReplaceAll(banner, "\n", "\r\n")
 	}

@@ -35,15 +35,36 @@ type stdio struct {
 // tenant's home) and exits.
 func sftpMain() {
 	os.Unsetenv("_JAILGATE_SFTP")
-	wd, _ := os.Getwd()
-	srv, err := sftp.NewServer(stdio{os.Stdin, os.Stdout}, sftp.WithServerWorkingDirectory(wd))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "sftp:", err)
-		os.Exit(1)
-	}
-	if err := srv.Serve(); err != nil && !errors.Is(err, io.EOF) {
+	client := os.Getenv(SFTPClientEnv)
+	os.Unsetenv(SFTPClientEnv)
+	if err := serveSFTP(os.Stdin, os.Stdout, client); err != nil {
 		fmt.Fprintln(os.Stderr, "sftp:", err)
 		os.Exit(1)
 	}
 	os.Exit(0)
+}
+
+// serveSFTP serves one SFTP session on in and out for the client whose SSH
+// identification is client (see SFTPClientEnv), until the client leaves.
+//
+// Relative paths resolve against the process's working directory, by the
+// kernel: not with pkg/sftp's WithServerWorkingDirectory, which joins the
+// directory to every relative path it is given through toLocalPath, the
+// target of a SYMLINK included, so that "ln -s ../data link" in /root
+// made a link to "/data". Without it, pkg/sftp passes both paths
+// of a SYMLINK to symlink(2) as they came: a relative target stays
+// byte-for-byte what the client sent, an absolute one stays absolute (in
+// her root, as everything here).
+func serveSFTP(in io.Reader, out io.WriteCloser, client string) error {
+	if draftSymlinkOrder(client) {
+		in = &draftSymlinks{r: in}
+	}
+	srv, err := sftp.NewServer(stdio{in, out})
+	if err != nil {
+		return err
+	}
+	if err := srv.Serve(); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
 }

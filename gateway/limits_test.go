@@ -262,6 +262,26 @@ func TestBannerOnShell(t *testing.T) {
 	}
 }
 
+// TestKeysLineWithoutBanner: a tenant with no banner still reads where her
+// login keys live when she opens a terminal.
+func TestKeysLineWithoutBanner(t *testing.T) {
+	h, signer := limitLab(t, func(*config.Config, *config.User) {})
+	c, err := gatewaytest.Dial(t, h.Addr, "alice", signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := c.NewSession()
+	defer s.Close()
+	s.RequestPty("xterm", 24, 80, nil)
+	out, _ := s.StdoutPipe()
+	in, _ := s.StdinPipe()
+	if err := s.Shell(); err != nil {
+		t.Fatal(err)
+	}
+	gatewaytest.Expect(t, out, "jailgate: login keys come from the gateway's config", 5*time.Second)
+	in.Write([]byte("exit\n"))
+}
+
 // TestPerSourcePenalty: an address whose connections keep failing to
 // authenticate is slowed down, then refused for a while (even with the
 // right key); another address is not, and an exempt address never is.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -100,6 +101,12 @@ func (s *Server) run(ctx context.Context, ss *session, sr startRequest, gone <-c
 		sr = startRequest{exec: true, command: c}
 	}
 	ps := ss.procSpec(sr)
+	if v := string(ss.conn.ClientVersion()); ps.Subsystem == "sftp" && !strings.ContainsRune(v, 0) {
+		// The client's identification decides SSH_FXP_SYMLINK's argument
+		// order (jail.SFTPClientEnv). x/crypto lets a NUL through, which
+		// no environment variable may hold.
+		ps.Env = append(ps.Env, jail.SFTPClientEnv+"="+v)
+	}
 	ss.scp = sr.exec && isLegacySCP(sr.command)
 	if original != nil && *original != "" {
 		ps.Env = append(ps.Env, "SSH_ORIGINAL_COMMAND="+*original)
@@ -151,7 +158,9 @@ func (s *Server) run(ctx context.Context, ss *session, sr startRequest, gone <-c
 			ss.mu.Unlock()
 		}
 	}
-	if !sr.exec && sr.subsystem == "" && u.Banner != "" {
+	// The motd, as sshd's PrintMotd: for a shell in a terminal (and, with a
+	// banner, for any shell). It ends with where login keys live.
+	if !sr.exec && sr.subsystem == "" && (u.Banner != "" || ps.TTY != nil) {
 		ss.motd(u.Banner, ps.TTY != nil)
 	}
 	ss.attach(proc, ps.TTY, gone)

@@ -75,6 +75,40 @@ func TestE2ESFTPSymlinks(t *testing.T) {
 		}
 	})
 
+	t.Run("draft-order client", func(t *testing.T) {
+		// asyncssh, Node ssh2, libssh and WinSCP write the draft's
+		// (linkpath, targetpath) to a server whose version is not
+		// OpenSSH's; the gateway passes the client's version on, and the
+		// SFTP server reads the packet in that order. pkg/sftp's client
+		// under asyncssh's version string sends the bytes asyncssh's
+		// symlink("../data", "sub/draft") does.
+		key, err := os.ReadFile(filepath.Join(g.dir, "alice"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		signer, err := gossh.ParsePrivateKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := gossh.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", g.port), &gossh.ClientConfig{
+			User: "alice", Auth: []gossh.AuthMethod{gossh.PublicKeys(signer)},
+			HostKeyCallback: gossh.InsecureIgnoreHostKey(), ClientVersion: "SSH-2.0-AsyncSSH_2.14.2",
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		c, err := sftp.NewClient(conn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.Symlink("sub/draft", "../data"); err != nil { // (linkpath, targetpath) on the wire
+			t.Fatalf("draft-order symlink: %v", err)
+		}
+		want["sub/draft"] = "../data"
+	})
+
 	var links []string
 	for link := range want {
 		links = append(links, link)

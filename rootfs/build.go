@@ -28,9 +28,22 @@ type FromHostOptions struct {
 	// With lists more commands to copy: a name looked up on the host PATH
 	// or an absolute host path. A name that cannot be found is an error.
 	With []string
-	// Log, if set, receives one line per step (a file copied, a file
-	// written). Nil means silent.
+	// Lab makes the tree a lab user's day-to-day system: it adds the
+	// programs of LabPrograms the host has (a line says which it lacks)
+	// and, for every program copied, what it needs beyond its libraries:
+	// its package's files (dpkg -L, rpm -ql), an interpreter's standard
+	// library (python3, perl @INC), git's exec-path; then CA certificates,
+	// libstdc++, and the libraries of every ELF file those brought in. It
+	// costs about 150 MB and a few seconds; `jailgate rootfs from-host`
+	// sets it unless told --minimal.
+	Lab bool
+	// Log, if set, receives one line per step (what was copied and its
+	// size, a file written, a program skipped). Nil means silent.
 	Log func(format string, args ...any)
+	// Status, if set, receives a short text as each host file is copied
+	// (the files and bytes copied so far, the file), for a progress line
+	// on a terminal. It is called often.
+	Status func(text string)
 }
 
 // markerPath is the file (relative to the tree) that marks a tree built by
@@ -96,21 +109,29 @@ func fromHost(dir string, opts FromHostOptions) error {
 		return err
 	}
 	defer root.Close()
-	b := &builder{root: root, log: opts.Log, uid: int(st.Uid), gid: int(st.Gid), done: map[string]bool{}}
+	b := &builder{root: root, log: opts.Log, status: opts.Status, libs: newLibResolver(),
+		uid: int(st.Uid), gid: int(st.Gid), done: map[string]bool{}}
+	lab := func() error { return nil }
+	if opts.Lab {
+		lab = func() error { return b.lab(cmds) }
+	}
 	for _, step := range []func() error{
-		b.marker,                                 // first: a build that fails halfway may be run again
-		b.usrLinks,                               // binaries and the loader are found through them
-		b.skeleton,                               // the directories every system has
-		func() error { return b.commands(cmds) }, // the commands and the libraries they load
-		b.terminfo,                               // full-screen programs over the common TERMs
-		b.installLocale,                          // tmux wants a UTF-8 locale
-		b.etcFiles,                               // a root user, files-only NSS, a profile
+		b.marker,   // first: a build that fails halfway may be run again
+		b.usrLinks, // binaries and the loader are found through them
+		b.skeleton, // the directories every system has
+		func() error {
+			return b.section("commands and their libraries", func() error { return b.commands(cmds) })
+		},
+		lab,             // with Lab: more programs, and the data every program needs
+		b.terminfo,      // full-screen programs over the common TERMs
+		b.installLocale, // tmux wants a UTF-8 locale
+		b.etcFiles,      // a root user, files-only NSS, a profile
 	} {
 		if err := step(); err != nil {
 			return err
 		}
 	}
-	b.logf("built %s: %d files copied, %d links made", dir, b.files, b.links)
+	b.logf("built %s: %d files (%s) copied, %d links made", dir, b.files, sizeText(b.bytes), b.links)
 	return nil
 }
 
@@ -198,17 +219,23 @@ func (b *builder) commands(cmds []string) error {
 		}
 		queue = append(queue, object{found: p, real: real})
 	}
-	r := newLibResolver()
-	if err := b.resolve(r, queue); err != nil {
+	if err := b.resolve(b.libs, queue); err != nil {
 		return err
 	}
 	// glibc before 2.34 loads the "files" NSS module with dlopen, which no
 	// DT_NEEDED entry shows; later versions build it in and ship a stub.
+	return b.extraLib("libnss_files.so.2")
+}
+
+// extraLib installs the host library name, if the host has one of the
+// binaries' kind in the loader's directories, and the libraries it loads.
+func (b *builder) extraLib(name string) error {
+	r := b.libs
 	if r.kind == (elfKind{}) {
 		return nil
 	}
 	dirs := append(append([]string{}, r.conf...), defaultLibDirs(r.kind)...)
-	lib := r.find("libnss_files.so.2", r.kind, dirs)
+	lib := r.find(name, r.kind, dirs)
 	if lib == "" {
 		return nil
 	}
@@ -220,13 +247,20 @@ func (b *builder) commands(cmds []string) error {
 }
 
 // installLocale copies the C.UTF-8 locale where the host has it: tmux
-// refuses to start without a UTF-8 locale, and glibc finds C.UTF-8 in
-// /usr/lib/locale on Debian (400 KiB).
+// refuses to start without a UTF-8 locale, every tool warns under
+// LANG=C.UTF-8 without it, and glibc finds it in /usr/lib/locale (400 KiB;
+// named C.utf8 on Debian and Fedora, C.UTF-8 on some older hosts).
 func (b *builder) installLocale() error {
-	if fi, err := os.Stat(cLocale); err != nil || !fi.IsDir() {
+	return b.section("locale C.UTF-8", func() error {
+		for _, d := range cLocales {
+			if fi, err := os.Stat(d); err == nil && fi.IsDir() {
+				if err := b.installTree(d); err != nil {
+					return err
+				}
+			}
+		}
 		return nil
-	}
-	return b.installTree(cLocale)
+	})
 }
 
 // openTarget creates dir if needed, refuses a link, a non-directory or a
@@ -324,8 +358,8 @@ func lookHost(name string) (string, error) {
 	return "", exec.ErrNotFound
 }
 
-// cLocale is the host directory of the C.UTF-8 locale.
-const cLocale = "/usr/lib/locale/C.utf8"
+// cLocales are the host directories the C.UTF-8 locale may be in.
+var cLocales = []string{"/usr/lib/locale/C.utf8", "/usr/lib/locale/C.UTF-8"}
 
 // installTree mirrors the host directory top and everything under it.
 func (b *builder) installTree(top string) error {
@@ -384,7 +418,7 @@ func (b *builder) etcFiles() error {
 const profile = `# /etc/profile: written by jailgate.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 umask 022
-if [ -d /usr/lib/locale/C.utf8 ]; then
+if [ -d /usr/lib/locale/C.utf8 ] || [ -d /usr/lib/locale/C.UTF-8 ]; then
 	export LANG="${LANG:-C.UTF-8}"
 fi
 if [ -n "${BASH_VERSION-}" ]; then

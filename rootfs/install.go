@@ -25,9 +25,12 @@ const maxLinks = 40
 type builder struct {
 	root     *os.Root
 	log      func(format string, args ...any)
+	status   func(string)    // the count so far and the file copied, for a progress line; may be nil
+	libs     *libResolver    // the library search state of the whole build
 	uid, gid int             // owner given to new entries (the tree's owner)
 	done     map[string]bool // host paths already mirrored
 	files    int             // regular files copied
+	bytes    int64           // their size
 	links    int             // symbolic links created
 }
 
@@ -213,7 +216,10 @@ func (b *builder) copyFile(p string, fi fs.FileInfo) error {
 	}
 	b.done[p] = true
 	b.files++
-	b.logf("copy %s", p)
+	b.bytes += fi.Size()
+	if b.status != nil {
+		b.status(fmt.Sprintf("%d files, %s: %s", b.files, sizeText(b.bytes), p))
+	}
 	return nil
 }
 

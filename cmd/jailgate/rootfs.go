@@ -63,7 +63,16 @@ func parseFlags(fset *flag.FlagSet, args []string) ([]string, error) {
 // cmdFromHost builds a tree, or an image, from the host's binaries.
 func cmdFromHost(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("rootfs from-host", flag.ContinueOnError)
-	with := fs.String("with", "", "extra commands to include, comma-separated")
+	var opts rootfs.FromHostOptions
+	fs.Func("with", "more programs to include, with their data (comma-separated; may be repeated)", func(v string) error {
+		for _, name := range strings.Split(v, ",") {
+			if name != "" {
+				opts.With = append(opts.With, name)
+			}
+		}
+		return nil
+	})
+	minimal := fs.Bool("minimal", false, "only a shell's basic commands and their libraries (no python, perl, git, curl, package data)")
 	quiet := fs.Bool("q", false, "no progress output")
 	image := fs.String("image", "", "build the shared image NAME under the config's state_dir/images")
 	cfgPath := fs.String("config", "/etc/jailgate/jailgate.yaml", "configuration file (with --image)")
@@ -71,12 +80,11 @@ func cmdFromHost(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	opts := rootfs.FromHostOptions{}
-	if *with != "" {
-		opts.With = strings.Split(*with, ",")
-	}
+	opts.Lab = !*minimal
 	if !*quiet {
-		opts.Log = func(format string, a ...any) { fmt.Fprintf(stderr, format+"\n", a...) }
+		p := newProgress(stderr)
+		defer p.end()
+		opts.Log, opts.Status = p.printf, p.setStatus
 	}
 	switch {
 	case *image != "" && len(rest) == 0:
@@ -90,7 +98,7 @@ func cmdFromHost(args []string, stderr io.Writer) error {
 		}
 		return buildImage(dir, func(tmp string) error { return rootfs.FromHost(tmp, opts) })
 	case *image != "" || len(rest) != 1:
-		return &usageError{"rootfs from-host: want exactly one DIR, or --image NAME --config FILE"}
+		return &usageError{"rootfs from-host: want [--with PROG,...] [--minimal] [-q] DIR, or the same with --image NAME --config FILE instead of DIR"}
 	}
 	return rootfs.FromHost(rest[0], opts)
 }
@@ -245,6 +253,17 @@ func (p *progress) show(pr rootfs.Progress) {
 	defer p.mu.Unlock()
 	p.status = strings.TrimSpace(pr.Stage + " " + pr.Detail)
 	p.draw()
+}
+
+// setStatus sets the status line, drawn at the spinner's next turn (it
+// may be called for every file copied); nothing when not on a terminal.
+func (p *progress) setStatus(s string) {
+	if p.width == 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.status = s
 }
 
 // printf prints a line; on a terminal above the status line.

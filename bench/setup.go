@@ -159,7 +159,7 @@ func (tb *testbed) makeRootfs() error {
 		return err
 	}
 	for _, t := range []string{tenantCold, tenantWarm, tenantSess, "chroot"} {
-		if err := runCmd(tb.o.jailgate, "rootfs", "from-host", "-q", filepath.Join(tb.dir, "rootfs", t)); err != nil {
+		if err := runCmd(tb.o.jailgate, "rootfs", "from-host", "-q", "--minimal", filepath.Join(tb.dir, "rootfs", t)); err != nil {
 			return err
 		}
 	}

@@ -44,7 +44,7 @@ func configFlag(name string, args []string) (string, *flag.FlagSet, error) {
 	fs.SetOutput(io.Discard)
 	path := fs.String("config", "/etc/jailgate/jailgate.yaml", "configuration file")
 	if err := fs.Parse(args); err != nil {
-		return "", fs, &usageError{fmt.Sprintf("%s: %v", name, err)}
+		return "", fs, flagError(fs, err)
 	}
 	if fs.NArg() > 0 {
 		return "", fs, &usageError{fmt.Sprintf("%s: unexpected argument %q", name, fs.Arg(0))}

@@ -4,11 +4,13 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"runtime"
 	"runtime/debug"
+	"strings"
 
 	"github.com/jailgate/jailgate/jail"
 )
@@ -37,7 +39,7 @@ commands:
   tenant reset [--yes] --config FILE TENANT
                                    discard a tenant's layer over her image
   status --config FILE             each tenant's environments, memory, pids, cpu (from her cgroup)
-  rootfs from-host [--with CMD,...] DIR | --image NAME --config FILE
+  rootfs from-host [--minimal] [-q] [--with CMD,...] DIR | --image NAME --config FILE
                                    build a minimal root filesystem (or image) from the host's binaries
   rootfs debootstrap NAME [--suite S] [--mirror URL] [--include PKG,...] [--keep-setuid] --config FILE
                                    build image NAME as a minimal Debian (debootstrap --variant=minbase)
@@ -63,6 +65,42 @@ func main() {
 type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
+
+// helpRequest is a subcommand's -h or --help: its own usage, exit 0.
+type helpRequest struct{ fset *flag.FlagSet }
+
+func (h *helpRequest) Error() string { return h.fset.Name() + ": help requested" }
+
+// flagError turns fset's Parse error into what report prints: the
+// subcommand's own usage for -h/--help, a usage error otherwise.
+func flagError(fset *flag.FlagSet, err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return &helpRequest{fset}
+	}
+	return &usageError{fmt.Sprintf("%s: %v", fset.Name(), err)}
+}
+
+// commandUsage is the subcommand's lines of the usage text (its synopsis
+// and what it does) and its flags.
+func commandUsage(fset *flag.FlagSet) string {
+	var b strings.Builder
+	in := false
+	for _, line := range strings.Split(usage, "\n") {
+		switch {
+		case strings.HasPrefix(line, "  "+fset.Name()+" "):
+			in = true
+			b.WriteString("usage: jailgate " + strings.TrimSpace(line) + "\n")
+		case in && strings.HasPrefix(line, "    "):
+			b.WriteString("  " + strings.TrimSpace(line) + "\n")
+		default:
+			in = false
+		}
+	}
+	b.WriteString("flags:\n")
+	fset.SetOutput(&b)
+	fset.PrintDefaults()
+	return b.String()
+}
 
 // run dispatches a subcommand and turns its error into an exit code.
 func run(args []string, stdout, stderr io.Writer) int {
@@ -107,7 +145,11 @@ func report(err error, stderr io.Writer) int {
 	}
 	var ue *usageError
 	var ce *configError
+	var help *helpRequest
 	switch {
+	case errors.As(err, &help):
+		fmt.Fprint(stderr, commandUsage(help.fset))
+		return exitOK
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "jailgate: %s\n", ue.msg)
 		fmt.Fprint(stderr, usage)

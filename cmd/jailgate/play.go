@@ -24,7 +24,7 @@ func cmdRecordings(args []string, stdout io.Writer) error {
 	path := fset.String("config", "/etc/jailgate/jailgate.yaml", "configuration file")
 	tenant := fset.String("tenant", "", "only this tenant's recordings")
 	if err := fset.Parse(args[1:]); err != nil {
-		return &usageError{fmt.Sprintf("recordings list: %v", err)}
+		return flagError(fset, err)
 	}
 	c, err := loadConfig(*path)
 	if err != nil {
@@ -52,7 +52,10 @@ func cmdPlay(args []string, stdout io.Writer) error {
 	fset := flag.NewFlagSet("play", flag.ContinueOnError)
 	fset.SetOutput(io.Discard)
 	speed := fset.Float64("speed", 1, "playback speed")
-	if err := fset.Parse(args); err != nil || fset.NArg() != 1 || *speed <= 0 {
+	if err := fset.Parse(args); err != nil {
+		return flagError(fset, err)
+	}
+	if fset.NArg() != 1 || *speed <= 0 {
 		return &usageError{"play: want [--speed N] FILE"}
 	}
 	f, err := os.Open(fset.Arg(0))

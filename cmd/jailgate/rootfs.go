@@ -51,7 +51,7 @@ func parseFlags(fset *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
 		if err := fset.Parse(args); err != nil {
-			return nil, &usageError{fmt.Sprintf("%s: %v", fset.Name(), err)}
+			return nil, flagError(fset, err)
 		}
 		if fset.NArg() == 0 {
 			return pos, nil

@@ -26,7 +26,7 @@ func cmdTenant(args []string, stdin io.Reader, stdout io.Writer) error {
 	path := fset.String("config", "/etc/jailgate/jailgate.yaml", "configuration file")
 	yes := fset.Bool("yes", false, "do not ask for confirmation")
 	if err := fset.Parse(args[1:]); err != nil {
-		return &usageError{fmt.Sprintf("tenant %s: %v", args[0], err)}
+		return flagError(fset, err)
 	}
 	stateDir, err := config.StateDirOf(*path)
 	if err != nil {

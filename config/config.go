@@ -62,6 +62,11 @@ type Config struct {
 	// revokedWire is RevokedKeys by wire encoding (IndexRevoked), so that
 	// a key check is a map lookup however long the list.
 	revokedWire map[string]struct{}
+
+	// Warnings are valid settings that weaken something (a weak SSH
+	// algorithm offered), as FILE:LINE: field: message; `jailgate check`
+	// prints them.
+	Warnings []string
 }
 
 // IndexRevoked indexes RevokedKeys for KeyListedRevoked; Parse calls it,
@@ -111,10 +116,13 @@ type Server struct {
 	// penalty runs out (capped at 10m). Default 5s; 0 turns it off.
 	PerSourcePenalty       time.Duration
 	PerSourcePenaltyExempt []string // CIDRs never penalised (sshd PerSourcePenaltyExemptList)
-	// Ciphers (sshd Ciphers) are the transport ciphers offered, in order.
-	// A client picks the first of its own list the server offers, so what
-	// is left out decides: see DefaultCiphers.
+	// Kex (sshd KexAlgorithms), Ciphers (sshd Ciphers) and MACs (sshd
+	// MACs) are the algorithms offered to new connections. A client picks
+	// the first of its own list the server offers, so what is left out
+	// decides: see DefaultKex, DefaultCiphers, DefaultMACs.
+	Kex     []string
 	Ciphers []string
+	MACs    []string
 
 	penaltySet bool // per_source_penalty was written (0 then means off)
 }

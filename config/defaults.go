@@ -24,16 +24,6 @@ const (
 	DefaultIDRange  = 65536
 )
 
-// DefaultCiphers are the transport ciphers offered unless server.ciphers
-// says otherwise: AES-GCM only. An OpenSSH client prefers
-// chacha20-poly1305, then aes*-ctr, then aes*-gcm, and takes the first the
-// server offers; the SSH library's chacha20-poly1305 has no assembly and
-// moves about half of what its AES-GCM does per CPU second, and AES-CTR
-// needs a separate MAC. Every OpenSSH since 6.2 (2013), PuTTY since 0.76
-// and Dropbear since 2022.82 speaks AES-GCM; for older clients add
-// chacha20-poly1305@openssh.com or aes128-ctr to server.ciphers.
-var DefaultCiphers = []string{"aes128-gcm@openssh.com", "aes256-gcm@openssh.com"}
-
 // defaultUser is what every tenant starts from before the defaults section
 // and her own fields apply.
 func defaultUser() User {
@@ -79,8 +69,14 @@ func applyTopDefaults(c *Config) {
 	if sv.ShutdownGrace == 0 {
 		sv.ShutdownGrace = 30 * time.Second
 	}
+	if sv.Kex == nil {
+		sv.Kex = slices.Clone(DefaultKex)
+	}
 	if sv.Ciphers == nil {
 		sv.Ciphers = slices.Clone(DefaultCiphers)
+	}
+	if sv.MACs == nil {
+		sv.MACs = slices.Clone(DefaultMACs)
 	}
 	if sv.ClientAliveCountMax == 0 {
 		sv.ClientAliveCountMax = 3

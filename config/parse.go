@@ -30,6 +30,7 @@ func Parse(name string, data []byte) (*Config, error) {
 	if err := p.err(); err != nil {
 		return nil, err
 	}
+	c.Warnings = p.warnings
 	return c, nil
 }
 
@@ -41,6 +42,13 @@ type parser struct {
 	pos      map[string]Pos // field path -> where its value was written
 	haveCAs  bool           // trusted_user_ca_keys is set
 	stateDir string         // where images live
+	warnings []string       // Config.Warnings
+}
+
+// warn records a warning: a setting that is valid but weakens something.
+func (p *parser) warn(pos Pos, field, format string, args ...any) {
+	e := &Error{Pos: pos, Field: field, Msg: fmt.Sprintf(format, args...)}
+	p.warnings = append(p.warnings, e.Error())
 }
 
 // at returns the position of node n.
@@ -97,7 +105,7 @@ var (
 		"trusted_user_ca_keys", "revoked_keys", "audit_log", "metrics_listen", "log", "revoke", "defaults", "users"}
 	serverKeys = []string{"login_grace_time", "max_auth_tries", "max_startups", "per_source_max_startups",
 		"max_connections", "client_alive_interval", "client_alive_count_max", "shutdown_grace",
-		"per_source_penalty", "per_source_penalty_exempt", "ciphers"}
+		"per_source_penalty", "per_source_penalty_exempt", "kex", "ciphers", "macs"}
 	userKeys = []string{"keys", "keys_file", "rootfs", "image", "shell", "hostname", "environment", "linger", "network", "limits", "id_range", "uid_base", "capabilities", "seccomp", "rlimits", "forwarding",
 		"max_sessions", "idle_timeout", "idle_grace", "max_session_time", "banner", "record", "record_input"}
 	defaultBad = []string{"uid_base"} // per-tenant only

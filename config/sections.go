@@ -3,12 +3,10 @@ package config
 import (
 	"fmt"
 	"net"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/jailgate/jailgate/jail"
-	gossh "golang.org/x/crypto/ssh"
 	"gopkg.in/yaml.v3"
 )
 
@@ -40,8 +38,12 @@ func (p *parser) server(sv *Server, n *yaml.Node, path string) {
 				}
 				sv.PerSourcePenaltyExempt = append(sv.PerSourcePenaltyExempt, cidr)
 			}
+		case "kex":
+			p.algorithms(&sv.Kex, v, field, key)
 		case "ciphers":
-			p.ciphers(sv, v, field)
+			p.algorithms(&sv.Ciphers, v, field, key)
+		case "macs":
+			p.algorithms(&sv.MACs, v, field, key)
 		case "max_auth_tries":
 			p.count(&sv.MaxAuthTries, v, field)
 		case "max_startups":
@@ -54,29 +56,6 @@ func (p *parser) server(sv *Server, n *yaml.Node, path string) {
 			p.count(&sv.ClientAliveCountMax, v, field)
 		}
 	})
-}
-
-// ciphers decodes server.ciphers: a non-empty list of transport ciphers
-// the SSH library implements and does not call insecure.
-func (p *parser) ciphers(sv *Server, v *yaml.Node, field string) {
-	if v.Kind != yaml.SequenceNode || len(v.Content) == 0 {
-		p.add(p.at(v), field, "must be a non-empty list, e.g. [%s]", strings.Join(DefaultCiphers, ", "))
-		return
-	}
-	supported := gossh.SupportedAlgorithms().Ciphers
-	sv.Ciphers = []string{}
-	for i, item := range v.Content {
-		f := fmt.Sprintf("%s[%d]", field, i)
-		c := p.str(item, f)
-		switch {
-		case slices.Contains(sv.Ciphers, c):
-			p.add(p.at(item), f, "%q is listed twice", c)
-		case !slices.Contains(supported, c):
-			p.add(p.at(item), f, "%q is not a supported cipher (one of %s)", c, strings.Join(supported, ", "))
-		default:
-			sv.Ciphers = append(sv.Ciphers, c)
-		}
-	}
 }
 
 // duration decodes a non-negative Go duration ("30s", "5m", "0").

@@ -164,13 +164,21 @@ func (s *Server) connectionFailed(nc net.Conn, err error) {
 func (s *Server) serverConfig(ctx ssh.Context) *gossh.ServerConfig {
 	st := stateOf(ctx)
 	maxTries := 0
-	var ciphers []string // nil: x/crypto's defaults
+	var offer gossh.Config // empty lists: x/crypto's defaults
 	if st != nil {
 		maxTries = st.cfg.Server.MaxAuthTries
-		ciphers = st.cfg.Server.Ciphers
+		// The algorithm offer of the connection's snapshot: a reload
+		// changes it for new connections only. The host key algorithm is
+		// the host key's: ssh-ed25519, nothing else (x/crypto derives it
+		// from the key's type; no rsa or SHA-1 signature is advertised).
+		offer = gossh.Config{
+			KeyExchanges: st.cfg.Server.Kex,
+			Ciphers:      st.cfg.Server.Ciphers,
+			MACs:         st.cfg.Server.MACs,
+		}
 	}
 	return &gossh.ServerConfig{
-		Config:       gossh.Config{Ciphers: ciphers},
+		Config:       offer,
 		MaxAuthTries: maxTries, // sshd MaxAuthTries; 0 is x/crypto's default (6)
 		AuthLogCallback: func(conn gossh.ConnMetadata, method string, err error) {
 			s.authLog(st, conn, method, err)

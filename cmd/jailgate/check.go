@@ -52,7 +52,9 @@ func configFlag(name string, args []string) (string, *flag.FlagSet, error) {
 	return *path, fs, nil
 }
 
-// cmdCheck validates a configuration and prints one summary line per tenant.
+// cmdCheck validates a configuration and prints its warnings and one
+// summary line per tenant; with --diff, what a reload would change instead
+// of the summary.
 func cmdCheck(args []string, stdout io.Writer) error {
 	diff := false
 	var rest []string
@@ -71,12 +73,17 @@ func cmdCheck(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Valid but weaker than the defaults (a weak SSH algorithm offered):
+	// said, not refused; the exit status stays 0.
+	for _, w := range c.Warnings {
+		fmt.Fprintln(stdout, "warning: "+w)
+	}
 	if diff {
 		old, err := loadActive(c.StateDir)
 		if err != nil {
 			return fmt.Errorf("check --diff: the configuration in force (%s): %w", statedir.New(c.StateDir).ActiveConfig(), err)
 		}
-		lines := diffTenants(old, tenantLines(c))
+		lines := diffActive(old, activeLines(c))
 		if len(lines) == 0 {
 			fmt.Fprintln(stdout, "no change")
 		}

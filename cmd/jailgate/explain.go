@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"sort"
 	"strings"
@@ -28,7 +29,7 @@ func saveActive(c *config.Config) error {
 	if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
 		return err
 	}
-	settings, err := json.Marshal(tenantLines(c))
+	settings, err := json.Marshal(activeLines(c))
 	if err != nil {
 		return err
 	}
@@ -48,7 +49,15 @@ func tenantLines(c *config.Config) map[string][]string {
 	return m
 }
 
-// loadActive returns the settings of each tenant in force for stateDir:
+// activeLines is what saveActive records: tenantLines, and the
+// server-wide settings under serverKey.
+func activeLines(c *config.Config) map[string][]string {
+	m := tenantLines(c)
+	m[serverKey] = serverLines(c)
+	return m
+}
+
+// loadActive returns the settings in force for stateDir (as activeLines):
 // as saved by serve, or (state from before active-tenants.json) as
 // active.yaml gives them now.
 func loadActive(stateDir string) (map[string][]string, error) {
@@ -64,7 +73,7 @@ func loadActive(stateDir string) (map[string][]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	return tenantLines(old), nil
+	return activeLines(old), nil
 }
 
 // explainLines lists a tenant's effective settings, defaults and
@@ -157,7 +166,25 @@ func cmdExplain(args []string, stdout io.Writer) error {
 
 // diffConfigs says what a reload from old to c would change.
 func diffConfigs(old, c *config.Config) []string {
-	return diffTenants(tenantLines(old), tenantLines(c))
+	return diffActive(activeLines(old), activeLines(c))
+}
+
+// diffActive says what changes from the settings in force old to cur
+// (each as activeLines): the server-wide settings, then the tenants. It
+// is the one diff behind `check --diff` and a reload's changes.
+func diffActive(old, cur map[string][]string) []string {
+	var out []string
+	// State saved before server lines were recorded has none: nothing to
+	// compare with (the next serve or reload records them).
+	if oldServer, ok := old[serverKey]; ok {
+		out = diffServer(oldServer, cur[serverKey])
+	}
+	tenants := func(m map[string][]string) map[string][]string {
+		t := maps.Clone(m)
+		delete(t, serverKey)
+		return t
+	}
+	return append(out, diffTenants(tenants(old), tenants(cur))...)
 }
 
 // diffTenants says what changes from the tenants' settings in old to
@@ -208,4 +235,103 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// serverKey is the entry of activeLines that holds serverLines; no tenant
+// can have this name (config's tenant names allow no parentheses).
+const serverKey = "(server)"
+
+// When a change of a server-wide setting takes effect.
+const (
+	appliesRestart  = "needs a restart: the running server keeps the old value"
+	appliesNewConns = "applies to new connections; live ones keep the old value"
+	appliesOffer    = "applies to new connections; live ones keep what they negotiated"
+)
+
+// serverSettings are the server-wide settings diffs show, in order, with
+// when a change takes effect: what serve reads once at start needs a
+// restart; the server section applies from the next connection (see
+// gateway.Server.SetConfig).
+var serverSettings = []struct{ name, applies string }{
+	{"listen", appliesRestart},
+	{"host_key", appliesRestart},
+	{"state_dir", appliesRestart},
+	{"metrics_listen", appliesRestart},
+	{"audit_log", appliesRestart},
+	{"log", appliesRestart},
+	{"server.kex", appliesOffer},
+	{"server.ciphers", appliesOffer},
+	{"server.macs", appliesOffer},
+	{"server.login_grace_time", appliesNewConns},
+	{"server.max_auth_tries", appliesNewConns},
+	{"server.max_startups", "applies to the next connection accepted"},
+	{"server.per_source_max_startups", "applies to the next connection accepted"},
+	{"server.max_connections", "applies to the next connection accepted"},
+	{"server.per_source_penalty", "applies to the next failed connection"},
+	{"server.per_source_penalty_exempt", "applies to the next failed connection"},
+	{"server.client_alive_interval", appliesNewConns},
+	{"server.client_alive_count_max", appliesNewConns},
+	{"server.shutdown_grace", "applies at the next shutdown"},
+}
+
+// serverLines lists c's server-wide settings as "name: value", in
+// serverSettings' order.
+func serverLines(c *config.Config) []string {
+	sv := c.Server
+	values := map[string]string{
+		"listen":                           c.Listen,
+		"host_key":                         c.HostKey,
+		"state_dir":                        c.StateDir,
+		"metrics_listen":                   c.MetricsListen,
+		"audit_log":                        c.AuditLog,
+		"log":                              "format " + c.LogFormat + ", level " + c.LogLevel,
+		"server.kex":                       strings.Join(sv.Kex, ", "),
+		"server.ciphers":                   strings.Join(sv.Ciphers, ", "),
+		"server.macs":                      strings.Join(sv.MACs, ", "),
+		"server.login_grace_time":          sv.LoginGraceTime.String(),
+		"server.max_auth_tries":            fmt.Sprint(sv.MaxAuthTries),
+		"server.max_startups":              fmt.Sprint(sv.MaxStartups),
+		"server.per_source_max_startups":   fmt.Sprint(sv.PerSourceMaxStartups),
+		"server.max_connections":           fmt.Sprint(sv.MaxConnections),
+		"server.per_source_penalty":        sv.PerSourcePenalty.String(),
+		"server.per_source_penalty_exempt": strings.Join(sv.PerSourcePenaltyExempt, ", "),
+		"server.client_alive_interval":     sv.ClientAliveInterval.String(),
+		"server.client_alive_count_max":    fmt.Sprint(sv.ClientAliveCountMax),
+		"server.shutdown_grace":            sv.ShutdownGrace.String(),
+	}
+	lines := make([]string, 0, len(serverSettings))
+	for _, s := range serverSettings {
+		lines = append(lines, s.name+": "+values[s.name])
+	}
+	return lines
+}
+
+// diffServer says which server-wide settings change from old to cur (each
+// as serverLines), and when each change takes effect.
+func diffServer(old, cur []string) []string {
+	split := func(lines []string) map[string]string {
+		m := make(map[string]string, len(lines))
+		for _, l := range lines {
+			name, value, _ := strings.Cut(l, ": ")
+			m[name] = value
+		}
+		return m
+	}
+	was, now := split(old), split(cur)
+	var out []string
+	for _, s := range serverSettings {
+		a, b := was[s.name], now[s.name]
+		if a != b {
+			out = append(out, fmt.Sprintf("~ %s: %s -> %s (%s)", s.name, orNone(a), orNone(b), s.applies))
+		}
+	}
+	return out
+}
+
+// orNone is v, or "(none)" when it is empty.
+func orNone(v string) string {
+	if v == "" {
+		return "(none)"
+	}
+	return v
 }

@@ -49,11 +49,18 @@ func (r *reloader) reload() admin.Reply {
 	}
 	old := r.srv.Config()
 	r.srv.SetConfig(c) // logs the reload
+	changes := diffConfigs(old, c)
+	for _, l := range changes {
+		r.log.Info("reload change: " + l)
+	}
+	for _, w := range c.Warnings {
+		r.log.Warn("config: " + w)
+	}
 	if err := saveActive(c); err != nil {
 		r.log.Warn("record the configuration in force", "err", err)
 	}
 	return admin.Reply{OK: true, Summary: fmt.Sprintf("%s, %d tenants", c.File, len(c.Users)),
-		Changes: diffConfigs(old, c)}
+		Changes: changes}
 }
 
 // answer answers a request on the admin socket: a reload of the file this

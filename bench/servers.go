@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jailgate/jailgate/config"
 	"github.com/jailgate/jailgate/jail"
 )
 
@@ -178,9 +179,6 @@ func (tb *testbed) startJailgate(ctx context.Context) error {
 	return tb.jg.start(ctx, cpu, mem)
 }
 
-// defaultCiphers is jailgate's default server.ciphers (config.DefaultCiphers).
-const defaultCiphers = "aes128-gcm@openssh.com, aes256-gcm@openssh.com"
-
 // writeJailgateConfig writes the jailgate config; chacha adds
 // chacha20-poly1305@openssh.com to the ciphers offered.
 func (tb *testbed) writeJailgateConfig(chacha bool) error {
@@ -191,7 +189,7 @@ func (tb *testbed) writeJailgateConfig(chacha bool) error {
 		fmt.Fprintf(&users, "  %s:\n    keys_file: %s.pub\n    rootfs: %s\n%s", t.name, tb.key,
 			filepath.Join(tb.dir, "rootfs", t.name), t.extra)
 	}
-	ciphers := defaultCiphers
+	ciphers := strings.Join(config.DefaultCiphers, ", ")
 	if chacha {
 		ciphers += ", chacha20-poly1305@openssh.com"
 	}

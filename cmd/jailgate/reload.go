@@ -53,9 +53,7 @@ func (r *reloader) reload() admin.Reply {
 	for _, l := range changes {
 		r.log.Info("reload change: " + l)
 	}
-	for _, w := range c.Warnings {
-		r.log.Warn("config: " + w)
-	}
+	logWarnings(r.log, c)
 	if err := saveActive(c); err != nil {
 		r.log.Warn("record the configuration in force", "err", err)
 	}

@@ -208,9 +208,11 @@ func (d *daemon) serveMetrics() error {
 	return nil
 }
 
-// recordActive keeps a copy of the configuration put in force; failing
-// to only costs check --diff its baseline.
+// recordActive logs the warnings of the configuration put in force (a
+// weak algorithm offer) and keeps a copy of it; failing to only costs
+// check --diff its baseline.
 func (d *daemon) recordActive() error {
+	logWarnings(d.log, d.cfg)
 	if err := saveActive(d.cfg); err != nil {
 		d.log.Warn("record the configuration in force", "err", err)
 	}
@@ -331,5 +333,13 @@ func drain(srv *gateway.Server, sigs <-chan os.Signal, log *slog.Logger) {
 				cancel()
 			}
 		}
+	}
+}
+
+// logWarnings logs each warning of c (a valid setting that weakens
+// something, e.g. a weak algorithm offered), at start and at a reload.
+func logWarnings(log *slog.Logger, c *config.Config) {
+	for _, w := range c.Warnings {
+		log.Warn("config: " + w)
 	}
 }

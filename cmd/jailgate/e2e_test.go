@@ -197,8 +197,19 @@ func (g *e2eGateway) start(t *testing.T, path string) {
 	}
 	cmd := g.cmd
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
+		// SIGTERM twice (the second ends the drain at once), so the
+		// gateway unmounts its tenants' layers as a real stop does; a
+		// SIGKILL would leave them mounted under /run/jailgate.
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
+		cmd.Process.Signal(unix.SIGTERM)
+		cmd.Process.Signal(unix.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
 		if t.Failed() {
 			t.Logf("gateway log:\n%s", g.log.String())
 		}

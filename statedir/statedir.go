@@ -16,6 +16,7 @@
 //	  tenants/<tenant>/{upper,work}  her persistent layer over an image
 //	  recordings/<tenant>/*.cast her recorded terminal sessions
 //	/run/jailgate/layers/<hash of state_dir>/<tenant>/   her layer's mount points
+//	cgroup jailgate-<hash of state_dir>/<tenant>/<env>    her limits and environments
 //
 // It imports no project package, so every layer may use it.
 package statedir
@@ -99,7 +100,17 @@ func (l Layout) TenantRecordings(tenant string) string {
 // LayerMounts holds the mount points of this state directory's tenant
 // layers, under RuntimeDir. The state directory's hash keeps two gateways
 // (or test runs) apart.
-func (l Layout) LayerMounts() string {
+func (l Layout) LayerMounts() string { return filepath.Join(RuntimeDir, "layers", l.Hash()) }
+
+// Cgroup is the parent cgroup, relative to each hierarchy's root, of this
+// state directory's tenant cgroups (jail.Options.CgroupPrefix): two
+// gateways with different state directories never share a tenant's
+// cgroup, her limits, her stats or the stale sweep.
+func (l Layout) Cgroup() string { return "jailgate-" + l.Hash() }
+
+// Hash is a short stable name of the state directory (12 hex digits of
+// the SHA-256 of its path), for what lives outside it but must be its own.
+func (l Layout) Hash() string {
 	sum := sha256.Sum256([]byte(l.Root))
-	return filepath.Join(RuntimeDir, "layers", hex.EncodeToString(sum[:6]))
+	return hex.EncodeToString(sum[:6])
 }

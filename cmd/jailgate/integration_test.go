@@ -34,6 +34,7 @@ type lab struct {
 	prov     *provision.Provisioner
 	layers   *rootfs.Layers // image tenants' layers, if the test makes its own; set before serve
 	stateDir string
+	cgroup   string // the Supervisor's cgroup prefix, the lab's own
 	keys     map[string]gossh.Signer
 	rootfs   map[string]string
 	log      *syncBuffer
@@ -73,7 +74,8 @@ func (l *lab) serve(t *testing.T, dir, yaml string) {
 		t.Fatalf("config: %v\n%s", err, yaml)
 	}
 	log := slog.New(slog.NewTextHandler(l.log, nil))
-	sup, err := jail.New(jail.Options{Logger: log, CgroupPrefix: "jailgate-test", KillGrace: 300 * time.Millisecond})
+	l.cgroup = jailtest.CgroupPrefix(cfg.StateDir)
+	sup, err := jail.New(jail.Options{Logger: log, CgroupPrefix: l.cgroup, KillGrace: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -48,6 +48,9 @@ type Options struct {
 	// Current returns the configuration in force, whose explicit uid_base
 	// ranges the pool must not hand out; nil: only u's own.
 	Current func() *config.Config
+	// HostIDs is the host-wide id registry the pool checks and records
+	// into; "": statedir.HostIDs. Tests use their own.
+	HostIDs string
 }
 
 // Provisioner prepares tenants for their environments. Its methods are
@@ -63,8 +66,17 @@ type Provisioner struct {
 
 // New returns a Provisioner for opts.
 func New(opts Options) *Provisioner {
-	return &Provisioner{stateDir: opts.StateDir, pool: jail.NewIDPool(opts.StateDir),
+	return &Provisioner{stateDir: opts.StateDir, pool: newPool(opts.StateDir, opts.HostIDs),
 		current: opts.Current, layers: opts.Layers}
+}
+
+// newPool is the id pool of stateDir with the host registry hostIDs (""
+// for statedir.HostIDs).
+func newPool(stateDir, hostIDs string) *jail.IDPool {
+	if hostIDs == "" {
+		return jail.NewIDPool(stateDir)
+	}
+	return jail.NewIDPool(stateDir, jail.WithRegistry(hostIDs))
 }
 
 // Provision returns the spec of an environment for u: SpecFor(u) with her

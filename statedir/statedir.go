@@ -16,6 +16,7 @@
 //	  tenants/<tenant>/{upper,work}  her persistent layer over an image
 //	  recordings/<tenant>/*.cast her recorded terminal sessions
 //	/run/jailgate/layers/<hash of state_dir>/<tenant>/   her layer's mount points
+//	/var/lib/jailgate-host/ids.json  every state_dir's id ranges on this host (jail.IDPool)
 //	cgroup jailgate-<hash of state_dir>/<tenant>/<env>    her limits and environments
 //
 // It imports no project package, so every layer may use it.
@@ -33,6 +34,12 @@ import (
 // tenant's unprivileged ids, which need search permission on every
 // directory above it, and a state directory is rightly 0700.
 const RuntimeDir = "/run/jailgate"
+
+// HostIDs is the host-wide registry of the id ranges every state
+// directory's pool handed out (jail.IDPool), with its lock file beside it
+// (HostIDs + ".lock"). It lives outside every state directory, which may
+// be deleted, and outside RuntimeDir, because ranges outlive a reboot.
+const HostIDs = "/var/lib/jailgate-host/ids.json"
 
 // HostKeyName is the default host key's file name in the state directory.
 const HostKeyName = "ssh_host_ed25519_key"

@@ -80,7 +80,7 @@ func (l *lab) serve(t *testing.T, dir, yaml string) {
 		t.Fatal(err)
 	}
 	hostKey, _ := gatewaytest.NewKey(t)
-	l.prov = provision.New(provision.Options{StateDir: cfg.StateDir, Layers: l.layers,
+	l.prov = provision.New(provision.Options{StateDir: cfg.StateDir, Layers: l.layers, HostIDs: jailtest.HostIDs(),
 		Current: func() *config.Config { return l.srv.Config() }})
 	l.srv, err = gateway.New(gateway.Options{Config: cfg, Manager: sup, HostKey: hostKey, Logger: log, Provision: l.prov.Provision})
 	if err != nil {
@@ -146,7 +146,7 @@ func must(t *testing.T, c *gossh.Client, cmd string) string {
 // base is a tenant's host id base, as provisioned.
 func (l *lab) base(t *testing.T, user string) uint32 {
 	t.Helper()
-	b, err := jail.NewIDPool(l.stateDir).Allocate(user, 0, nil)
+	b, err := jail.NewIDPool(l.stateDir, jail.WithRegistry(jailtest.HostIDs())).Allocate(user, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,20 +51,33 @@ func openRegistry(path string) (*hostRegistry, error) {
 		lock.Close()
 		return nil, fmt.Errorf("lock host id registry: %w", err)
 	}
-	r := &hostRegistry{path: path, all: map[string]map[string]idRecord{}, lock: lock}
-	b, err := os.ReadFile(path)
-	if err == nil {
-		err = json.Unmarshal(b, &r.all)
-	}
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	r := &hostRegistry{path: path, lock: lock}
+	if r.all, err = readRegistry(path); err != nil {
 		r.Close()
-		return nil, fmt.Errorf("read host id registry %s: %w", path, err)
+		return nil, err
 	}
 	return r, nil
 }
 
+// readRegistry reads the registry at path; a missing file is empty.
+func readRegistry(path string) (map[string]map[string]idRecord, error) {
+	all := map[string]map[string]idRecord{}
+	b, err := os.ReadFile(path)
+	if err == nil {
+		err = json.Unmarshal(b, &all)
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("read host id registry %s: %w", path, err)
+	}
+	return all, nil
+}
+
 // Close unlocks the registry.
-func (r *hostRegistry) Close() { r.lock.Close() }
+func (r *hostRegistry) Close() {
+	if r.lock != nil {
+		r.lock.Close()
+	}
+}
 
 // others lists the ranges of every state_dir but stateDir, dropping
 // (reclaiming) those of a state_dir that no longer exists: a deleted

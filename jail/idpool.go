@@ -125,6 +125,33 @@ func (p *IDPool) Allocate(tenant string, size uint32, reserved []Reserved) (uint
 	return base, nil
 }
 
+// Holder names who already holds an id of base..base+size-1, other than
+// tenant herself: another tenant of this state_dir's pool ("bob") or a
+// tenant of another state_dir in the host registry ("alice of state_dir
+// /srv/staging"); "" if nobody. It only reads, without locks (both files
+// are replaced whole), so a configuration check can call it; a file that
+// does not exist holds nothing.
+func (p *IDPool) Holder(tenant string, base, size uint32) (string, error) {
+	if size == 0 {
+		size = DefaultSize
+	}
+	want := idRecord{Base: base, Size: size}.span()
+	all, err := p.load()
+	if err != nil {
+		return "", err
+	}
+	for _, name := range sortedNames(all) {
+		if name != tenant && all[name].span().overlaps(want) {
+			return name, nil
+		}
+	}
+	reg := &hostRegistry{path: p.registry}
+	if reg.all, err = readRegistry(p.registry); err != nil {
+		return "", err
+	}
+	return reg.holder(p.stateDir, want), nil
+}
+
 // lowestFree is the lowest base from PoolStart whose size ids overlap no
 // used span.
 func lowestFree(used []span, size uint32) (uint32, bool) {

@@ -101,6 +101,12 @@ func TestIDPoolAcrossStateDirs(t *testing.T) {
 		t.Errorf("carol's base %d, want %d: the range of the deleted state dir", got, a)
 	}
 
+	// An explicit uid_base elsewhere on the host over production's alice
+	// is named for the configuration check (provision.CheckIDs).
+	if who, err := NewIDPool(t.TempDir(), WithRegistry(hostIDs)).Holder("bob", b+10, 1); err != nil || who != "alice of state_dir "+production {
+		t.Errorf("Holder of production's alice's ids: %q, %v", who, err)
+	}
+
 	// Two ids.json holding one range from before the registry existed:
 	// the second one to use it is refused, naming the other.
 	lab := t.TempDir()

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -103,4 +104,36 @@ func aliceInit(t *testing.T, l *lab) aliceEnv {
 	}
 	t.Fatalf("no init of alice's in the cgroups %v", envs)
 	return aliceEnv{}
+}
+
+// TestCheckUIDBaseOverlapsPool: an explicit uid_base over a range the id
+// pool already gave another tenant is a configuration error (exit 2) at
+// her definition, for check as for serve and reload (issue 16 item 5: the
+// pool did not check a later explicit uid_base against its ranges).
+func TestCheckUIDBaseOverlapsPool(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	alice, err := jail.NewIDPool(state, jail.WithRegistry(filepath.Join(dir, "hostids.json"))).Allocate("alice", 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "jailgate.yaml")
+	write := func(base uint32) {
+		os.WriteFile(path, []byte(fmt.Sprintf("state_dir: %s\nusers:\n  bob:\n    keys: [%q]\n    rootfs: %s\n    uid_base: %d\n",
+			state, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl a", dir, base)), 0o600)
+	}
+	write(alice + 1000)
+	var out, errb bytes.Buffer
+	code := run([]string{"check", "--config", path}, &out, &errb)
+	want := fmt.Sprintf("%s:4: users.bob.uid_base: range %d-%d overlaps the range the id pool gave alice; "+
+		"choose another uid_base, or 0 to allocate one\n", path, alice+1000, alice+1000+65535)
+	if code != exitUsage || errb.String() != want {
+		t.Errorf("check: exit %d, stderr %q; want exit %d and %q", code, errb.String(), exitUsage, want)
+	}
+	// Past her range, bob's explicit base is fine.
+	write(alice + jail.DefaultSize)
+	errb.Reset()
+	if code := run([]string{"check", "--config", path}, &out, &errb); code != exitOK {
+		t.Errorf("check with uid_base past alice's range: exit %d, %q", code, errb.String())
+	}
 }

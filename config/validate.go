@@ -53,6 +53,7 @@ func (p *parser) validate(c *Config) {
 		}
 	}
 	p.checkSharedRootfs(c, names)
+	p.checkNestedRootfs(c, names)
 	p.checkRanges(c, names)
 }
 
@@ -187,6 +188,42 @@ func (p *parser) checkSharedRootfs(c *Config, names []string) {
 		}
 		owner[u.Rootfs] = n
 	}
+}
+
+// checkNestedRootfs refuses a rootfs inside another tenant's rootfs: the
+// outer tenant would reach the inner one's files (her root owns the tree
+// they are in, and the ownership shift of one would rewrite the other's).
+// Paths are compared as written and, where they resolve, with symlinks
+// followed, so a symlinked parent directory does not hide a nesting.
+func (p *parser) checkNestedRootfs(c *Config, names []string) {
+	type tree struct{ name, path, real string }
+	var trees []tree
+	for _, n := range names {
+		u := c.Users[n]
+		if u.Rootfs == "" || u.Image != "" || !filepath.IsAbs(u.Rootfs) {
+			continue
+		}
+		real, err := filepath.EvalSymlinks(u.Rootfs)
+		if err != nil {
+			real = u.Rootfs
+		}
+		trees = append(trees, tree{n, u.Rootfs, real})
+	}
+	for _, in := range trees {
+		for _, out := range trees {
+			if in.name != out.name && (within(in.path, out.path) || within(in.real, out.real)) {
+				f := "users." + in.name + ".rootfs"
+				p.add(p.fieldPos(f), f, "%s is inside %s, the rootfs of %s; one tenant's tree cannot hold another's", in.path, out.path, out.name)
+				break
+			}
+		}
+	}
+}
+
+// within reports whether path is strictly below dir.
+func within(path, dir string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
 // checkRanges refuses explicit uid_base ranges that overlap.

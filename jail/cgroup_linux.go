@@ -25,6 +25,10 @@ type cgroupManager interface {
 	Create(tenant, env string, l Limits) (cgroupHandle, error)
 	// Sweep kills and removes environment cgroups left behind by a crash.
 	Sweep() error
+	// Release removes the tenant cgroups left empty and the prefix, if
+	// empty, when the gateway ends: a prefix is per state_dir (and per
+	// test), so nothing else would remove it.
+	Release()
 	// Check says precisely what is missing to enforce l, or nil.
 	Check(l Limits) error
 }
@@ -99,6 +103,7 @@ type noCgroups struct{}
 
 func (noCgroups) Version() string { return "none" }
 func (noCgroups) Sweep() error    { return nil }
+func (noCgroups) Release()        {}
 func (noCgroups) Check(l Limits) error {
 	if l != (Limits{}) {
 		return fmt.Errorf("no usable cgroup hierarchy under /sys/fs/cgroup; mount one or unset limits")
@@ -153,6 +158,19 @@ func readCounter(dir, file, key string) int {
 		}
 	}
 	return 0
+}
+
+// removeEmpty removes the tenant cgroups under base that have no
+// environment left, then base if it is empty. rmdir(2) refuses a cgroup
+// with children or processes (EBUSY), so a live one stays.
+func removeEmpty(base string) {
+	tenants, _ := os.ReadDir(base)
+	for _, t := range tenants {
+		if t.IsDir() {
+			os.Remove(filepath.Join(base, t.Name()))
+		}
+	}
+	os.Remove(base)
 }
 
 // staleEnvDirs lists the environment cgroups under base (one dir per

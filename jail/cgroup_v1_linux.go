@@ -180,6 +180,12 @@ func (m *cgroupV1) Sweep() error {
 	return errors.Join(errs...)
 }
 
+func (m *cgroupV1) Release() {
+	for _, mnt := range m.mounts {
+		removeEmpty(filepath.Join(mnt, m.prefix))
+	}
+}
+
 // v1Handle is one environment's directory in each v1 controller.
 type v1Handle struct {
 	dirs    []string // the environment's dir per controller

@@ -121,6 +121,8 @@ func (m *cgroupV2) Sweep() error {
 	return errors.Join(errs...)
 }
 
+func (m *cgroupV2) Release() { removeEmpty(filepath.Join(m.root, m.prefix)) }
+
 // v2Handle is one environment's cgroup directory.
 type v2Handle struct {
 	dir string

@@ -161,6 +161,7 @@ func (s *Supervisor) Close() error {
 	// Environments whose last session just ended are torn down in the
 	// background; Close returns only when they are gone too.
 	s.ending.Wait()
+	s.cg.Release()
 	return nil
 }
 

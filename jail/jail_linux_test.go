@@ -46,7 +46,7 @@ func newSpec(t *testing.T, tenant string, with ...string) *jail.EnvSpec {
 func newSupervisor(t *testing.T) *jail.Supervisor {
 	t.Helper()
 	jailtest.RequireRoot(t)
-	s, err := jail.New(jail.Options{CgroupPrefix: "jailgate-test", KillGrace: 200 * time.Millisecond})
+	s, err := jail.New(jail.Options{CgroupPrefix: jailtest.CgroupPrefix(t.TempDir()), KillGrace: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

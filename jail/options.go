@@ -9,7 +9,7 @@ import (
 type Options struct {
 	Logger       *slog.Logger  // nil: slog.Default()
 	CgroupRoot   string        // where cgroupfs is mounted; "" means /sys/fs/cgroup
-	CgroupPrefix string        // the parent cgroup of every environment; "" means "jailgate"
+	CgroupPrefix string        // the parent cgroup of every environment, one per state_dir (statedir.Layout.Cgroup); "" means "jailgate"
 	InitPath     string        // the binary re-executed as init; "" means /proc/self/exe
 	KillGrace    time.Duration // between a session's SIGHUP and SIGKILL; 0 means 2s
 	// BestEffort enforces the limits the hierarchy can and logs the rest,

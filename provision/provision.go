@@ -7,8 +7,11 @@
 package provision
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"sync"
 
 	"github.com/jailgate/jailgate/config"
@@ -48,6 +51,9 @@ type Options struct {
 	// Current returns the configuration in force, whose explicit uid_base
 	// ranges the pool must not hand out; nil: only u's own.
 	Current func() *config.Config
+	// HostIDs is the host-wide id registry the pool checks and records
+	// into; "": statedir.HostIDs. Tests use their own.
+	HostIDs string
 }
 
 // Provisioner prepares tenants for their environments. Its methods are
@@ -63,8 +69,17 @@ type Provisioner struct {
 
 // New returns a Provisioner for opts.
 func New(opts Options) *Provisioner {
-	return &Provisioner{stateDir: opts.StateDir, pool: jail.NewIDPool(opts.StateDir),
+	return &Provisioner{stateDir: opts.StateDir, pool: newPool(opts.StateDir, opts.HostIDs),
 		current: opts.Current, layers: opts.Layers}
+}
+
+// newPool is the id pool of stateDir with the host registry hostIDs (""
+// for statedir.HostIDs).
+func newPool(stateDir, hostIDs string) *jail.IDPool {
+	if hostIDs == "" {
+		return jail.NewIDPool(stateDir)
+	}
+	return jail.NewIDPool(stateDir, jail.WithRegistry(hostIDs))
 }
 
 // Provision returns the spec of an environment for u: SpecFor(u) with her
@@ -135,6 +150,37 @@ func (p *Provisioner) Close() error {
 		return nil
 	}
 	return layers.Close()
+}
+
+// CheckIDs refuses an explicit uid_base whose range overlaps one the id
+// pool already handed out: to another tenant of c's state_dir
+// (state_dir/ids.json), or to any tenant of another state_dir on the host
+// (the host registry hostIDs; "": statedir.HostIDs). Her files and
+// processes would belong to the other tenant's ids too. Each problem is a
+// *config.Error at her definition. A pool that cannot be read for lack of
+// permission (check run by a non-root user) is not checked: serve checks it.
+func CheckIDs(c *config.Config, hostIDs string) error {
+	pool := newPool(c.StateDir, hostIDs)
+	var errs []error
+	for _, n := range c.Names() {
+		u := c.Users[n]
+		if u.UIDBase == 0 {
+			continue
+		}
+		who, err := pool.Holder(n, u.UIDBase, u.IDRange)
+		switch {
+		case errors.Is(err, fs.ErrPermission):
+			return nil
+		case err != nil:
+			return err
+		case who != "":
+			size := cmp.Or(u.IDRange, jail.DefaultSize)
+			errs = append(errs, &config.Error{Pos: u.Pos, Field: "users." + n + ".uid_base",
+				Msg: fmt.Sprintf("range %d-%d overlaps the range the id pool gave %s; choose another uid_base, or 0 to allocate one",
+					u.UIDBase, uint64(u.UIDBase)+uint64(size)-1, who)})
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // LimitChecker says whether this host can enforce limits (a

@@ -16,6 +16,8 @@
 //	  tenants/<tenant>/{upper,work}  her persistent layer over an image
 //	  recordings/<tenant>/*.cast her recorded terminal sessions
 //	/run/jailgate/layers/<hash of state_dir>/<tenant>/   her layer's mount points
+//	/var/lib/jailgate-host/ids.json  every state_dir's id ranges on this host (jail.IDPool)
+//	cgroup jailgate-<hash of state_dir>/<tenant>/<env>    her limits and environments
 //
 // It imports no project package, so every layer may use it.
 package statedir
@@ -32,6 +34,12 @@ import (
 // tenant's unprivileged ids, which need search permission on every
 // directory above it, and a state directory is rightly 0700.
 const RuntimeDir = "/run/jailgate"
+
+// HostIDs is the host-wide registry of the id ranges every state
+// directory's pool handed out (jail.IDPool), with its lock file beside it
+// (HostIDs + ".lock"). It lives outside every state directory, which may
+// be deleted, and outside RuntimeDir, because ranges outlive a reboot.
+const HostIDs = "/var/lib/jailgate-host/ids.json"
 
 // HostKeyName is the default host key's file name in the state directory.
 const HostKeyName = "ssh_host_ed25519_key"
@@ -99,7 +107,17 @@ func (l Layout) TenantRecordings(tenant string) string {
 // LayerMounts holds the mount points of this state directory's tenant
 // layers, under RuntimeDir. The state directory's hash keeps two gateways
 // (or test runs) apart.
-func (l Layout) LayerMounts() string {
+func (l Layout) LayerMounts() string { return filepath.Join(RuntimeDir, "layers", l.Hash()) }
+
+// Cgroup is the parent cgroup, relative to each hierarchy's root, of this
+// state directory's tenant cgroups (jail.Options.CgroupPrefix): two
+// gateways with different state directories never share a tenant's
+// cgroup, her limits, her stats or the stale sweep.
+func (l Layout) Cgroup() string { return "jailgate-" + l.Hash() }
+
+// Hash is a short stable name of the state directory (12 hex digits of
+// the SHA-256 of its path), for what lives outside it but must be its own.
+func (l Layout) Hash() string {
 	sum := sha256.Sum256([]byte(l.Root))
-	return filepath.Join(RuntimeDir, "layers", hex.EncodeToString(sum[:6]))
+	return hex.EncodeToString(sum[:6])
 }

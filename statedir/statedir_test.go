@@ -30,6 +30,18 @@ func TestLayoutPaths(t *testing.T) {
 	}
 }
 
+// TestCgroupPerStateDir: two gateways with different state directories
+// never share a cgroup (issue 16: both used jailgate/<tenant>).
+func TestCgroupPerStateDir(t *testing.T) {
+	a, b := New("/srv/staging").Cgroup(), New("/srv/production").Cgroup()
+	if a == b || !strings.HasPrefix(a, "jailgate-") || strings.Contains(a, "/") {
+		t.Fatalf("cgroups %q and %q: want two different one-element jailgate-<hash> names", a, b)
+	}
+	if New("/srv/staging").Cgroup() != a {
+		t.Error("Cgroup is not stable for one state directory")
+	}
+}
+
 // TestLayerMountsPerStateDir: two state directories never share mount points.
 func TestLayerMountsPerStateDir(t *testing.T) {
 	a, b := New("/srv/a").LayerMounts(), New("/srv/b").LayerMounts()

@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"github.com/jailgate/jailgate/config"
+	"github.com/jailgate/jailgate/provision"
 	"github.com/jailgate/jailgate/statedir"
 )
 
@@ -15,12 +16,18 @@ type configError struct{ lines []string }
 
 func (e *configError) Error() string { return fmt.Sprintf("%d configuration problems", len(e.lines)) }
 
-// loadConfig loads and validates path; a bad configuration becomes a
-// configError (exit 2) listing every problem as FILE:LINE: field: message.
+// loadConfig loads and validates path, and checks its explicit id ranges
+// against the state_dir's id pool (provision.CheckIDs: config reads no
+// state); a bad configuration becomes a *configError (exit 2).
 func loadConfig(path string) (*config.Config, error) {
 	c, err := config.Load(path)
 	if err != nil {
 		return nil, &configError{lines: errorLines(err)}
+	}
+	if err := provision.CheckIDs(c, ""); errors.Is(err, config.ErrInvalid) {
+		return nil, &configError{lines: errorLines(err)}
+	} else if err != nil {
+		return nil, err
 	}
 	return c, nil
 }

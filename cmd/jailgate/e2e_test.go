@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -210,6 +211,7 @@ func (g *e2eGateway) start(t *testing.T, path string) {
 			cmd.Process.Kill()
 			<-exited
 		}
+		sweepCgroups(g.stateDir) // a gateway killed by the test, or past the 10 s
 		if t.Failed() {
 			t.Logf("gateway log:\n%s", g.log.String())
 		}
@@ -225,6 +227,19 @@ func (g *e2eGateway) start(t *testing.T, path string) {
 			t.Fatalf("gateway not listening after 10s; log:\n%s", g.log.String())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// sweepCgroups removes what a killed `jailgate serve` on stateDir left in
+// its cgroup prefix, as that state_dir's next serve would: the test's
+// state_dir has no next serve.
+func sweepCgroups(stateDir string) {
+	if stateDir == "" {
+		return
+	}
+	s, err := jail.New(jail.Options{Logger: slog.New(slog.DiscardHandler), CgroupPrefix: statedir.New(stateDir).Cgroup()})
+	if err == nil {
+		s.Close()
 	}
 }
 
@@ -414,7 +429,7 @@ func TestE2EGracefulShutdown(t *testing.T) {
 		t.Errorf("the tenant was not told: stderr %q", errb.String())
 	}
 	jailtest.WaitNoProcs(t, base, 65536, time.Second)
-	if left, _ := filepath.Glob("/sys/fs/cgroup/pids/jailgate/alice/*-*-*"); len(left) > 0 {
+	if left, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/pids", statedir.New(g.stateDir).Cgroup(), "alice/*-*-*")); len(left) > 0 {
 		t.Errorf("environment cgroups left after shutdown: %v", left)
 	}
 	// The audit log: owner-only, one JSON object per event.

@@ -34,6 +34,7 @@ type lab struct {
 	prov     *provision.Provisioner
 	layers   *rootfs.Layers // image tenants' layers, if the test makes its own; set before serve
 	stateDir string
+	cgroup   string // the Supervisor's cgroup prefix, the lab's own
 	keys     map[string]gossh.Signer
 	rootfs   map[string]string
 	log      *syncBuffer
@@ -73,12 +74,13 @@ func (l *lab) serve(t *testing.T, dir, yaml string) {
 		t.Fatalf("config: %v\n%s", err, yaml)
 	}
 	log := slog.New(slog.NewTextHandler(l.log, nil))
-	sup, err := jail.New(jail.Options{Logger: log, CgroupPrefix: "jailgate-test", KillGrace: 300 * time.Millisecond})
+	l.cgroup = jailtest.CgroupPrefix(cfg.StateDir)
+	sup, err := jail.New(jail.Options{Logger: log, CgroupPrefix: l.cgroup, KillGrace: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	hostKey, _ := gatewaytest.NewKey(t)
-	l.prov = provision.New(provision.Options{StateDir: cfg.StateDir, Layers: l.layers,
+	l.prov = provision.New(provision.Options{StateDir: cfg.StateDir, Layers: l.layers, HostIDs: jailtest.HostIDs(),
 		Current: func() *config.Config { return l.srv.Config() }})
 	l.srv, err = gateway.New(gateway.Options{Config: cfg, Manager: sup, HostKey: hostKey, Logger: log, Provision: l.prov.Provision})
 	if err != nil {
@@ -144,7 +146,7 @@ func must(t *testing.T, c *gossh.Client, cmd string) string {
 // base is a tenant's host id base, as provisioned.
 func (l *lab) base(t *testing.T, user string) uint32 {
 	t.Helper()
-	b, err := jail.NewIDPool(l.stateDir).Allocate(user, 0, nil)
+	b, err := jail.NewIDPool(l.stateDir, jail.WithRegistry(jailtest.HostIDs())).Allocate(user, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,10 +18,10 @@ import (
 	"github.com/jailgate/jailgate/jail/jailtest"
 )
 
-// limEnvCgroups lists environment cgroups left under the test prefix.
+// limEnvCgroups lists environment cgroups left under the test prefixes.
 func limEnvCgroups(t *testing.T) []string {
 	t.Helper()
-	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/jailgate-test/*/*")
+	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/jailgate-test-*/*/*")
 	var left []string
 	for _, d := range dirs {
 		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
@@ -61,7 +61,7 @@ func TestLimitsForkBomb(t *testing.T) {
 	// A bounded fork loop, far past the limit; dash gives up at the first
 	// failed fork (bash would retry for seconds).
 	runSSH(t, a, `exec sh -c 'i=0; while [ $i -lt 300 ]; do sleep 1000 </dev/null >/dev/null 2>&1 & i=$((i+1)); done'`)
-	cg := "/sys/fs/cgroup/pids/jailgate-test/alice"
+	cg := filepath.Join("/sys/fs/cgroup/pids", l.cgroup, "alice")
 	current := readInt(t, filepath.Join(cg, "pids.current"))
 	if current > 64 || current < 32 {
 		t.Errorf("alice's pids.current = %d after the fork loop, want the limit (64) reached but not passed", current)
@@ -181,7 +181,7 @@ func TestLimitsCPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	gatewaytest.Expect(t, holdOut, "up", 10*time.Second)
-	usage := "/sys/fs/cgroup/cpuacct/jailgate-test/alice/cpuacct.usage"
+	usage := filepath.Join("/sys/fs/cgroup/cpuacct", l.cgroup, "alice/cpuacct.usage")
 	before := readInt(t, usage)
 	// A busy loop of 2-3 s wall time; the CPU it used is read from her
 	// cgroup's usage: measured, not timed.

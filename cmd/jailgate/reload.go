@@ -35,6 +35,9 @@ func (r *reloader) reload() admin.Reply {
 	if err == nil {
 		err = provision.CheckLimits(r.sup, c)
 	}
+	if err == nil {
+		err = provision.CheckIDs(c, "")
+	}
 	if err != nil {
 		lines := errorLines(err)
 		for _, line := range lines {

@@ -25,6 +25,7 @@ import (
 	"github.com/jailgate/jailgate/keys"
 	"github.com/jailgate/jailgate/provision"
 	"github.com/jailgate/jailgate/rootfs"
+	"github.com/jailgate/jailgate/statedir"
 )
 
 // cmdServe runs the gateway until SIGTERM or SIGINT; SIGHUP, or `jailgate
@@ -146,13 +147,18 @@ func (d *daemon) sealInit() error {
 
 // startJail starts the supervisor of the environments.
 func (d *daemon) startJail() (err error) {
-	d.sup, err = jail.New(jail.Options{Logger: d.log, InitPath: d.initPath, BestEffort: d.cfg.LimitsEnforcement == "best-effort"})
+	d.sup, err = jail.New(jail.Options{Logger: d.log, InitPath: d.initPath, CgroupPrefix: d.cgroup(),
+		BestEffort: d.cfg.LimitsEnforcement == "best-effort"})
 	if err != nil {
 		return err
 	}
 	d.onClose(func() { d.sup.Close() })
 	return nil
 }
+
+// cgroup is the parent cgroup of this gateway's tenants: its state_dir's
+// own, so two gateways on one host never share a tenant's cgroup.
+func (d *daemon) cgroup() string { return statedir.New(d.cfg.StateDir).Cgroup() }
 
 // checkLimits fails when the host cannot enforce the tenants' limits.
 func (d *daemon) checkLimits() error { return provision.CheckLimits(d.sup, d.cfg) }
@@ -170,7 +176,7 @@ func (d *daemon) newProvisioner() error {
 // newGateway builds the SSH server and its metrics.
 func (d *daemon) newGateway() (err error) {
 	d.metrics = gateway.NewMetrics(func() []string { return d.srv.Config().Names() },
-		func(t string) (jail.Stats, error) { return jail.TenantStats(t, "") })
+		func(t string) (jail.Stats, error) { return jail.TenantStats(t, d.cgroup()) })
 	d.srv, err = gateway.New(gateway.Options{
 		Config: d.cfg, Manager: d.sup, HostKey: d.signer, Logger: d.log, Provision: d.prov.Provision, Metrics: d.metrics,
 	})

@@ -8,9 +8,11 @@ import (
 
 	"github.com/jailgate/jailgate/config"
 	"github.com/jailgate/jailgate/jail"
+	"github.com/jailgate/jailgate/statedir"
 )
 
-// cmdStatus prints each tenant's resource use, read from her cgroup.
+// cmdStatus prints each tenant's resource use, read from her cgroup under
+// the state_dir's prefix (the one serve uses).
 func cmdStatus(args []string, stdout io.Writer) error {
 	path, _, err := configFlag("status", args)
 	if err != nil {
@@ -23,7 +25,7 @@ func cmdStatus(args []string, stdout io.Writer) error {
 	w := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "TENANT\tENVS\tMEMORY\tPIDS\tCPU\tOOM KILLS")
 	for _, n := range c.Names() {
-		st, err := jail.TenantStats(n, "")
+		st, err := jail.TenantStats(n, statedir.New(c.StateDir).Cgroup())
 		if err != nil {
 			return err
 		}

@@ -87,7 +87,7 @@ func newReport(o *options) *report {
 			"interleaving": "each round runs every scenario's share of the samples, servers in alternating order",
 			"cpu": "cgroup v1 cpuacct.usage deltas around each block, divided by the logins (or GiB) in it: sshd is " +
 				"in its own cpuacct group from its start (its children inherit it); jailgate's is its own group plus its " +
-				"tenants' groups jailgate/<tenant>, where it puts the inits (v1 cpuacct counts children and removed child groups). " +
+				"tenants' groups <prefix>/<tenant>, where it puts the inits (v1 cpuacct counts children and removed child groups). " +
 				"Both include the tenant's command (bash -c true, cat) and exclude the client",
 			"memory": "PSS (/proc/PID/smaps_rollup) with K sessions held minus before: jailgate gateway-only = the serve " +
 				"process's PSS growth / K; per environment = the PSS of its inits (children of serve) / their number; " +

@@ -15,6 +15,7 @@ import (
 
 	"github.com/jailgate/jailgate/config"
 	"github.com/jailgate/jailgate/jail"
+	"github.com/jailgate/jailgate/statedir"
 )
 
 // This file runs the two servers under test: each in cgroups of the
@@ -158,7 +159,7 @@ func (tb *testbed) startJailgate(ctx context.Context) error {
 	if err := os.Mkdir(d, 0o755); err != nil {
 		return err
 	}
-	tb.jgPort, tb.jgConfig = port, filepath.Join(d, "jailgate.yaml")
+	tb.jgPort, tb.jgConfig = port, filepath.Join(d, "jailgate.yaml") // state_dir: its dir's state/
 	if err := tb.writeJailgateConfig(true); err != nil {
 		return err
 	}
@@ -173,8 +174,8 @@ func (tb *testbed) startJailgate(ctx context.Context) error {
 		cmd:     exec.Command(tb.o.jailgate, "serve", "--config", tb.jgConfig),
 		cpuDirs: []string{cpu}, memDirs: []string{mem}, group: "jg"}
 	for _, t := range []string{tenantCold, tenantWarm, tenantSess} {
-		tb.jg.cpuDirs = append(tb.jg.cpuDirs, filepath.Join(cgroupRoot, "cpuacct", "jailgate", t))
-		tb.jg.memDirs = append(tb.jg.memDirs, filepath.Join(cgroupRoot, "memory", "jailgate", t))
+		tb.jg.cpuDirs = append(tb.jg.cpuDirs, filepath.Join(cgroupRoot, "cpuacct", tb.jgCgroup(), t))
+		tb.jg.memDirs = append(tb.jg.memDirs, filepath.Join(cgroupRoot, "memory", tb.jgCgroup(), t))
 	}
 	return tb.jg.start(ctx, cpu, mem)
 }
@@ -283,4 +284,10 @@ func (tb *testbed) userOf(s *server, tenant string) string {
 		return tb.o.user
 	}
 	return tenant
+}
+
+// jgCgroup is the cgroup prefix of the benchmarked gateway: one per
+// state_dir (statedir.Layout.Cgroup), its config's dir/state.
+func (tb *testbed) jgCgroup() string {
+	return statedir.New(filepath.Join(filepath.Dir(tb.jgConfig), "state")).Cgroup()
 }

@@ -16,7 +16,7 @@ import (
 )
 
 // The jailgate tenants of the test config. Their names are unusual so that
-// their cgroups (jailgate/<tenant>) hold nothing but this run's.
+// their cgroups (<prefix>/<tenant>, see jgCgroup) hold nothing but this run's.
 const (
 	tenantCold = "jgbcold" // linger 0: every login starts an environment
 	tenantWarm = "jgbwarm" // linger 60s: logins join a live environment

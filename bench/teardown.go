@@ -22,10 +22,10 @@ func (tb *testbed) teardown() []error {
 		}
 		errs = append(errs, s.stop()...)
 	}
-	// jailgate leaves its tenants' cgroups (jailgate/<tenant>) in place;
+	// jailgate leaves its tenants' cgroups (<prefix>/<tenant>) in place;
 	// these tenants are the harness's own, so remove them once empty.
 	if tb.jg != nil {
-		errs = append(errs, removeTenantGroups()...)
+		errs = append(errs, removeTenantGroups(tb.jgCgroup())...)
 	}
 	if tb.dir != "" && !tb.o.keep {
 		if err := os.RemoveAll(tb.dir); err != nil {
@@ -90,14 +90,14 @@ func killGroup(d string) error {
 	}
 }
 
-// removeTenantGroups removes the test tenants' cgroups in every v1
+// removeTenantGroups removes the test tenants' cgroups under prefix in every v1
 // hierarchy jailgate uses, with the environment dirs a killed gateway left
 // in them, waiting up to 5s each for them to empty.
-func removeTenantGroups() []error {
+func removeTenantGroups(prefix string) []error {
 	var errs []error
 	for _, ctrl := range []string{"memory", "pids", "cpu", "cpuacct", "freezer", "blkio"} {
 		for _, t := range []string{tenantCold, tenantWarm, tenantSess} {
-			d := filepath.Join(cgroupRoot, ctrl, "jailgate", t)
+			d := filepath.Join(cgroupRoot, ctrl, prefix, t)
 			if ents, err := os.ReadDir(d); err == nil { // env dirs a killed gateway left
 				for _, e := range ents {
 					if e.IsDir() {

@@ -15,7 +15,7 @@ import (
 )
 
 // limitKeys are the keys of a limits mapping.
-var limitKeys = []string{"memory", "memory_swap", "pids", "cpu", "io_weight"}
+var limitKeys = []string{"memory", "memory_swap", "pids", "cpu", "io_weight", "ptys"}
 
 // limits decodes a limits mapping.
 func (p *parser) limits(l *jail.Limits, n *yaml.Node, path string) {
@@ -41,13 +41,17 @@ func (p *parser) limits(l *jail.Limits, n *yaml.Node, path string) {
 				return
 			}
 			l.IOWeight = n
-		case "pids":
+		case "pids", "ptys":
 			n, err := strconv.ParseInt(s, 10, 64)
 			if err != nil || n < 0 {
 				p.add(p.at(v), field, "%q is not a whole number >= 0", s)
 				return
 			}
-			l.Pids = n
+			if key == "pids" {
+				l.Pids = n
+			} else {
+				l.PTYs = n
+			}
 		case "cpu":
 			f, err := strconv.ParseFloat(s, 64)
 			if err != nil || f < 0 || f != f {
@@ -79,6 +83,9 @@ func LimitsText(l jail.Limits) string {
 	}
 	if l.IOWeight > 0 {
 		add("io_weight", fmt.Sprint(l.IOWeight))
+	}
+	if l.PTYs > 0 {
+		add("ptys", fmt.Sprint(l.PTYs))
 	}
 	if len(parts) == 0 {
 		return "none"

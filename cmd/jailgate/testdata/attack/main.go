@@ -6,7 +6,9 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
+	"strconv"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -53,6 +55,19 @@ func main() {
 		}
 		unix.Close(fd)
 		fmt.Println("ESCAPED AF_VSOCK socket")
+	case "ptys": // hold terminals: up to os.Args[2] of them, until stdin closes
+		max := 4096
+		if len(os.Args) > 2 {
+			max, _ = strconv.Atoi(os.Args[2])
+		}
+		n, err := 0, error(nil)
+		for ; n < max; n++ {
+			if _, err = unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY, 0); err != nil {
+				break
+			}
+		}
+		fmt.Println("OPENED", n, err)
+		io.Copy(io.Discard, os.Stdin)
 	case "keyctl": // reach the session keyring
 		_, _, errno := unix.Syscall(unix.SYS_KEYCTL, unix.KEYCTL_GET_KEYRING_ID, uintptr(0xfffffffd), 1)
 		verdict(errno, "keyctl answered")

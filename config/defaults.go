@@ -22,11 +22,6 @@ const (
 	DefaultHostname = "{user}"
 	DefaultNetwork  = jail.NetworkNone
 	DefaultIDRange  = 65536
-	// DefaultPTYs is limits.ptys when the config says nothing: her own
-	// terminal pool, so that no tenant can take the kernel's one pool
-	// (kernel.pty.max) from the others. 64 is far more than one person's
-	// terminals, tmux panes included; 0 in the config means the kernel's pool.
-	DefaultPTYs = 64
 )
 
 // defaultUser is what every tenant starts from before the defaults section
@@ -44,7 +39,6 @@ func defaultUser() User {
 		Rlimits:    map[string]uint64{"core": 0},
 		Forwarding: Forwarding{Local: true},
 		IdleGrace:  time.Minute,
-		Limits:     jail.Limits{PTYs: DefaultPTYs},
 	}
 }
 

@@ -73,6 +73,7 @@ type initConfig struct {
 	Rlimits   map[string]uint64 `json:"rlimits,omitempty"`
 	Network   string            `json:"network"`        // a key of networkModes, never ""
 	PTYs      int64             `json:"ptys,omitempty"` // Limits.PTYs
+	Tmp       int64             `json:"tmp,omitempty"`  // Limits.Tmp
 }
 
 // message is every control datagram; unused fields stay empty.

@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -108,4 +109,73 @@ func holdLine(t *testing.T, c *gossh.Client, cmd string) string {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(gatewaytest.Expect(t, out, "\n", 10*time.Second))
+}
+
+// TestLimitDefaultsInCgroup: with no limits: in the config, a tenant had
+// no pids, memory or swap bound, and one fork bomb could take the host's
+// pid space (issue 16, item 8). Now the documented defaults land in her
+// cgroup files (pids 1024, memory half of RAM, swap as much again, /tmp a
+// quarter of memory), and a fork bomb ends at her bound while Bob's login
+// works.
+func TestLimitDefaultsInCgroup(t *testing.T) {
+	limNoSessionCgroups(t)
+	l := startLab(t, "")
+	a := l.client(t, "alice")
+	hold(t, a)
+	want := l.srv.Config().Users["alice"].Limits
+	if want.Pids != config.DefaultPids || want.Memory <= 0 || want.MemorySwap != want.Memory || want.Tmp != want.Memory/4 {
+		t.Fatalf("alice's limits with none configured: %+v", want)
+	}
+	const cg = "/sys/fs/cgroup"
+	if got := readInt(t, cg+"/pids/jailgate-test/alice/pids.max"); got != config.DefaultPids {
+		t.Errorf("pids.max = %d, want %d", got, config.DefaultPids)
+	}
+	page := int64(os.Getpagesize())
+	mem := int64(readInt(t, cg+"/memory/jailgate-test/alice/memory.limit_in_bytes"))
+	if mem > want.Memory || mem < want.Memory-page {
+		t.Errorf("memory.limit_in_bytes = %d, want %d", mem, want.Memory)
+	}
+	if _, err := os.Stat(cg + "/memory/jailgate-test/alice/memory.memsw.limit_in_bytes"); err == nil {
+		sw := int64(readInt(t, cg+"/memory/jailgate-test/alice/memory.memsw.limit_in_bytes"))
+		if sw > 2*want.Memory || sw < 2*want.Memory-page {
+			t.Errorf("memory.memsw.limit_in_bytes = %d, want memory + swap = %d", sw, 2*want.Memory)
+		}
+	} else {
+		t.Logf("no swap accounting on this host (memory.memsw.*): swap default not checked")
+	}
+	mounts := must(t, a, "grep -E ' /(tmp|dev/shm) ' /proc/mounts")
+	tmpK := (want.Tmp + page - 1) / page * page / 1024 // tmpfs rounds up to whole pages
+	if n := strings.Count(mounts, fmt.Sprintf("size=%dk", tmpK)); n != 2 {
+		t.Errorf("/tmp and /dev/shm: %q, want both size=%dk", mounts, tmpK)
+	}
+	// A bounded fork loop past the default bound.
+	runSSH(t, a, `exec sh -c 'i=0; while [ $i -lt 1100 ]; do sleep 1000 </dev/null >/dev/null 2>&1 & i=$((i+1)); done'`)
+	if cur := readInt(t, cg+"/pids/jailgate-test/alice/pids.current"); cur > config.DefaultPids || cur < config.DefaultPids/2 {
+		t.Errorf("pids.current = %d after the fork loop, want the default bound (%d) reached but not passed", cur, config.DefaultPids)
+	}
+	if out := must(t, l.client(t, "bob"), "echo bob-ok"); out != "bob-ok\n" {
+		t.Errorf("bob's session during alice's fork bomb: %q", out)
+	}
+}
+
+// TestExplainLimitsFrom: explain says where each limit came from: the
+// built-in default, the defaults: section, or the tenant's own entry.
+func TestExplainLimitsFrom(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(dir+"/alice", 0o755)
+	path := dir + "/c.yaml"
+	os.WriteFile(path, []byte("state_dir: "+dir+"/state\ndefaults:\n  limits: { memory: 2GiB }\nusers:\n  alice:\n"+
+		"    keys: [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl a\"]\n"+
+		"    rootfs: "+dir+"/alice\n    limits: { pids: 50 }\n"), 0o600)
+	c, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(explainLines(c.Users["alice"]), "\n")
+	for _, want := range []string{"memory=2GiB memory_swap=2GiB pids=50 ptys=64 tmp=512MiB",
+		"memory (defaults:)", "pids (users.alice)", "ptys (default)", "memory_swap (default: as much as memory)"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("explain lacks %q:\n%s", want, text)
+		}
+	}
 }

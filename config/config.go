@@ -141,6 +141,7 @@ type User struct {
 	Linger         time.Duration     // how long a tenant environment outlives its last session
 	Network        string            // jail.NetworkNone
 	Limits         jail.Limits       // cgroup limits; zero fields mean unlimited
+	LimitsFrom     map[string]string // where each limit's value came from, by key: "default…", "defaults:", "users.NAME"
 	UIDBase        uint32            // explicit host id base; 0 means allocate from the pool
 	IDRange        uint32            // number of host ids mapped (default 65536)
 	Caps           []string          // capabilities her root keeps; nil means the jail's default set

@@ -2,10 +2,12 @@ package config
 
 // A tenant's limits, from YAML to text: the one place in config that
 // knows each limit's key. Adding a limit means a field in jail.Limits, its
-// key here (limitKeys, limits, LimitsText) and its enforcement in the jail.
+// key here (limitKeys, limits, LimitsText, resolveLimits) and its
+// enforcement in the jail.
 
 import (
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 
@@ -15,25 +17,59 @@ import (
 )
 
 // limitKeys are the keys of a limits mapping.
-var limitKeys = []string{"memory", "memory_swap", "pids", "cpu", "io_weight"}
+var limitKeys = []string{"memory", "memory_swap", "pids", "cpu", "io_weight", "ptys", "tmp"}
 
-// limits decodes a limits mapping.
-func (p *parser) limits(l *jail.Limits, n *yaml.Node, path string) {
+// Safe defaults, for a config that says nothing about limits (issue 16):
+// bounds that keep the host alive when one tenant forks or allocates
+// without end. `limits: unlimited` is the explicit opt-out.
+const (
+	// DefaultPids bounds a fork bomb well below the host's pid_max.
+	DefaultPids = 1024
+	// DefaultPTYs is her own terminal pool, so that no tenant can take the
+	// kernel's one pool (kernel.pty.max) from the others; 64 is far more
+	// than one person's terminals, tmux panes included.
+	DefaultPTYs = 64
+	// DefaultTmp sizes /tmp and /dev/shm when she has no memory limit;
+	// with one, each gets a quarter of it.
+	DefaultTmp = 256 << 20
+)
+
+// hostMemory is the host's RAM in bytes (0 where unknown); a variable for
+// tests.
+var hostMemory = hostRAM
+
+// limits decodes a limits mapping, or the scalar "unlimited" (every limit
+// off, the explicit opt-out of the defaults), onto u's limits, recording
+// for each key the layer it came from.
+func (p *parser) limits(u *User, n *yaml.Node, path string) {
+	origin := strings.TrimSuffix(path, ".limits")
+	if origin == "defaults" {
+		origin = "defaults:"
+	}
+	u.LimitsFrom = maps.Clone(u.LimitsFrom) // the defaults' map is shared until here
+	if u.LimitsFrom == nil {
+		u.LimitsFrom = map[string]string{}
+	}
+	if n.Kind == yaml.ScalarNode && n.Value == "unlimited" {
+		u.Limits = jail.Limits{}
+		for _, k := range limitKeys {
+			u.LimitsFrom[k] = origin + " (unlimited)"
+		}
+		return
+	}
+	l := &u.Limits
 	p.mapping(n, path, limitKeys, func(key string, v *yaml.Node) {
 		field := join(path, key)
 		s := p.str(v, field)
+		u.LimitsFrom[key] = origin
 		switch key {
-		case "memory", "memory_swap":
+		case "memory", "memory_swap", "tmp":
 			size, err := ParseSize(s)
 			if err != nil {
 				p.add(p.at(v), field, "%q is not a size (use e.g. 512MiB)", s)
 				return
 			}
-			if key == "memory" {
-				l.Memory = size
-			} else {
-				l.MemorySwap = size
-			}
+			*map[string]*int64{"memory": &l.Memory, "memory_swap": &l.MemorySwap, "tmp": &l.Tmp}[key] = size
 		case "io_weight":
 			n, err := strconv.ParseInt(s, 10, 64)
 			if err != nil || n < 0 || n > 10000 {
@@ -41,13 +77,13 @@ func (p *parser) limits(l *jail.Limits, n *yaml.Node, path string) {
 				return
 			}
 			l.IOWeight = n
-		case "pids":
+		case "pids", "ptys":
 			n, err := strconv.ParseInt(s, 10, 64)
 			if err != nil || n < 0 {
 				p.add(p.at(v), field, "%q is not a whole number >= 0", s)
 				return
 			}
-			l.Pids = n
+			*map[string]*int64{"pids": &l.Pids, "ptys": &l.PTYs}[key] = n
 		case "cpu":
 			f, err := strconv.ParseFloat(s, 64)
 			if err != nil || f < 0 || f != f {
@@ -57,6 +93,36 @@ func (p *parser) limits(l *jail.Limits, n *yaml.Node, path string) {
 			l.CPU = f
 		}
 	})
+}
+
+// resolveLimits fills the limits no layer of u's config set with the safe
+// defaults, in order (swap and tmp follow memory), and records them as
+// "default…" in LimitsFrom. Memory is read from this host when the config
+// loads: the host that serves it is the host it protects, and `explain`
+// then shows the number in force.
+func resolveLimits(u *User) {
+	from := maps.Clone(u.LimitsFrom)
+	if from == nil {
+		from = map[string]string{}
+	}
+	l := &u.Limits
+	def := func(key, why string, set func()) {
+		if _, ok := from[key]; !ok {
+			set()
+			from[key] = "default" + why
+		}
+	}
+	def("pids", "", func() { l.Pids = DefaultPids })
+	def("memory", ": half of this host's RAM", func() { l.Memory = hostMemory() / 2 })
+	def("memory_swap", ": as much as memory", func() { l.MemorySwap = l.Memory })
+	if l.Memory > 0 {
+		def("tmp", ": a quarter of memory", func() { l.Tmp = l.Memory / 4 })
+	}
+	def("tmp", "", func() { l.Tmp = DefaultTmp })
+	def("ptys", "", func() { l.PTYs = DefaultPTYs })
+	def("cpu", ": an equal share", func() {})
+	def("io_weight", ": an equal share", func() {})
+	u.LimitsFrom = from
 }
 
 // LimitsText renders the limits that are set, by their keys ("memory=512MiB
@@ -79,6 +145,12 @@ func LimitsText(l jail.Limits) string {
 	}
 	if l.IOWeight > 0 {
 		add("io_weight", fmt.Sprint(l.IOWeight))
+	}
+	if l.PTYs > 0 {
+		add("ptys", fmt.Sprint(l.PTYs))
+	}
+	if l.Tmp > 0 {
+		add("tmp", FormatSize(l.Tmp))
 	}
 	if len(parts) == 0 {
 		return "none"

@@ -200,6 +200,7 @@ func (p *parser) tenant(def User, name string, v *yaml.Node) *User {
 		}
 	}
 	p.user(&u, v, path, false)
+	resolveLimits(&u)
 	p.ownTreeWins(&u, path)
 	expand(&u)
 	p.keysFile(&u, path)

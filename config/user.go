@@ -78,7 +78,7 @@ func (p *parser) userField(u *User, key string, v *yaml.Node, field string) {
 	case "record_input":
 		p.bool(&u.RecordInput, v, field)
 	case "limits":
-		p.limits(&u.Limits, v, field)
+		p.limits(u, v, field)
 	case "capabilities":
 		u.Caps = p.caps(v, field)
 	case "rlimits":

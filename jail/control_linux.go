@@ -71,7 +71,9 @@ type initConfig struct {
 	KillGrace int64             `json:"kill_grace_ms"`
 	Seccomp   string            `json:"seccomp,omitempty"`
 	Rlimits   map[string]uint64 `json:"rlimits,omitempty"`
-	Network   string            `json:"network"` // a key of networkModes, never ""
+	Network   string            `json:"network"`        // a key of networkModes, never ""
+	PTYs      int64             `json:"ptys,omitempty"` // Limits.PTYs
+	Tmp       int64             `json:"tmp,omitempty"`  // Limits.Tmp
 }
 
 // message is every control datagram; unused fields stay empty.

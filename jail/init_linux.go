@@ -28,6 +28,18 @@ func IsInit() bool {
 	return (len(os.Args) == 2 && os.Args[1] == "init" && os.Getenv("_JAILGATE_INIT") == "1") || isSFTP()
 }
 
+// initDroppedSignals are the signals a tenant can send PID 1 that would
+// end it. The fatal ones (SEGV, BUS, FPE, ILL, TRAP, SYS, ABRT) matter
+// most: sent with kill(2) the Go runtime treats them as a crash and dies
+// with a goroutine dump of every thread, ending her environment (issue 16).
+// Caught with Notify, a kill-sent one goes to the channel while a real
+// fault (not SI_USER) still panics as before: the init then behaves as
+// the kernel's rule for a PID 1 without a handler (signal(7), pid_namespaces(7)).
+var initDroppedSignals = []os.Signal{unix.SIGHUP, unix.SIGINT, unix.SIGTERM, unix.SIGQUIT, unix.SIGUSR1,
+	unix.SIGUSR2, unix.SIGPIPE, unix.SIGALRM, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU,
+	unix.SIGSEGV, unix.SIGBUS, unix.SIGFPE, unix.SIGILL, unix.SIGABRT, unix.SIGTRAP, unix.SIGSYS,
+	unix.SIGXCPU, unix.SIGXFSZ, unix.SIGVTALRM, unix.SIGSTKFLT, unix.SIGPWR}
+
 // InitMain runs the environment's init: it sets up the jail from inside the
 // new namespaces, then serves the gateway's requests as PID 1. It never
 // returns.
@@ -47,8 +59,7 @@ func InitMain() {
 	// dropped by the kernel). Caught, not ignored: an ignored disposition
 	// would be inherited by every process the init spawns.
 	drop := make(chan os.Signal, 16)
-	signal.Notify(drop, unix.SIGHUP, unix.SIGINT, unix.SIGTERM, unix.SIGQUIT, unix.SIGUSR1,
-		unix.SIGUSR2, unix.SIGPIPE, unix.SIGALRM, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU)
+	signal.Notify(drop, initDroppedSignals...)
 	go func() {
 		for range drop {
 		}

@@ -109,6 +109,28 @@ func mountFlags(flags uintptr) string {
 	return s
 }
 
+// devptsData are her devpts instance's options. Without max= every
+// non-initial instance draws from the kernel's one pool (kernel.pty.max
+// minus kernel.pty.reserve), and one tenant could take every terminal
+// (issue 16); with it, hers end at limits.ptys.
+func devptsData(ptys int64) string {
+	data := "newinstance,ptmxmode=0666,mode=0620,gid=5"
+	if ptys > 0 {
+		data += fmt.Sprintf(",max=%d", ptys)
+	}
+	return data
+}
+
+// tmpData are the options of her /tmp and /dev/shm. Without size= each
+// may grow to half the host's RAM, charged only to her memory limit (or,
+// without one, to the host): limits.tmp bounds each.
+func tmpData(size int64) string {
+	if size > 0 {
+		return fmt.Sprintf("mode=1777,size=%d", size)
+	}
+	return "mode=1777"
+}
+
 // mountRootfs builds the tenant's tree: the rootfs bound at the staging
 // dir, then proc, sys, dev, devpts, shm and tmp inside it. proc is mounted
 // while the host's /proc is still attached: the kernel allows a new proc in
@@ -148,9 +170,9 @@ func mountRootfs(cfg *initConfig) *StepError {
 		{"proc", "proc", "proc", nsd | unix.MS_NOEXEC, ""},
 		{"sys", "sysfs", "sysfs", nsd | unix.MS_NOEXEC | unix.MS_RDONLY, ""},
 		{"dev", "tmpfs", "tmpfs", unix.MS_NOSUID | unix.MS_NOEXEC, "mode=755,size=64k"},
-		{"dev/pts", "devpts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"},
-		{"dev/shm", "shm", "tmpfs", nsd, "mode=1777"},
-		{"tmp", "tmpfs", "tmpfs", nsd, "mode=1777"},
+		{"dev/pts", "devpts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, devptsData(cfg.PTYs)},
+		{"dev/shm", "shm", "tmpfs", nsd, tmpData(cfg.Tmp)},
+		{"tmp", "tmpfs", "tmpfs", nsd, tmpData(cfg.Tmp)},
 	}
 	for _, s := range steps {
 		if err := mountIn(s.rel, true, s.source, s.fstype, s.flags, s.data); err != nil {

@@ -19,6 +19,7 @@ import (
 type initServer struct {
 	ctl   *ctlConn
 	grace time.Duration
+	ptys  int64 // her terminal pool (limits.ptys), for the refusal's text
 
 	mu    sync.Mutex     // held from fork to registration, so the reaper never misses a pid
 	procs map[int]uint64 // pid -> request id
@@ -32,7 +33,7 @@ type initServer struct {
 // serve answers the gateway until the control socket closes, then returns;
 // PID 1 exiting takes every process of the environment with it.
 func serve(ctl *ctlConn, cfg *initConfig) {
-	s := &initServer{ctl: ctl, grace: time.Duration(cfg.KillGrace) * time.Millisecond,
+	s := &initServer{ctl: ctl, grace: time.Duration(cfg.KillGrace) * time.Millisecond, ptys: cfg.PTYs,
 		procs: map[int]uint64{}, pids: map[uint64]int{}, sockets: map[uint64]string{}}
 	if s.grace <= 0 {
 		s.grace = 2 * time.Second
@@ -126,6 +127,10 @@ func (s *initServer) spawn(m *message, files []*os.File) {
 		var slave *os.File
 		var err error
 		master, slave, err = openPTY(p.TTY)
+		if errors.Is(err, unix.ENOSPC) {
+			s.refuseTTY(m.ID)
+			return
+		}
 		if err != nil {
 			s.send(&message{Op: opSpawned, ID: m.ID, Err: "allocate a terminal: " + err.Error()})
 			return
@@ -205,35 +210,6 @@ func lookPath(name string, env []string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%s: command not found", name)
-}
-
-// openPTY allocates a terminal pair from /dev/ptmx, which inside the jail is
-// the environment's own devpts instance, so the host's terminals stay
-// invisible and `tty` prints /dev/pts/N of the environment.
-func openPTY(t *TTY) (master, slave *os.File, err error) {
-	mfd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, nil, err
-	}
-	master = os.NewFile(uintptr(mfd), "ptmx")
-	if err := unix.IoctlSetPointerInt(mfd, unix.TIOCSPTLCK, 0); err != nil {
-		master.Close()
-		return nil, nil, err
-	}
-	// TIOCGPTPEER opens the peer without a path lookup (ioctl_tty(2)).
-	sfd, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(mfd), unix.TIOCGPTPEER,
-		uintptr(unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC))
-	if errno != 0 {
-		master.Close()
-		return nil, nil, errno
-	}
-	slave = os.NewFile(sfd, "pts")
-	if err := applyModes(int(sfd), t.Modes, t.Rows, t.Cols); err != nil {
-		master.Close()
-		slave.Close()
-		return nil, nil, err
-	}
-	return master, slave, nil
 }
 
 // signal delivers sig to a spawned process.

@@ -43,13 +43,16 @@ type IDMap struct {
 	Size uint32 // number of ids mapped (default 65536)
 }
 
-// Limits are the cgroup limits of an environment. Zero means unlimited.
+// Limits are the limits of an environment: its cgroup's, and the sizes of
+// what its init mounts. Zero means unlimited.
 type Limits struct {
 	Memory     int64   // bytes
 	MemorySwap int64   // bytes of swap beyond Memory
 	Pids       int64   // number of tasks
 	CPU        float64 // CPUs, fractions allowed
 	IOWeight   int64   // relative block I/O weight, 1-10000 (v1: scaled to 10-1000)
+	PTYs       int64   // terminals in her devpts instance (devpts max=); 0: the kernel's one pool
+	Tmp        int64   // bytes of each of /tmp and /dev/shm (tmpfs size=); 0: the tmpfs default (half of RAM)
 }
 
 // EnvSpec says how to build an environment.

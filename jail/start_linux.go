@@ -219,7 +219,7 @@ func sendConfig(s *starting) error {
 	}
 	cfg := &initConfig{Rootfs: e.spec.Rootfs, Hostname: e.spec.Hostname, Caps: caps,
 		KillGrace: e.sup.opts.KillGrace.Milliseconds(), Seccomp: e.spec.Seccomp,
-		Rlimits: e.spec.Rlimits, Network: s.network}
+		Rlimits: e.spec.Rlimits, Network: s.network, PTYs: e.spec.Limits.PTYs, Tmp: e.spec.Limits.Tmp}
 	if err := e.ctl.send(&message{Op: opConfig, Config: cfg}); err != nil {
 		return fmt.Errorf("send config: %w", err)
 	}

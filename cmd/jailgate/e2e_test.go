@@ -374,8 +374,10 @@ func TestE2EGatewayKilled(t *testing.T) {
 		}
 	}
 	// TENANT ENVS MEMORY / MAX PIDS / MAX CPU OOM
-	if len(alice) < 9 || alice[1] != "1" || alice[5] == "0" || alice[4] != "max" {
-		t.Errorf("status line for alice = %v, want 1 environment, some pids, no memory limit:\n%s", alice, st)
+	// The config sets no limits: the safe defaults apply (a memory limit,
+	// pids 1024).
+	if len(alice) < 9 || alice[1] != "1" || alice[5] == "0" || alice[4] == "max" || alice[7] != "1024" {
+		t.Errorf("status line for alice = %v, want 1 environment, some pids, the default memory and pids limits:\n%s", alice, st)
 	}
 	g.cmd.Process.Signal(os.Kill)
 	g.cmd.Wait()

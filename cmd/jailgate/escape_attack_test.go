@@ -71,6 +71,16 @@ func TestEscapeAttacks(t *testing.T) {
 		// seccomp denies the TIOCSTI ioctl (a command typed into her
 		// terminal by a process that should not type).
 		{"tiocsti", "seccomp", true},
+		// The same with the upper half of the request set: the kernel reads
+		// 32 bits, so must the filter (CVE-2019-10063).
+		{"tiocsti-hi", "seccomp (32-bit ioctl request)", true},
+		// io_uring runs syscalls from kernel workers; fanotify watches
+		// whole mounts; a persona switches off ASLR; vsock is not
+		// network-namespaced and reaches the hypervisor.
+		{"io_uring", "seccomp", false},
+		{"fanotify", "seccomp", false},
+		{"personality", "seccomp", false},
+		{"vsock", "seccomp", false},
 		// seccomp denies keyctl (the kernel keyring is shared state).
 		{"keyctl", "seccomp", false},
 		// CAP_NET_RAW is not in the default set.

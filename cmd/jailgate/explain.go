@@ -6,6 +6,7 @@ import (
 	"io"
 	"maps"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -88,6 +89,7 @@ func explainLines(u *config.User) []string {
 		fmt.Sprintf("linger:       %v", u.Linger),
 		"network:      " + u.Network,
 		"limits:       " + config.LimitsText(u.Limits),
+		"limits from:  " + limitsFromText(u.LimitsFrom),
 		fmt.Sprintf("rlimits:      %v", u.Rlimits),
 		fmt.Sprintf("ids:          base %s, %d ids", baseText(u.UIDBase), u.IDRange),
 		fmt.Sprintf("capabilities: %s", capsText(u.Caps)),
@@ -105,6 +107,17 @@ func explainLines(u *config.User) []string {
 		lines = append(lines, fmt.Sprintf("key:          %s %s%s", keys.Fingerprint(k.Key), k.Comment, opts))
 	}
 	return lines
+}
+
+// limitsFromText says where each limit's value came from, by key:
+// "memory (defaults:), pids (users.alice), ptys (default)".
+func limitsFromText(from map[string]string) string {
+	keys := slices.Sorted(maps.Keys(from))
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, k+" ("+from[k]+")")
+	}
+	return strings.Join(parts, ", ")
 }
 
 // rootfsText renders her filesystem: her own tree, or her layer over an

@@ -6,7 +6,9 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
+	"strconv"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -14,7 +16,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Println("usage: attack tiocsti|keyctl|rawsock|chroot")
+		fmt.Println("usage: attack tiocsti|tiocsti-hi|keyctl|io_uring|fanotify|personality|vsock|rawsock|chroot|...")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -22,6 +24,50 @@ func main() {
 		c := byte('x')
 		_, _, errno := unix.Syscall(unix.SYS_IOCTL, 0, unix.TIOCSTI, uintptr(unsafe.Pointer(&c)))
 		verdict(errno, "TIOCSTI injected a byte")
+	case "tiocsti-hi": // the same with the upper 32 bits set (CVE-2019-10063)
+		c := byte('x')
+		_, _, errno := unix.Syscall(unix.SYS_IOCTL, 0, unix.TIOCSTI|1<<32, uintptr(unsafe.Pointer(&c)))
+		verdict(errno, "TIOCSTI|1<<32 injected a byte")
+	case "io_uring": // a ring: syscalls run by kernel workers
+		var params [120]byte // struct io_uring_params
+		fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, 8, uintptr(unsafe.Pointer(&params[0])), 0)
+		if errno == 0 {
+			unix.Close(int(fd))
+		}
+		verdict(errno, "io_uring_setup made a ring")
+	case "fanotify": // the unprivileged form (Linux 5.13+)
+		fd, err := unix.FanotifyInit(unix.FAN_CLASS_NOTIF|unix.FAN_REPORT_FID, unix.O_RDONLY)
+		if err != nil {
+			fmt.Println("BLOCKED", err)
+			return
+		}
+		unix.Close(fd)
+		fmt.Println("ESCAPED fanotify_init")
+	case "personality": // switch off address-space randomization
+		const addrNoRandomize = 0x0040000
+		_, _, errno := unix.Syscall(unix.SYS_PERSONALITY, addrNoRandomize, 0, 0)
+		verdict(errno, "personality(ADDR_NO_RANDOMIZE)")
+	case "vsock": // a socket that is not network-namespaced
+		fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM, 0)
+		if err != nil {
+			fmt.Println("BLOCKED", err)
+			return
+		}
+		unix.Close(fd)
+		fmt.Println("ESCAPED AF_VSOCK socket")
+	case "ptys": // hold terminals: up to os.Args[2] of them, until stdin closes
+		max := 4096
+		if len(os.Args) > 2 {
+			max, _ = strconv.Atoi(os.Args[2])
+		}
+		n, err := 0, error(nil)
+		for ; n < max; n++ {
+			if _, err = unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY, 0); err != nil {
+				break
+			}
+		}
+		fmt.Println("OPENED", n, err)
+		io.Copy(io.Discard, os.Stdin)
 	case "keyctl": // reach the session keyring
 		_, _, errno := unix.Syscall(unix.SYS_KEYCTL, unix.KEYCTL_GET_KEYRING_ID, uintptr(0xfffffffd), 1)
 		verdict(errno, "keyctl answered")

@@ -114,7 +114,7 @@ func resolveLimits(u *User) {
 	}
 	def("pids", "", func() { l.Pids = DefaultPids })
 	def("memory", ": half of this host's RAM", func() { l.Memory = hostMemory() / 2 })
-	def("memory_swap", ": as much as memory", func() { l.MemorySwap = l.Memory })
+	def("memory_swap", ": as much as memory", func() { l.SwapAsMemory = l.Memory > 0 })
 	if l.Memory > 0 {
 		def("tmp", ": a quarter of memory", func() { l.Tmp = l.Memory / 4 })
 	}
@@ -136,6 +136,8 @@ func LimitsText(l jail.Limits) string {
 	}
 	if l.MemorySwap > 0 {
 		add("memory_swap", FormatSize(l.MemorySwap))
+	} else if l.SwapAsMemory && l.Memory > 0 {
+		add("memory_swap", "as-memory")
 	}
 	if l.Pids > 0 {
 		add("pids", fmt.Sprint(l.Pids))

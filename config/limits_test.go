@@ -21,10 +21,10 @@ func TestLimitDefaults(t *testing.T) {
 		from                map[string]string
 	}{
 		{"nothing said", "", "",
-			jail.Limits{Pids: 1024, Memory: 4 << 30, MemorySwap: 4 << 30, PTYs: 64, Tmp: 1 << 30},
+			jail.Limits{Pids: 1024, Memory: 4 << 30, SwapAsMemory: true, PTYs: 64, Tmp: 1 << 30},
 			map[string]string{"pids": "default", "memory": "default: half of this host's RAM", "tmp": "default: a quarter of memory"}},
 		{"memory in defaults, pids her own", "  limits: { memory: 2GiB }\n", "    limits: { pids: 50 }\n",
-			jail.Limits{Pids: 50, Memory: 2 << 30, MemorySwap: 2 << 30, PTYs: 64, Tmp: 512 << 20},
+			jail.Limits{Pids: 50, Memory: 2 << 30, SwapAsMemory: true, PTYs: 64, Tmp: 512 << 20},
 			map[string]string{"pids": "users.alice", "memory": "defaults:", "memory_swap": "default: as much as memory"}},
 		{"swap and tmp her own", "", "    limits: { memory: 1GiB, memory_swap: 0, tmp: 64MiB, ptys: 0 }\n",
 			jail.Limits{Pids: 1024, Memory: 1 << 30, Tmp: 64 << 20},

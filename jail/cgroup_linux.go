@@ -191,3 +191,14 @@ func staleEnvDirs(base string) []string {
 	}
 	return dirs
 }
+
+// swapOf is the swap an environment with limits l may use beyond its
+// memory: MemorySwap, or Memory again with SwapAsMemory; 0 is unlimited.
+// Only an explicit MemorySwap makes a host without swap accounting an
+// error (writeV1Limits); v2 always accounts swap where it has a swap file.
+func swapOf(l Limits) int64 {
+	if l.MemorySwap == 0 && l.SwapAsMemory {
+		return l.Memory
+	}
+	return l.MemorySwap
+}

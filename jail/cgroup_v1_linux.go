@@ -84,6 +84,13 @@ func (m *cgroupV1) Check(l Limits) error {
 			}
 		}
 	}
+	if mnt, ok := m.mounts["memory"]; ok && l.Memory > 0 && l.MemorySwap > 0 {
+		// An explicit memory_swap needs swap accounting; the default
+		// (SwapAsMemory) is applied only where there is some.
+		if _, err := os.Stat(filepath.Join(mnt, "memory.memsw.limit_in_bytes")); err != nil {
+			return fmt.Errorf("limits.memory_swap needs swap accounting (memory.memsw.*: boot with swapaccount=1) or leave memory_swap unset: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -127,8 +134,8 @@ func writeV1Limits(ctrl, dir string, l Limits) error {
 		v, sw := "-1", "-1"
 		if l.Memory > 0 {
 			v = strconv.FormatInt(l.Memory, 10)
-			if l.MemorySwap > 0 {
-				sw = strconv.FormatInt(l.Memory+l.MemorySwap, 10)
+			if swap := swapOf(l); swap > 0 {
+				sw = strconv.FormatInt(l.Memory+swap, 10)
 			}
 		}
 		// memsw must stay >= the memory limit: lower it first when shrinking.

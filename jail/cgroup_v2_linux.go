@@ -85,8 +85,8 @@ func (m *cgroupV2) Create(tenant, env string, l Limits) (cgroupHandle, error) {
 	}
 	limits := [][2]string{{"memory.max", "max"}, {"pids.max", "max"}, {"cpu.max", "max 100000"},
 		{"memory.swap.max", "max"}, {"io.weight", "default 100"}}
-	if l.MemorySwap > 0 {
-		limits[3][1] = strconv.FormatInt(l.MemorySwap, 10)
+	if swap := swapOf(l); swap > 0 {
+		limits[3][1] = strconv.FormatInt(swap, 10)
 	}
 	if l.IOWeight > 0 {
 		limits[4][1] = "default " + strconv.FormatInt(min(l.IOWeight, 10000), 10)

@@ -61,7 +61,7 @@ func (s *Supervisor) enforceable(tenant string, l Limits) Limits {
 		only  Limits
 		clear func(*Limits)
 	}{
-		{"memory", Limits{Memory: l.Memory, MemorySwap: l.MemorySwap}, func(x *Limits) { x.Memory, x.MemorySwap = 0, 0 }},
+		{"memory", Limits{Memory: l.Memory, MemorySwap: l.MemorySwap}, func(x *Limits) { x.Memory, x.MemorySwap, x.SwapAsMemory = 0, 0, false }},
 		{"pids", Limits{Pids: l.Pids}, func(x *Limits) { x.Pids = 0 }},
 		{"cpu", Limits{CPU: l.CPU}, func(x *Limits) { x.CPU = 0 }},
 		{"io_weight", Limits{IOWeight: l.IOWeight}, func(x *Limits) { x.IOWeight = 0 }},

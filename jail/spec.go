@@ -46,13 +46,18 @@ type IDMap struct {
 // Limits are the limits of an environment: its cgroup's, and the sizes of
 // what its init mounts. Zero means unlimited.
 type Limits struct {
-	Memory     int64   // bytes
-	MemorySwap int64   // bytes of swap beyond Memory
-	Pids       int64   // number of tasks
-	CPU        float64 // CPUs, fractions allowed
-	IOWeight   int64   // relative block I/O weight, 1-10000 (v1: scaled to 10-1000)
-	PTYs       int64   // terminals in her devpts instance (devpts max=); 0: the kernel's one pool
-	Tmp        int64   // bytes of each of /tmp and /dev/shm (tmpfs size=); 0: the tmpfs default (half of RAM)
+	Memory     int64 // bytes
+	MemorySwap int64 // bytes of swap beyond Memory
+	// SwapAsMemory, with MemorySwap 0, allows as much swap as Memory
+	// where the host accounts swap (cgroup v2, or v1 with swapaccount=1)
+	// and is not enforced where it does not: the default, which must not
+	// stop every login on a host without swap accounting.
+	SwapAsMemory bool
+	Pids         int64   // number of tasks
+	CPU          float64 // CPUs, fractions allowed
+	IOWeight     int64   // relative block I/O weight, 1-10000 (v1: scaled to 10-1000)
+	PTYs         int64   // terminals in her devpts instance (devpts max=); 0: the kernel's one pool
+	Tmp          int64   // bytes of each of /tmp and /dev/shm (tmpfs size=); 0: the tmpfs default (half of RAM)
 }
 
 // EnvSpec says how to build an environment.

@@ -123,20 +123,20 @@ func TestLimitDefaultsInCgroup(t *testing.T) {
 	a := l.client(t, "alice")
 	hold(t, a)
 	want := l.srv.Config().Users["alice"].Limits
-	if want.Pids != config.DefaultPids || want.Memory <= 0 || want.MemorySwap != want.Memory || want.Tmp != want.Memory/4 {
+	if want.Pids != config.DefaultPids || want.Memory <= 0 || !want.SwapAsMemory || want.MemorySwap != 0 || want.Tmp != want.Memory/4 {
 		t.Fatalf("alice's limits with none configured: %+v", want)
 	}
 	const cg = "/sys/fs/cgroup"
-	if got := readInt(t, cg+"/pids/jailgate-test/alice/pids.max"); got != config.DefaultPids {
+	if got := readInt(t, cg+"/pids/"+l.cgroup+"/alice/pids.max"); got != config.DefaultPids {
 		t.Errorf("pids.max = %d, want %d", got, config.DefaultPids)
 	}
 	page := int64(os.Getpagesize())
-	mem := int64(readInt(t, cg+"/memory/jailgate-test/alice/memory.limit_in_bytes"))
+	mem := int64(readInt(t, cg+"/memory/"+l.cgroup+"/alice/memory.limit_in_bytes"))
 	if mem > want.Memory || mem < want.Memory-page {
 		t.Errorf("memory.limit_in_bytes = %d, want %d", mem, want.Memory)
 	}
-	if _, err := os.Stat(cg + "/memory/jailgate-test/alice/memory.memsw.limit_in_bytes"); err == nil {
-		sw := int64(readInt(t, cg+"/memory/jailgate-test/alice/memory.memsw.limit_in_bytes"))
+	if _, err := os.Stat(cg + "/memory/" + l.cgroup + "/alice/memory.memsw.limit_in_bytes"); err == nil {
+		sw := int64(readInt(t, cg+"/memory/"+l.cgroup+"/alice/memory.memsw.limit_in_bytes"))
 		if sw > 2*want.Memory || sw < 2*want.Memory-page {
 			t.Errorf("memory.memsw.limit_in_bytes = %d, want memory + swap = %d", sw, 2*want.Memory)
 		}
@@ -150,7 +150,7 @@ func TestLimitDefaultsInCgroup(t *testing.T) {
 	}
 	// A bounded fork loop past the default bound.
 	runSSH(t, a, `exec sh -c 'i=0; while [ $i -lt 1100 ]; do sleep 1000 </dev/null >/dev/null 2>&1 & i=$((i+1)); done'`)
-	if cur := readInt(t, cg+"/pids/jailgate-test/alice/pids.current"); cur > config.DefaultPids || cur < config.DefaultPids/2 {
+	if cur := readInt(t, cg+"/pids/"+l.cgroup+"/alice/pids.current"); cur > config.DefaultPids || cur < config.DefaultPids/2 {
 		t.Errorf("pids.current = %d after the fork loop, want the default bound (%d) reached but not passed", cur, config.DefaultPids)
 	}
 	if out := must(t, l.client(t, "bob"), "echo bob-ok"); out != "bob-ok\n" {
@@ -172,7 +172,7 @@ func TestExplainLimitsFrom(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := strings.Join(explainLines(c.Users["alice"]), "\n")
-	for _, want := range []string{"memory=2GiB memory_swap=2GiB pids=50 ptys=64 tmp=512MiB",
+	for _, want := range []string{"memory=2GiB memory_swap=as-memory pids=50 ptys=64 tmp=512MiB",
 		"memory (defaults:)", "pids (users.alice)", "ptys (default)", "memory_swap (default: as much as memory)"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("explain lacks %q:\n%s", want, text)

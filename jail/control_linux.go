@@ -71,7 +71,8 @@ type initConfig struct {
 	KillGrace int64             `json:"kill_grace_ms"`
 	Seccomp   string            `json:"seccomp,omitempty"`
 	Rlimits   map[string]uint64 `json:"rlimits,omitempty"`
-	Network   string            `json:"network"` // a key of networkModes, never ""
+	Network   string            `json:"network"`       // a key of networkModes, never ""
+	NAT       *natNet           `json:"nat,omitempty"` // NetworkNAT: eth0's address, route, MTU, resolv.conf
 }
 
 // message is every control datagram; unused fields stay empty.

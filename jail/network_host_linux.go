@@ -63,7 +63,7 @@ func OpenNetwork(opts NetworkOptions) (*Network, error) {
 	n.pairs = make([]bool, 1<<(32-pool.Bits()-1))
 	n.uplink, n.mtu = uplink()
 	if n.fwdErr = ipForward(opts.Forwarding, n.log); n.fwdErr != nil {
-		n.log.Warn("nat environments cannot start", "err", n.fwdErr)
+		n.log.Info("nat environments cannot start", "err", n.fwdErr)
 	}
 	hostAddrs, err := hostAddresses()
 	if err != nil {

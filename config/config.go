@@ -7,6 +7,7 @@
 package config
 
 import (
+	"net/netip"
 	"sort"
 	"time"
 
@@ -49,6 +50,11 @@ type Config struct {
 	LogFormat         string // "text" (default) or "json"
 	LogLevel          string // "debug", "info" (default), "warn" or "error"
 	Revoke            string // RevokeEndSessions (default) or RevokeKeepSessions
+	// NetworkPool holds the point-to-point /31 of every nat environment;
+	// the zero Prefix lets serve pick a free one of jail.DefaultPools.
+	NetworkPool netip.Prefix
+	// NetworkForwarding is ForwardingOff (default) or ForwardingAuto.
+	NetworkForwarding string
 	// TrustedUserCAKeys sign user certificates that log a tenant in when
 	// their principals name her (sshd TrustedUserCAKeys).
 	TrustedUserCAKeys []gossh.PublicKey
@@ -139,7 +145,9 @@ type User struct {
 	Hostname       string            // hostname inside the environment
 	Environment    string            // EnvTenant, EnvConnection or EnvSession
 	Linger         time.Duration     // how long a tenant environment outlives its last session
-	Network        string            // jail.NetworkNone
+	Network        string            // jail.NetworkNone or jail.NetworkNAT
+	Egress         jail.Egress       // nat: allow before deny, over jail.DefaultDeny
+	DNS            []netip.Addr      // nat: her resolvers; nil means the host's
 	Limits         jail.Limits       // cgroup limits; zero fields mean unlimited
 	LimitsFrom     map[string]string // where each limit's value came from, by key: "default…", "defaults:", "users.NAME"
 	UIDBase        uint32            // explicit host id base; 0 means allocate from the pool

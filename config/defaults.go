@@ -87,6 +87,9 @@ func applyTopDefaults(c *Config) {
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
+	if c.NetworkForwarding == "" {
+		c.NetworkForwarding = ForwardingOff
+	}
 	if c.Revoke == "" {
 		c.Revoke = RevokeEndSessions
 	}

@@ -102,12 +102,12 @@ func join(path, key string) string {
 // The schema, per section.
 var (
 	topKeys = []string{"listen", "host_key", "state_dir", "limits_enforcement", "server",
-		"trusted_user_ca_keys", "revoked_keys", "audit_log", "metrics_listen", "log", "revoke", "defaults", "users"}
+		"trusted_user_ca_keys", "revoked_keys", "audit_log", "metrics_listen", "log", "revoke", "network_pool", "network_forwarding", "defaults", "users"}
 	serverKeys = []string{"login_grace_time", "max_auth_tries", "max_startups", "per_source_max_startups",
 		"max_connections", "client_alive_interval", "client_alive_count_max", "shutdown_grace",
 		"per_source_penalty", "per_source_penalty_exempt", "kex", "ciphers", "macs"}
 	userKeys = []string{"keys", "keys_file", "rootfs", "image", "shell", "hostname", "environment", "linger", "network", "limits", "id_range", "uid_base", "capabilities", "seccomp", "rlimits", "forwarding",
-		"max_sessions", "idle_timeout", "idle_grace", "max_session_time", "banner", "record", "record_input"}
+		"max_sessions", "idle_timeout", "idle_grace", "max_session_time", "banner", "record", "record_input", "egress", "dns"}
 	defaultBad = []string{"uid_base"} // per-tenant only
 )
 
@@ -179,6 +179,10 @@ func (p *parser) top(c *Config, def *User, key string, v *yaml.Node) {
 		})
 	case "revoke":
 		c.Revoke = p.str(v, key)
+	case "network_pool":
+		p.networkPool(c, v)
+	case "network_forwarding":
+		c.NetworkForwarding = p.str(v, key)
 	case "defaults":
 		p.user(def, v, "defaults", true)
 	}

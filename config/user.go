@@ -83,6 +83,10 @@ func (p *parser) userField(u *User, key string, v *yaml.Node, field string) {
 		u.Caps = p.caps(v, field)
 	case "rlimits":
 		p.rlimits(u, v, field)
+	case "egress":
+		p.egress(u, v, field)
+	case "dns":
+		p.dns(u, v, field)
 	case "forwarding":
 		p.mapping(v, field, []string{"local", "remote", "agent"}, func(key string, v *yaml.Node) {
 			dst := &u.Forwarding.Agent

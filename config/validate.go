@@ -35,6 +35,9 @@ func (p *parser) validate(c *Config) {
 	default:
 		p.add(p.fieldPos("log.level"), "log.level", "%q is not one of debug, info, warn, error", c.LogLevel)
 	}
+	if c.NetworkForwarding != ForwardingOff && c.NetworkForwarding != ForwardingAuto {
+		p.add(p.fieldPos("network_forwarding"), "network_forwarding", "%q is not one of auto, off", c.NetworkForwarding)
+	}
 	if c.Revoke != RevokeEndSessions && c.Revoke != RevokeKeepSessions {
 		p.add(p.fieldPos("revoke"), "revoke", "%q is not one of end-sessions, keep-sessions", c.Revoke)
 	}
@@ -166,10 +169,7 @@ func (p *parser) checkModes(u *User, path string) {
 		f := path + ".seccomp"
 		p.add(p.fieldPos(f), f, "%q is not one of default, unconfined", u.Seccomp)
 	}
-	if u.Network != DefaultNetwork {
-		f := path + ".network"
-		p.add(p.fieldPos(f), f, "%q is not supported (only none: loopback only)", u.Network)
-	}
+	p.checkNetwork(u, path)
 }
 
 // checkSharedRootfs refuses a rootfs named by two tenants: each tenant's

@@ -72,6 +72,7 @@ type initConfig struct {
 	Seccomp   string            `json:"seccomp,omitempty"`
 	Rlimits   map[string]uint64 `json:"rlimits,omitempty"`
 	Network   string            `json:"network"`        // a key of networkModes, never ""
+	NAT       *natNet           `json:"nat,omitempty"`  // NetworkNAT: eth0's address, route, MTU, resolv.conf
 	PTYs      int64             `json:"ptys,omitempty"` // Limits.PTYs
 	Tmp       int64             `json:"tmp,omitempty"`  // Limits.Tmp
 }

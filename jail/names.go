@@ -29,4 +29,8 @@ var RlimitNames = []string{"as", "core", "cpu", "data", "fsize", "locks", "memlo
 const (
 	// NetworkNone is an own network namespace with loopback only.
 	NetworkNone = "none"
+	// NetworkNAT is an own network namespace with loopback and eth0, one
+	// end of a veth pair to the host, masqueraded out of the host's uplink
+	// under the tenant's egress policy.
+	NetworkNAT = "nat"
 )

@@ -15,7 +15,8 @@ import (
 // setup appends its cleanup to starting.undo. nil: nothing to set up from
 // outside.
 var networkModes = map[string]func(*starting) error{
-	NetworkNone: nil, // loopback only, which the init brings up inside (networkUp)
+	NetworkNone: nil,      // loopback only, which the init brings up inside (networkUp)
+	NetworkNAT:  setupNAT, // a veth pair to the host, eth0 inside (network_nat_linux.go)
 }
 
 // networkMode returns the mode EnvSpec.Network names, "" meaning

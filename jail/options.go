@@ -15,6 +15,9 @@ type Options struct {
 	// BestEffort enforces the limits the hierarchy can and logs the rest,
 	// instead of refusing to start an environment.
 	BestEffort bool
+	// Network is the host side of NetworkNAT (OpenNetwork: the pool, the
+	// nftables table); nil: nat environments cannot start.
+	Network *Network
 }
 
 // DefaultCaps are the capabilities a tenant's root keeps when EnvSpec.Caps

@@ -19,6 +19,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/netip"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -69,6 +70,8 @@ type EnvSpec struct {
 	Limits   Limits            // cgroup limits
 	Caps     []string          // capabilities kept, e.g. "CAP_CHOWN"; nil means DefaultCaps
 	Network  string            // a network mode: NetworkNone ("" too) is an own network namespace with loopback only
+	Egress   Egress            // NetworkNAT: her egress policy over DefaultDeny
+	DNS      []netip.Addr      // NetworkNAT: her resolvers; nil means the host's
 	Linger   time.Duration     // how long the environment outlives its last Release
 	Seccomp  string            // "" for the default filter, SeccompUnconfined for none
 	Rlimits  map[string]uint64 // per-process limits by name (nofile, core, …), soft = hard

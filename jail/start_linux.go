@@ -27,6 +27,7 @@ type starting struct {
 	ctx     context.Context
 	e       *environment
 	network string   // the spec's network mode, "" made NetworkNone
+	nat     *natNet  // NetworkNAT: eth0 as the network step made it
 	rootfs  *os.File // the rootfs, O_PATH: fd 4 in the init
 	child   *os.File // the init's end of the control socket: fd 3 in the init
 	undo    []func() // each step's cleanup, run last first if a later step fails
@@ -219,7 +220,7 @@ func sendConfig(s *starting) error {
 	}
 	cfg := &initConfig{Rootfs: e.spec.Rootfs, Hostname: e.spec.Hostname, Caps: caps,
 		KillGrace: e.sup.opts.KillGrace.Milliseconds(), Seccomp: e.spec.Seccomp,
-		Rlimits: e.spec.Rlimits, Network: s.network, PTYs: e.spec.Limits.PTYs, Tmp: e.spec.Limits.Tmp}
+		Rlimits: e.spec.Rlimits, Network: s.network, NAT: s.nat, PTYs: e.spec.Limits.PTYs, Tmp: e.spec.Limits.Tmp}
 	if err := e.ctl.send(&message{Op: opConfig, Config: cfg}); err != nil {
 		return fmt.Errorf("send config: %w", err)
 	}

@@ -20,7 +20,8 @@ import (
 )
 
 // SpecFor builds the environment spec of tenant u from the configuration
-// alone: tenant name, rootfs, hostname, limits, network and linger. IDMap is
+// alone: tenant name, rootfs, hostname, limits, network (with her egress
+// policy and resolvers) and linger. IDMap is
 // left zero for Provision to fill in. Linger only applies to tenant
 // environments: a connection or session environment is never joined again.
 func SpecFor(u *config.User) *jail.EnvSpec {
@@ -31,6 +32,8 @@ func SpecFor(u *config.User) *jail.EnvSpec {
 		Limits:   u.Limits,
 		Rlimits:  u.Rlimits,
 		Network:  u.Network,
+		Egress:   u.Egress,
+		DNS:      u.DNS,
 		Caps:     u.Caps,
 	}
 	if u.Seccomp == config.SeccompUnconfined {

@@ -2,6 +2,7 @@ package provision
 
 import (
 	"context"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -76,5 +77,18 @@ func TestProvisionerIDsAndRootfs(t *testing.T) {
 	again, err := New(Options{StateDir: state, Current: current}).Provision(context.Background(), user("bob"))
 	if err != nil || again.IDMap != got["bob"] {
 		t.Errorf("after a restart bob has %+v (%v), want %+v", again.IDMap, err, got["bob"])
+	}
+}
+
+// TestSpecForNetwork: a nat tenant's egress policy and resolvers reach
+// her spec.
+func TestSpecForNetwork(t *testing.T) {
+	allow := jail.EgressRule{Prefix: netip.MustParsePrefix("10.1.2.3/32"), PortLo: 5432, PortHi: 5432}
+	dns := []netip.Addr{netip.MustParseAddr("9.9.9.9")}
+	u := &config.User{Name: "alice", Network: jail.NetworkNAT, Egress: jail.Egress{Allow: []jail.EgressRule{allow}}, DNS: dns}
+	got := SpecFor(u)
+	if got.Network != jail.NetworkNAT || len(got.Egress.Allow) != 1 || got.Egress.Allow[0] != allow ||
+		len(got.DNS) != 1 || got.DNS[0] != dns[0] {
+		t.Errorf("SpecFor = network %q, egress %+v, dns %v", got.Network, got.Egress, got.DNS)
 	}
 }

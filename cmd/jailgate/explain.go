@@ -12,6 +12,7 @@ import (
 
 	"github.com/jailgate/jailgate/config"
 	"github.com/jailgate/jailgate/internal/atomicfile"
+	"github.com/jailgate/jailgate/jail"
 	"github.com/jailgate/jailgate/keys"
 	"github.com/jailgate/jailgate/statedir"
 )
@@ -88,17 +89,20 @@ func explainLines(u *config.User) []string {
 		"environment:  " + u.Environment,
 		fmt.Sprintf("linger:       %v", u.Linger),
 		"network:      " + u.Network,
-		"limits:       " + config.LimitsText(u.Limits),
-		"limits from:  " + limitsFromText(u.LimitsFrom),
+	}
+	lines = append(lines, egressLines(u)...)
+	lines = append(lines,
+		"limits:       "+config.LimitsText(u.Limits),
+		"limits from:  "+limitsFromText(u.LimitsFrom),
 		fmt.Sprintf("rlimits:      %v", u.Rlimits),
 		fmt.Sprintf("ids:          base %s, %d ids", baseText(u.UIDBase), u.IDRange),
 		fmt.Sprintf("capabilities: %s", capsText(u.Caps)),
-		"seccomp:      " + u.Seccomp,
+		"seccomp:      "+u.Seccomp,
 		fmt.Sprintf("forwarding:   local=%v remote=%v agent=%v (x11 always refused)",
 			u.Forwarding.Local, u.Forwarding.Remote, u.Forwarding.Agent),
 		fmt.Sprintf("sessions:     max %d, idle_timeout %v (+%v grace), max_session_time %v",
 			u.MaxSessions, u.IdleTimeout, u.IdleGrace, u.MaxSessionTime),
-	}
+	)
 	for _, k := range u.Keys {
 		opts := ""
 		if len(k.Options) > 0 {
@@ -118,6 +122,40 @@ func limitsFromText(from map[string]string) string {
 		parts = append(parts, k+" ("+from[k]+")")
 	}
 	return strings.Join(parts, ", ")
+}
+
+// egressLines render a nat tenant's effective egress policy, in the order
+// the firewall applies it: her allow entries (and her resolvers' port 53),
+// her deny entries, the default deny list, then everything else allowed.
+func egressLines(u *config.User) []string {
+	if u.Network != jail.NetworkNAT {
+		return nil
+	}
+	rules := func(rs []jail.EgressRule) string {
+		if len(rs) == 0 {
+			return "(none)"
+		}
+		var parts []string
+		for _, r := range rs {
+			parts = append(parts, r.String())
+		}
+		return strings.Join(parts, " ")
+	}
+	var deny []string
+	for _, p := range jail.DefaultDeny {
+		deny = append(deny, p.String())
+	}
+	dns := "the host's resolvers (its resolv.conf, or systemd-resolved's upstreams)"
+	if len(u.DNS) > 0 {
+		dns = fmt.Sprint(u.DNS)
+	}
+	return []string{
+		"egress allow: " + rules(u.Egress.Allow) + ", and port 53 of her resolvers",
+		"egress deny:  " + rules(u.Egress.Deny),
+		"then denied:  " + strings.Join(deny, " ") + ", the host's own addresses, the network pool (other tenants)",
+		"then:         everything else allowed (masqueraded out of the host's uplink); nothing reaches her from outside",
+		"dns:          " + dns,
+	}
 }
 
 // rootfsText renders her filesystem: her own tree, or her layer over an

@@ -47,6 +47,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 		d.openAudit,      // every later step logs to it too
 		d.loadHostKey,    // the gateway's identity
 		d.sealInit,       // the environments' PID 1
+		d.openNetwork,    // network: nat's pool and nftables table (removed at a clean stop)
 		d.startJail,      // the supervisor of every environment
 		d.checkLimits,    // cgroups can enforce what the tenants are given
 		d.newProvisioner, // tenant -> ids -> rootfs or layer -> EnvSpec
@@ -72,7 +73,8 @@ type daemon struct {
 	admin    net.Listener // nil without an admin socket
 	audit    *gateway.AuditHandler
 	signer   gossh.Signer
-	initPath string // the sealed init; "" re-executes this binary
+	initPath string        // the sealed init; "" re-executes this binary
+	net      *jail.Network // nil: nat environments cannot start (the log says why)
 	sup      *jail.Supervisor
 	prov     *provision.Provisioner
 	metrics  *gateway.Metrics
@@ -145,10 +147,35 @@ func (d *daemon) sealInit() error {
 	return nil
 }
 
+// openNetwork checks the network pool against the host's routes and
+// creates jailgate's nftables table. A host that cannot (no nf_tables, the
+// pool overlaps a route) still serves network: none tenants; with a nat
+// tenant in the configuration, serve refuses to start instead.
+func (d *daemon) openNetwork() error {
+	n, err := jail.OpenNetwork(jail.NetworkOptions{Logger: d.log, Pool: d.cfg.NetworkPool,
+		Forwarding: d.cfg.NetworkForwarding == config.ForwardingAuto})
+	if err != nil {
+		for _, name := range d.cfg.Names() {
+			if d.cfg.Users[name].Network == jail.NetworkNAT {
+				return fmt.Errorf("network: nat (tenant %s): %w", name, err)
+			}
+		}
+		d.log.Warn("network: nat unavailable; network: none tenants are not affected", "err", err)
+		return nil
+	}
+	d.net = n
+	d.onClose(func() {
+		if err := n.Close(); err != nil {
+			d.log.Warn("remove the nftables table", "err", err)
+		}
+	})
+	return nil
+}
+
 // startJail starts the supervisor of the environments.
 func (d *daemon) startJail() (err error) {
 	d.sup, err = jail.New(jail.Options{Logger: d.log, InitPath: d.initPath, CgroupPrefix: d.cgroup(),
-		BestEffort: d.cfg.LimitsEnforcement == "best-effort"})
+		BestEffort: d.cfg.LimitsEnforcement == "best-effort", Network: d.net})
 	if err != nil {
 		return err
 	}

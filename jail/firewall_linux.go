@@ -1,0 +1,319 @@
+package jail
+
+import (
+	"cmp"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// firewallTable is jailgate's one nftables table (family inet). jailgate
+// never touches the host's other tables or rules; it adds this one at
+// serve start and removes it at a clean stop.
+const firewallTable = "jailgate"
+
+// The table's named sets. Per-tenant entries are keyed by her address, so
+// a thousand tenants are a thousand set elements, not a thousand chains.
+const (
+	setTenants   = "tenants"    // ifname . her address: what may leave each veth (no spoofing)
+	setDeny      = "deny"       // the default deny list, the host's addresses and the pool
+	setAllowPort = "allow_port" // her address . destination . port range (egress.allow, her DNS)
+	setAllowAny  = "allow_any"  // her address . destination (egress.allow without ports)
+	setDenyPort  = "deny_port"  // egress.deny with ports
+	setDenyAny   = "deny_any"   // egress.deny without ports
+)
+
+// firewall is the jailgate table and its sets.
+type firewall struct {
+	mu    sync.Mutex // one batch at a time on conn
+	conn  *nftables.Conn
+	table *nftables.Table
+	sets  map[string]*nftables.Set
+}
+
+// openFirewall replaces any stale jailgate table with a fresh one: the
+// chains, the sets, the default deny list (with the host's addresses and
+// the pool) and masquerade for the pool.
+func openFirewall(pool netip.Prefix, hostAddrs []netip.Addr) (*firewall, error) {
+	conn, err := nftables.New()
+	if err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	fw := &firewall{conn: conn, sets: map[string]*nftables.Set{}}
+	fw.table = &nftables.Table{Family: nftables.TableFamilyINet, Name: firewallTable}
+	if old, err := conn.ListTableOfFamily(firewallTable, nftables.TableFamilyINet); err == nil && old != nil {
+		conn.DelTable(fw.table) // a dead gateway's
+	}
+	conn.AddTable(fw.table)
+	if err := fw.addSets(pool, hostAddrs); err != nil {
+		return nil, err
+	}
+	fw.addChains(pool)
+	if err := conn.Flush(); err != nil {
+		return nil, fmt.Errorf("nftables: create table inet %s (is nf_tables with inet nat available? CONFIG_NF_TABLES_INET, nft_masq, nft_ct): %w", firewallTable, err)
+	}
+	return fw, nil
+}
+
+// close removes the table, with every rule and set element in it.
+func (fw *firewall) close() error {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	fw.conn.DelTable(fw.table)
+	if err := fw.conn.Flush(); err != nil {
+		return fmt.Errorf("nftables: delete table inet %s: %w", firewallTable, err)
+	}
+	return nil
+}
+
+// addSets declares the named sets and fills the default deny list.
+func (fw *firewall) addSets(pool netip.Prefix, hostAddrs []netip.Addr) error {
+	ip, port, ifname := nftables.TypeIPAddr, nftables.TypeInetService, nftables.TypeIFName
+	decl := []struct {
+		name     string
+		types    []nftables.SetDatatype
+		interval bool
+	}{
+		{setTenants, []nftables.SetDatatype{ifname, ip}, false},
+		{setDeny, []nftables.SetDatatype{ip}, true},
+		{setAllowPort, []nftables.SetDatatype{ip, ip, port}, true},
+		{setAllowAny, []nftables.SetDatatype{ip, ip}, true},
+		{setDenyPort, []nftables.SetDatatype{ip, ip, port}, true},
+		{setDenyAny, []nftables.SetDatatype{ip, ip}, true},
+	}
+	for _, d := range decl {
+		s := &nftables.Set{Table: fw.table, Name: d.name, KeyType: d.types[0], Interval: d.interval}
+		if len(d.types) > 1 {
+			t, err := nftables.ConcatSetType(d.types...)
+			if err != nil {
+				return err
+			}
+			s.KeyType, s.Concatenation = t, true
+		}
+		var elems []nftables.SetElement
+		if d.name == setDeny {
+			deny := slices.Clone(DefaultDeny)
+			for _, a := range hostAddrs {
+				deny = append(deny, netip.PrefixFrom(a, 32))
+			}
+			elems = intervalElements(append(deny, pool))
+		}
+		if err := fw.conn.AddSet(s, elems); err != nil {
+			return fmt.Errorf("nftables: add set %s: %w", d.name, err)
+		}
+		fw.sets[d.name] = s
+	}
+	return nil
+}
+
+// intervalElements are the elements of a plain interval set holding
+// prefixes, merged where they overlap (the kernel refuses overlaps).
+func intervalElements(prefixes []netip.Prefix) []nftables.SetElement {
+	type span struct{ lo, hi uint64 } // hi is one past the end
+	var spans []span
+	for _, p := range prefixes {
+		lo := uint64(u32(p.Masked().Addr()))
+		spans = append(spans, span{lo, lo + 1<<(32-p.Bits())})
+	}
+	slices.SortFunc(spans, func(a, b span) int { return cmp.Compare(a.lo, b.lo) })
+	var merged []span
+	for _, s := range spans {
+		if n := len(merged); n > 0 && s.lo <= merged[n-1].hi {
+			merged[n-1].hi = max(merged[n-1].hi, s.hi)
+			continue
+		}
+		merged = append(merged, s)
+	}
+	var elems []nftables.SetElement
+	for _, s := range merged {
+		elems = append(elems, nftables.SetElement{Key: be32(uint32(s.lo))})
+		if s.hi < 1<<32 { // up to the top: no end element (as nft does)
+			elems = append(elems, nftables.SetElement{Key: be32(uint32(s.hi)), IntervalEnd: true})
+		}
+	}
+	return elems
+}
+
+// u32 is an IPv4 address as a number.
+func u32(a netip.Addr) uint32 { b := a.As4(); return binary.BigEndian.Uint32(b[:]) }
+
+// be32 is v in network byte order.
+func be32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
+
+// addChains adds the base chains and their rules:
+//
+//	forward (filter):  iifname "jg*" jump tenant_out
+//	                   oifname "jg*" ct state established,related accept
+//	                   oifname "jg*" drop            (nothing dials a tenant)
+//	tenant_out:        ct state established,related accept
+//	                   ipv6 drop; iifname . ip saddr != @tenants drop
+//	                   allow (ports for tcp and udp, then any) accept
+//	                   deny (ports, then any) drop; ip daddr @deny drop
+//	input (filter):    iifname "jg*" ct state established,related accept
+//	                   iifname "jg*" drop            (no host service)
+//	postrouting (nat): ip saddr POOL oifname != "jg*" masquerade
+func (fw *firewall) addChains(pool netip.Prefix) {
+	accept, drop := expr.Verdict{Kind: expr.VerdictAccept}, expr.Verdict{Kind: expr.VerdictDrop}
+	policy := nftables.ChainPolicyAccept
+	forward := fw.conn.AddChain(&nftables.Chain{Name: "forward", Table: fw.table, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &policy})
+	out := fw.conn.AddChain(&nftables.Chain{Name: "tenant_out", Table: fw.table})
+	input := fw.conn.AddChain(&nftables.Chain{Name: "input", Table: fw.table, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &policy})
+	post := fw.conn.AddChain(&nftables.Chain{Name: "postrouting", Table: fw.table, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &policy})
+
+	fw.rule(forward, ifPrefix(expr.MetaKeyIIFNAME, expr.CmpOpEq), verdict(expr.Verdict{Kind: expr.VerdictJump, Chain: out.Name}))
+	fw.rule(forward, ifPrefix(expr.MetaKeyOIFNAME, expr.CmpOpEq), ctEstablished(), verdict(accept))
+	fw.rule(forward, ifPrefix(expr.MetaKeyOIFNAME, expr.CmpOpEq), verdict(drop))
+
+	fw.rule(out, ctEstablished(), verdict(accept))
+	fw.rule(out, nfproto(unix.NFPROTO_IPV6), verdict(drop))
+	fw.rule(out, metaTo(expr.MetaKeyIIFNAME, 1), ipField(12, 12), fw.lookup(setTenants, 1, true), verdict(drop))
+	for _, sets := range [][2]string{{setAllowPort, setAllowAny}, {setDenyPort, setDenyAny}} {
+		v := accept
+		if sets[0] == setDenyPort {
+			v = drop
+		}
+		for _, proto := range []byte{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
+			fw.rule(out, nfproto(unix.NFPROTO_IPV4), l4proto(proto), ipField(12, 1), ipField(16, 9),
+				portField(10), fw.lookup(sets[0], 1, false), verdict(v))
+		}
+		fw.rule(out, nfproto(unix.NFPROTO_IPV4), ipField(12, 1), ipField(16, 9), fw.lookup(sets[1], 1, false), verdict(v))
+	}
+	fw.rule(out, nfproto(unix.NFPROTO_IPV4), ipField(16, 1), fw.lookup(setDeny, 1, false), verdict(drop))
+
+	fw.rule(input, ifPrefix(expr.MetaKeyIIFNAME, expr.CmpOpEq), ctEstablished(), verdict(accept))
+	fw.rule(input, ifPrefix(expr.MetaKeyIIFNAME, expr.CmpOpEq), verdict(drop))
+
+	mask := net4Mask(pool.Bits())
+	fw.rule(post, nfproto(unix.NFPROTO_IPV4), ipField(12, 1),
+		[]expr.Any{&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: make([]byte, 4)},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: pool.Addr().AsSlice()}},
+		ifPrefix(expr.MetaKeyOIFNAME, expr.CmpOpNeq), []expr.Any{&expr.Masq{}})
+}
+
+// rule appends a rule made of parts to chain.
+func (fw *firewall) rule(chain *nftables.Chain, parts ...[]expr.Any) {
+	var exprs []expr.Any
+	for _, p := range parts {
+		exprs = append(exprs, p...)
+	}
+	fw.conn.AddRule(&nftables.Rule{Table: fw.table, Chain: chain, Exprs: exprs})
+}
+
+func verdict(v expr.Verdict) []expr.Any { return []expr.Any{&v} }
+
+// ifPrefix matches an interface name starting with vethPrefix (nft's
+// "jg*": a compare of the prefix's bytes only).
+func ifPrefix(key expr.MetaKey, op expr.CmpOp) []expr.Any {
+	return []expr.Any{&expr.Meta{Key: key, Register: 1}, &expr.Cmp{Op: op, Register: 1, Data: []byte(vethPrefix)}}
+}
+
+// metaTo loads an interface name (16 bytes) into reg.
+func metaTo(key expr.MetaKey, reg uint32) []expr.Any {
+	return []expr.Any{&expr.Meta{Key: key, Register: reg}}
+}
+
+func ctEstablished() []expr.Any {
+	bits := binary.NativeEndian.AppendUint32(nil, expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED)
+	return []expr.Any{&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: bits, Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)}}
+}
+
+func nfproto(p byte) []expr.Any {
+	return []expr.Any{&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{p}}}
+}
+
+func l4proto(p byte) []expr.Any {
+	return []expr.Any{&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{p}}}
+}
+
+// ipField loads 4 bytes of the IPv4 header at off (12 saddr, 16 daddr)
+// into reg: 1 (the 128-bit register that is 32-bit registers 8-11), or
+// the 32-bit register 8+n for the n-th 4-byte field of a concatenation.
+func ipField(off, reg uint32) []expr.Any {
+	return []expr.Any{&expr.Payload{DestRegister: reg, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: 4}}
+}
+
+// portField loads the transport header's destination port into reg.
+func portField(reg uint32) []expr.Any {
+	return []expr.Any{&expr.Payload{DestRegister: reg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2}}
+}
+
+// lookup matches the key loaded from reg (on) in the named set, or with
+// invert its absence.
+func (fw *firewall) lookup(set string, reg uint32, invert bool) []expr.Any {
+	s := fw.sets[set]
+	return []expr.Any{&expr.Lookup{SourceRegister: reg, SetName: s.Name, SetID: s.ID, Invert: invert}}
+}
+
+func net4Mask(bits int) []byte { return be32(^uint32(0) << (32 - bits)) }
+
+// addTenant adds one environment's elements: her veth and address, her
+// egress policy and her resolvers (port 53, which a private resolver
+// needs past the default deny list). The returned func removes them.
+func (fw *firewall) addTenant(veth string, addr netip.Addr, eg Egress, dns []netip.Addr) (func() error, error) {
+	allow := slices.Clone(eg.Allow)
+	for _, d := range dns {
+		allow = append(allow, EgressRule{Prefix: netip.PrefixFrom(d, 32), PortLo: 53, PortHi: 53})
+	}
+	name := make([]byte, 16)
+	copy(name, veth)
+	elems := map[string][]nftables.SetElement{
+		setTenants: {{Key: append(name, addr.AsSlice()...)}},
+	}
+	for _, list := range []struct {
+		rules     []EgressRule
+		port, any string
+	}{{allow, setAllowPort, setAllowAny}, {eg.Deny, setDenyPort, setDenyAny}} {
+		for _, r := range minimal(list.rules) {
+			set := list.port
+			if r.AnyPort() {
+				set = list.any
+			}
+			elems[set] = append(elems[set], ruleElement(addr, r))
+		}
+	}
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	for set, e := range elems {
+		if err := fw.conn.SetAddElements(fw.sets[set], e); err != nil {
+			return nil, err
+		}
+	}
+	if err := fw.conn.Flush(); err != nil {
+		return nil, fmt.Errorf("nftables: add %s's egress policy (do two egress entries overlap?): %w", addr, err)
+	}
+	return func() error {
+		fw.mu.Lock()
+		defer fw.mu.Unlock()
+		for set, e := range elems {
+			if err := fw.conn.SetDeleteElements(fw.sets[set], e); err != nil {
+				return err
+			}
+		}
+		return fw.conn.Flush()
+	}, nil
+}
+
+// ruleElement is r for the tenant at addr: addr . destination range, and
+// the port range if r has one (each field padded to 4 bytes).
+func ruleElement(addr netip.Addr, r EgressRule) nftables.SetElement {
+	lo := u32(r.Prefix.Masked().Addr())
+	hi := lo | ^uint32(0)>>r.Prefix.Bits() // a shift by 32 is 0: a /32's range is itself
+	key := append(addr.AsSlice(), be32(lo)...)
+	end := append(addr.AsSlice(), be32(hi)...)
+	if !r.AnyPort() {
+		key = append(key, byte(r.PortLo>>8), byte(r.PortLo), 0, 0)
+		end = append(end, byte(r.PortHi>>8), byte(r.PortHi), 0, 0)
+	}
+	return nftables.SetElement{Key: key, KeyEnd: end}
+}

@@ -1,0 +1,252 @@
+package jail
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+)
+
+// vethPrefix starts the name of every host-side veth jailgate makes (the
+// firewall's iifname "jg*"); the rest is the environment's pair number.
+const vethPrefix = "jg"
+
+// ipForwardPath is the sysctl nat needs on: the host routes her packets.
+const ipForwardPath = "/proc/sys/net/ipv4/ip_forward"
+
+// NetworkOptions configure the host side of NetworkNAT.
+type NetworkOptions struct {
+	Logger *slog.Logger // nil: slog.Default()
+	// Pool holds every environment's point-to-point /31; the zero Prefix
+	// picks the first of DefaultPools that overlaps nothing on the host.
+	Pool netip.Prefix
+	// Forwarding turns net.ipv4.ip_forward on if it is off
+	// (network_forwarding: auto); false leaves it to the operator.
+	Forwarding bool
+}
+
+// Network is the host side of NetworkNAT: the address pool, the uplink
+// and jailgate's nftables table. OpenNetwork makes it, Close removes the
+// table. Its methods are safe for concurrent use.
+type Network struct {
+	log    *slog.Logger
+	pool   netip.Prefix
+	uplink string // the default route's interface
+	mtu    int    // the uplink's MTU, given to every eth0
+	fw     *firewall
+	fwdErr error // ip_forward is off and may not be turned on
+
+	mu    sync.Mutex
+	pairs []bool // pair i (addresses 2i, 2i+1 of the pool) is in use
+}
+
+// OpenNetwork checks the pool against the host's routes and addresses,
+// removes the veths a dead gateway left, and creates the nftables table
+// (replacing a stale one).
+func OpenNetwork(opts NetworkOptions) (*Network, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	n := &Network{log: opts.Logger}
+	sweepVeths(n.log)
+	pool, err := choosePool(opts.Pool)
+	if err != nil {
+		return nil, err
+	}
+	n.pool = pool
+	n.pairs = make([]bool, 1<<(32-pool.Bits()-1))
+	n.uplink, n.mtu = uplink()
+	if n.fwdErr = ipForward(opts.Forwarding, n.log); n.fwdErr != nil {
+		n.log.Info("nat environments cannot start", "err", n.fwdErr)
+	}
+	hostAddrs, err := hostAddresses()
+	if err != nil {
+		return nil, err
+	}
+	if n.fw, err = openFirewall(pool, hostAddrs); err != nil {
+		return nil, err
+	}
+	n.log.Info("network ready", "pool", pool, "uplink", n.uplink, "mtu", n.mtu)
+	return n, nil
+}
+
+// Close removes the nftables table. Environments still running lose their
+// egress; call it after the Supervisor's Close.
+func (n *Network) Close() error { return n.fw.close() }
+
+// Pool is the address pool in use.
+func (n *Network) Pool() netip.Prefix { return n.pool }
+
+// choosePool returns want if it overlaps no route or address of the host,
+// or, for the zero Prefix, the first such of DefaultPools.
+func choosePool(want netip.Prefix) (netip.Prefix, error) {
+	if want.IsValid() {
+		return want, CheckPool(want)
+	}
+	var errs []error
+	for _, p := range DefaultPools {
+		err := CheckPool(p)
+		if err == nil {
+			return p, nil
+		}
+		errs = append(errs, err)
+	}
+	return netip.Prefix{}, fmt.Errorf("no default network pool is free (set network_pool): %w", errors.Join(errs...))
+}
+
+// CheckPool refuses a pool that overlaps a route (any table) or an
+// address of the host, naming the conflicting one. Default routes and
+// jailgate's own veths do not count.
+func CheckPool(pool netip.Prefix) error {
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE)
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		return fmt.Errorf("list routes: %w", err)
+	}
+	for _, r := range routes {
+		if r.Dst == nil || r.Dst.IP.IsUnspecified() && maskBits(r.Dst) == 0 {
+			continue
+		}
+		dst, ok := toPrefix(r.Dst)
+		if !ok || !dst.Overlaps(pool) || ownLink(r.LinkIndex) {
+			continue
+		}
+		return fmt.Errorf("network pool %s overlaps the host route %s (%s); set network_pool to a free range",
+			pool, dst, linkName(r.LinkIndex))
+	}
+	addrs, err := hostAddresses()
+	if err != nil {
+		return err
+	}
+	for _, a := range addrs {
+		if pool.Contains(a) {
+			return fmt.Errorf("network pool %s holds the host address %s; set network_pool to a free range", pool, a)
+		}
+	}
+	return nil
+}
+
+// toPrefix converts a route destination.
+func toPrefix(n *net.IPNet) (netip.Prefix, bool) {
+	a, ok := netip.AddrFromSlice(n.IP.To4())
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	return netip.PrefixFrom(a, maskBits(n)), true
+}
+
+func maskBits(n *net.IPNet) int { ones, _ := n.Mask.Size(); return ones }
+
+// linkName names interface index i, or says its index.
+func linkName(i int) string {
+	if l, err := netlink.LinkByIndex(i); err == nil {
+		return "dev " + l.Attrs().Name
+	}
+	return fmt.Sprintf("ifindex %d", i)
+}
+
+// ownLink reports whether interface i is one of jailgate's veths.
+func ownLink(i int) bool {
+	l, err := netlink.LinkByIndex(i)
+	return err == nil && l.Type() == "veth" && strings.HasPrefix(l.Attrs().Name, vethPrefix)
+}
+
+// hostAddresses lists the host's IPv4 addresses on every interface (the
+// firewall denies them to tenants).
+func hostAddresses() ([]netip.Addr, error) {
+	list, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		return nil, fmt.Errorf("list host addresses: %w", err)
+	}
+	var out []netip.Addr
+	for _, a := range list {
+		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && !ownLink(a.LinkIndex) {
+			out = append(out, ip)
+		}
+	}
+	return out, nil
+}
+
+// uplink is the default route's interface and its MTU (1500 without one).
+func uplink() (string, int) {
+	routes, _ := netlink.RouteList(nil, netlink.FAMILY_V4)
+	for _, r := range routes {
+		if r.Dst == nil || maskBits(r.Dst) == 0 {
+			if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil {
+				return l.Attrs().Name, l.Attrs().MTU
+			}
+		}
+	}
+	return "", 1500
+}
+
+// ipForward makes sure the host forwards IPv4: on already, or turned on
+// when allowed (network_forwarding: auto), which it logs.
+func ipForward(allowed bool, log *slog.Logger) error {
+	b, err := os.ReadFile(ipForwardPath)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", ipForwardPath, err)
+	}
+	if strings.TrimSpace(string(b)) == "1" {
+		return nil
+	}
+	if !allowed {
+		return errors.New("net.ipv4.ip_forward is 0: nat needs it on; set network_forwarding: auto or run sysctl -w net.ipv4.ip_forward=1")
+	}
+	if err := os.WriteFile(ipForwardPath, []byte("1\n"), 0o644); err != nil {
+		return fmt.Errorf("turn on net.ipv4.ip_forward: %w", err)
+	}
+	log.Info("turned on net.ipv4.ip_forward (network_forwarding: auto)")
+	return nil
+}
+
+// sweepVeths removes the host-side veths a dead gateway left: every
+// environment of this host is this process's.
+func sweepVeths(log *slog.Logger) {
+	links, _ := netlink.LinkList()
+	for _, l := range links {
+		if l.Type() == "veth" && strings.HasPrefix(l.Attrs().Name, vethPrefix) {
+			if err := netlink.LinkDel(l); err != nil {
+				log.Warn("sweep stale veth", "link", l.Attrs().Name, "err", err)
+			}
+		}
+	}
+}
+
+// lease is one environment's point-to-point pair of the pool.
+type lease struct {
+	n      *Network
+	i      int
+	host   netip.Addr // the host end's address (her gateway)
+	tenant netip.Addr // eth0's
+	veth   string     // the host end's name
+}
+
+// lease takes a free pair of the pool.
+func (n *Network) lease() (*lease, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for i, used := range n.pairs {
+		if used {
+			continue
+		}
+		n.pairs[i] = true
+		base := n.pool.Addr().As4()
+		off := uint32(base[0])<<24 | uint32(base[1])<<16 | uint32(base[2])<<8 | uint32(base[3]) + uint32(2*i)
+		host := netip.AddrFrom4([4]byte{byte(off >> 24), byte(off >> 16), byte(off >> 8), byte(off)})
+		return &lease{n: n, i: i, host: host, tenant: host.Next(), veth: fmt.Sprintf("%s%d", vethPrefix, i)}, nil
+	}
+	return nil, fmt.Errorf("network pool %s is exhausted (%d environments)", n.pool, len(n.pairs))
+}
+
+// release returns the pair to the pool.
+func (l *lease) release() {
+	l.n.mu.Lock()
+	l.n.pairs[l.i] = false
+	l.n.mu.Unlock()
+}

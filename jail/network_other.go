@@ -1,0 +1,31 @@
+//go:build !linux
+
+package jail
+
+import (
+	"errors"
+	"log/slog"
+	"net/netip"
+)
+
+// NetworkOptions configure the host side of NetworkNAT.
+type NetworkOptions struct {
+	Logger     *slog.Logger
+	Pool       netip.Prefix
+	Forwarding bool
+}
+
+// Network is unavailable outside Linux.
+type Network struct{}
+
+// OpenNetwork reports that nat needs Linux.
+func OpenNetwork(NetworkOptions) (*Network, error) { return nil, errors.ErrUnsupported }
+
+// CheckPool reports that nat needs Linux.
+func CheckPool(netip.Prefix) error { return errors.ErrUnsupported }
+
+// Close does nothing outside Linux.
+func (*Network) Close() error { return nil }
+
+// Pool is the zero Prefix outside Linux.
+func (*Network) Pool() netip.Prefix { return netip.Prefix{} }

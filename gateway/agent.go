@@ -77,6 +77,6 @@ func (s *Server) serveAgentConn(ss *session, c net.Conn) {
 	}
 	defer ch.Close()
 	go gossh.DiscardRequests(reqs)
-	in, out := pipe(ch, c)
+	in, out := pipe(ss.ctx, ch, c)
 	s.log.Debug("agent connection", "tenant", ss.auth.tenant.Name, "session", ss.id, "bytes_in", in, "bytes_out", out)
 }

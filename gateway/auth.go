@@ -38,6 +38,7 @@ type connState struct {
 	id       string         // unique connection id, for env keys and logs
 	cfg      *config.Config // the snapshot taken at connection start
 	conn     *graceConn
+	ctx      ssh.Context   // the connection's: its verified key, its ServerConn once logged in
 	sessions atomic.Uint64 // session counter, for session ids
 
 	// authUser is the user name of the first authentication request. Set
@@ -122,7 +123,7 @@ func (s *Server) connCallback(ctx ssh.Context, nc net.Conn) net.Conn {
 		grace = DefaultLoginGraceTime
 	}
 	gc := &graceConn{Conn: nc, s: s, src: hostOf(nc.RemoteAddr()), start: time.Now()}
-	st := &connState{id: newID(), cfg: cfg, conn: gc}
+	st := &connState{id: newID(), cfg: cfg, conn: gc, ctx: ctx}
 	gc.id, gc.st = st.id, st
 	if s.isClosing() {
 		return nil

@@ -262,7 +262,7 @@ func (s *Server) serveRemoteConn(conn *gossh.ServerConn, st *connState, tenant, 
 	go gossh.DiscardRequests(reqs)
 	begin := time.Now()
 	s.log.Info("forward open", "tenant", tenant, "remote", remote, "conn", st.id, "kind", "remote", "port", f.port)
-	in, out := pipe(ch, c)
+	in, out := pipe(f.ctx, ch, c)
 	s.opts.Metrics.forwarded(in, out)
 	s.log.Info("forward close", "tenant", tenant, "remote", remote, "conn", st.id, "kind", "remote", "port", f.port,
 		"bytes_in", in, "bytes_out", out, "duration", time.Since(begin).Round(time.Millisecond))

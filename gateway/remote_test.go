@@ -19,6 +19,13 @@ import (
 // the host's loopback) with one tenant, alice, shaped by tune.
 func fwdLab(t *testing.T, tune func(u *config.User)) (*gatewaytest.Harness, *jailtest.HostManager, *gossh.Client) {
 	t.Helper()
+	h, m, c, _ := fwdLabKey(t, tune)
+	return h, m, c
+}
+
+// fwdLabKey is fwdLab that also returns alice's key, for more connections.
+func fwdLabKey(t *testing.T, tune func(u *config.User)) (*gatewaytest.Harness, *jailtest.HostManager, *gossh.Client, gossh.Signer) {
+	t.Helper()
 	signer, pub := gatewaytest.NewKey(t)
 	u := gatewaytest.User("alice", pub)
 	tune(u)
@@ -30,7 +37,7 @@ func fwdLab(t *testing.T, tune func(u *config.User)) (*gatewaytest.Harness, *jai
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return h, m, c
+	return h, m, c, signer
 }
 
 // TestRemoteForward: ssh -R with port 0 gets a port allocated; a program

@@ -40,6 +40,7 @@ type connState struct {
 	conn     *graceConn
 	ctx      ssh.Context   // the connection's: its verified key, its ServerConn once logged in
 	sessions atomic.Uint64 // session counter, for session ids
+	notes    connNotes     // lines for the tenant's next session (tellConn)
 
 	// authUser is the user name of the first authentication request. Set
 	// and read only by authLog, which x/crypto calls from the handshake

@@ -66,6 +66,19 @@ func (r *registry) count() int {
 	return len(r.live)
 }
 
+// on lists the live sessions of connection st.
+func (r *registry) on(st *connState) []*session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*session
+	for ss := range r.live {
+		if ss.st == st {
+			out = append(out, ss)
+		}
+	}
+	return out
+}
+
 // withEnvOn lists the ids of the live sessions of connection st that
 // started a command (and so have an environment).
 func (r *registry) withEnvOn(st *connState) []string {

@@ -61,6 +61,13 @@ func (s *Server) forwardHandler(_ *ssh.Server, conn *gossh.ServerConn, nc gossh.
 		return
 	}
 	u := a.tenant
+	release, full := s.takeChannel(st, a, chanDirectTCPIP)
+	if full != "" {
+		s.channelRefused(u.Name, remote, st.id, chanDirectTCPIP, full)
+		nc.Reject(gossh.ResourceShortage, full)
+		return
+	}
+	defer release()
 	why, msg := localRefusal(a, d)
 	key := ""
 	if why == "" {

@@ -265,6 +265,12 @@ func (s *Server) serveRemoteConn(conn *gossh.ServerConn, st *connState, tenant, 
 		f.close()
 		return
 	}
+	release, full := s.takeChannel(st, a, chanForwardedTCPIP)
+	if full != "" {
+		s.channelRefused(tenant, remote, st.id, chanForwardedTCPIP, full)
+		return
+	}
+	defer release()
 	origin, oport := "127.0.0.1", 0
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		origin, oport = a.IP.String(), a.Port

@@ -5,6 +5,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,17 +16,21 @@ import (
 // silentListener accepts connections on the host's loopback (the fake's
 // "inside") and holds them open without reading or closing, like a program
 // inside that never hangs up; it returns the port.
-func silentListener(t *testing.T) int {
+func silentListener(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	held := make(chan net.Conn, 64)
+	var (
+		mu   sync.Mutex
+		held []net.Conn
+	)
 	t.Cleanup(func() {
 		l.Close()
-		close(held)
-		for c := range held {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
 			c.Close()
 		}
 	})
@@ -35,7 +40,9 @@ func silentListener(t *testing.T) int {
 			if err != nil {
 				return
 			}
-			held <- c
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
 		}
 	}()
 	return l.Addr().(*net.TCPAddr).Port

@@ -42,7 +42,7 @@ func newChannels() *channels {
 	return &channels{byConn: map[*connState]*connChannels{}, byTenant: map[string]int{}}
 }
 
-// take counts a new channel of kind on connection st for a's tenant,
+// takeChannel counts a new channel of kind on connection st for a's tenant,
 // unless the connection's cap (from the snapshot it was accepted with) or
 // the tenant's (from the channel's snapshot) is reached. It returns the
 // func that forgets the channel, or why it is refused: a line for the

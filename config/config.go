@@ -113,9 +113,16 @@ type Server struct {
 	MaxStartups          int           // MaxStartups: unauthenticated connections at once (default 100)
 	PerSourceMaxStartups int           // PerSourceMaxStartups: the same, per source address (default 10)
 	MaxConnections       int           // all connections at once (default 0: no cap)
-	ClientAliveInterval  time.Duration // ClientAliveInterval: keepalive probe period (default 0: off)
-	ClientAliveCountMax  int           // ClientAliveCountMax: unanswered probes before disconnect (default 3)
-	ShutdownGrace        time.Duration // on SIGTERM, how long live sessions may take to end (default 30s)
+	// MaxChannels caps the open channels of one connection (OpenSSH's
+	// MaxSessions is 10), and MaxTenantChannels those of one tenant across
+	// all her connections (default 128). Each channel may make the gateway
+	// hold one SSH window (2 MiB) of data its reader has not taken, so
+	// these bound the memory one tenant can make the gateway hold.
+	MaxChannels         ChannelLimits
+	MaxTenantChannels   int
+	ClientAliveInterval time.Duration // ClientAliveInterval: keepalive probe period (default 0: off)
+	ClientAliveCountMax int           // ClientAliveCountMax: unanswered probes before disconnect (default 3)
+	ShutdownGrace       time.Duration // on SIGTERM, how long live sessions may take to end (default 30s)
 	// PerSourcePenalty (sshd PerSourcePenalties authfail): each connection
 	// from an address that fails to authenticate adds this much penalty
 	// time to the address; past 30s of it the address is refused until the
@@ -131,6 +138,15 @@ type Server struct {
 	MACs    []string
 
 	penaltySet bool // per_source_penalty was written (0 then means off)
+}
+
+// ChannelLimits are the open channels one connection may have, by kind.
+type ChannelLimits struct {
+	Sessions int // session channels: shells, commands, sftp (default 10)
+	// Forwards are the forwarding channels: ssh -L/-D (direct-tcpip), each
+	// connection to an ssh -R listener (forwarded-tcpip) and each agent
+	// connection (ssh -A). Default 64.
+	Forwards int
 }
 
 // User is one tenant's effective settings.

@@ -22,7 +22,15 @@ const (
 	DefaultHostname = "{user}"
 	DefaultNetwork  = jail.NetworkNone
 	DefaultIDRange  = 65536
+	// DefaultMaxTenantChannels is server.max_tenant_channels: with the SSH
+	// window of 2 MiB per channel, one tenant can make the gateway hold at
+	// most 256 MiB of data her programs have not read.
+	DefaultMaxTenantChannels = 128
 )
+
+// DefaultMaxChannels is server.max_channels: OpenSSH's MaxSessions 10, and
+// room for an editor's or a notebook's forwarded ports.
+var DefaultMaxChannels = ChannelLimits{Sessions: 10, Forwards: 64}
 
 // defaultUser is what every tenant starts from before the defaults section
 // and her own fields apply.
@@ -62,6 +70,15 @@ func applyTopDefaults(c *Config) {
 	}
 	if sv.PerSourceMaxStartups == 0 {
 		sv.PerSourceMaxStartups = 10
+	}
+	if sv.MaxChannels.Sessions == 0 {
+		sv.MaxChannels.Sessions = DefaultMaxChannels.Sessions
+	}
+	if sv.MaxChannels.Forwards == 0 {
+		sv.MaxChannels.Forwards = DefaultMaxChannels.Forwards
+	}
+	if sv.MaxTenantChannels == 0 {
+		sv.MaxTenantChannels = DefaultMaxTenantChannels
 	}
 	if sv.PerSourcePenalty == 0 && !sv.penaltySet {
 		sv.PerSourcePenalty = 5 * time.Second

@@ -104,7 +104,7 @@ var (
 	topKeys = []string{"listen", "host_key", "state_dir", "limits_enforcement", "server",
 		"trusted_user_ca_keys", "revoked_keys", "audit_log", "metrics_listen", "log", "revoke", "network_pool", "network_forwarding", "defaults", "users"}
 	serverKeys = []string{"login_grace_time", "max_auth_tries", "max_startups", "per_source_max_startups",
-		"max_connections", "client_alive_interval", "client_alive_count_max", "shutdown_grace",
+		"max_connections", "max_channels", "max_tenant_channels", "client_alive_interval", "client_alive_count_max", "shutdown_grace",
 		"per_source_penalty", "per_source_penalty_exempt", "kex", "ciphers", "macs"}
 	userKeys = []string{"keys", "keys_file", "rootfs", "image", "shell", "hostname", "environment", "linger", "network", "limits", "id_range", "uid_base", "capabilities", "seccomp", "rlimits", "forwarding",
 		"max_sessions", "idle_timeout", "idle_grace", "max_session_time", "banner", "record", "record_input", "egress", "dns"}

@@ -52,6 +52,17 @@ func (p *parser) server(sv *Server, n *yaml.Node, path string) {
 			p.count(&sv.PerSourceMaxStartups, v, field)
 		case "max_connections":
 			p.count(&sv.MaxConnections, v, field)
+		case "max_channels":
+			p.mapping(v, field, []string{"sessions", "forwards"}, func(key string, v *yaml.Node) {
+				p.pos[join(field, key)] = p.at(v)
+				if key == "sessions" {
+					p.count(&sv.MaxChannels.Sessions, v, join(field, key))
+				} else {
+					p.count(&sv.MaxChannels.Forwards, v, join(field, key))
+				}
+			})
+		case "max_tenant_channels":
+			p.count(&sv.MaxTenantChannels, v, field)
 		case "client_alive_count_max":
 			p.count(&sv.ClientAliveCountMax, v, field)
 		}

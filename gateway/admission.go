@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jailgate/jailgate/config"
@@ -20,10 +21,11 @@ type admission struct {
 	stop <-chan struct{} // closed when the server closes: waiters give up
 
 	mu          sync.Mutex
-	conns       int            // admitted connections not closed yet
-	unauth      int            // connections not yet authenticated
-	unauthBySrc map[string]int // the same, per source address
-	waiting     int            // connections waiting for a startup slot (admit)
+	conns       int                   // admitted connections not closed yet
+	unauth      int                   // connections not yet authenticated
+	unauthBySrc map[string]int        // the same, per source address
+	waiting     int                   // connections waiting for a startup slot (admit)
+	startups    map[*startup]struct{} // the admitted connections not yet authenticated
 	// startupFreed is closed (and replaced) when a startup slot frees up.
 	startupFreed chan struct{}
 	penalties    map[string]time.Time // source address -> end of its penalty
@@ -36,6 +38,7 @@ func newAdmission(log *slog.Logger, stop <-chan struct{}) *admission {
 		log:          log,
 		stop:         stop,
 		unauthBySrc:  map[string]int{},
+		startups:     map[*startup]struct{}{},
 		startupFreed: make(chan struct{}),
 		penalties:    map[string]time.Time{},
 	}
@@ -64,9 +67,52 @@ func (a *admission) tryAdmit(cfg *config.Config, src string) (why string, full b
 	return "", false
 }
 
+// startup is an admitted connection's place in the unauthenticated
+// counts, from admit until it authenticates or closes (startupOver), or a
+// newer connection evicts it.
+type startup struct {
+	src   string
+	since time.Time
+	kex   atomic.Bool // its key exchange finished (the first auth request came)
+	over  atomic.Bool // out of the counts
+	evict func()      // closes the connection
+}
+
+// evictFloor is how long a startup is safe from eviction: a real client
+// finishes its key exchange well within it, even over a slow link, so a
+// flood can only evict connections that are stale, not ones that are slow.
+const evictFloor = time.Second
+
+// evictStale makes room for a new connection from src (called under a.mu,
+// after tryAdmit found the startup caps full): it evicts the oldest startup
+// that has not finished its key exchange and is older than evictFloor, from
+// src if per_source_max_startups is what is full, else from any source.
+// It reports whether it evicted one.
+func (a *admission) evictStale(cfg *config.Config, src string, now time.Time) bool {
+	sameSrc := cfg.Server.PerSourceMaxStartups > 0 && a.unauthBySrc[src] >= cfg.Server.PerSourceMaxStartups
+	var oldest *startup
+	for s := range a.startups {
+		if s.kex.Load() || now.Sub(s.since) < evictFloor || (sameSrc && s.src != src) {
+			continue
+		}
+		if oldest == nil || s.since.Before(oldest.since) {
+			oldest = s
+		}
+	}
+	if oldest == nil {
+		return false
+	}
+	a.log.Info("startup evicted: a new connection needs its slot and it has not finished key exchange",
+		"src", oldest.src, "age", now.Sub(oldest.since).Round(time.Millisecond))
+	a.overLocked(oldest)
+	oldest.evict()
+	return true
+}
+
 // startupQueueFactor times the larger of max_startups and
 // per_source_max_startups is how many connections may wait for a startup
-// slot at once; past that they are refused.
+// slot at once; past that they are refused. A new connection first evicts
+// a stale startup (evictStale), and waits only when there is none.
 const startupQueueFactor = 10
 
 // admit admits a connection from src as tryAdmit does, except that one
@@ -75,12 +121,27 @@ const startupQueueFactor = 10
 // 9:00, all behind one NAT) is served in turn instead of being dropped as
 // sshd's MaxStartups drops it, while the handshake work at any moment stays
 // bounded. A waiting connection costs a goroutine and a socket; at most
-// startupQueueFactor × the larger cap wait. It returns why the connection
-// is refused, or "".
-func (a *admission) admit(cfg *config.Config, src string, deadline time.Time) string {
+// startupQueueFactor × the larger cap wait. It returns the connection's
+// startup (evict closes the connection), or why it is refused.
+func (a *admission) admit(cfg *config.Config, src string, deadline time.Time, evict func()) (*startup, string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	why := a.admitLocked(cfg, src, deadline)
+	if why != "" {
+		return nil, why
+	}
+	s := &startup{src: src, since: time.Now(), evict: evict}
+	a.startups[s] = struct{}{}
+	return s, ""
+}
+
+// admitLocked is admit's decision, under a.mu.
+func (a *admission) admitLocked(cfg *config.Config, src string, deadline time.Time) string {
 	why, full := a.tryAdmit(cfg, src)
+	// At most two evictions: one per startup cap.
+	for i := 0; i < 2 && full && a.evictStale(cfg, src, time.Now()); i++ {
+		why, full = a.tryAdmit(cfg, src)
+	}
 	if why == "" || !full {
 		return why
 	}
@@ -117,15 +178,24 @@ func (a *admission) admit(cfg *config.Config, src string, deadline time.Time) st
 	}
 }
 
-// startupOver takes an admitted connection from src out of the
-// unauthenticated counts: it authenticated, or it closed before that. The
-// caller makes sure this happens once per connection.
-func (a *admission) startupOver(src string) {
+// startupOver takes an admitted connection out of the unauthenticated
+// counts: it authenticated, or it closed before that. Only the first call
+// for s (or an eviction before it) counts.
+func (a *admission) startupOver(s *startup) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.overLocked(s)
+}
+
+// overLocked is startupOver under a.mu.
+func (a *admission) overLocked(s *startup) {
+	if !s.over.CompareAndSwap(false, true) {
+		return
+	}
+	delete(a.startups, s)
 	a.unauth--
-	if a.unauthBySrc[src]--; a.unauthBySrc[src] <= 0 {
-		delete(a.unauthBySrc, src)
+	if a.unauthBySrc[s.src]--; a.unauthBySrc[s.src] <= 0 {
+		delete(a.unauthBySrc, s.src)
 	}
 	if a.waiting > 0 { // wake the waiting connections (admit)
 		close(a.startupFreed)

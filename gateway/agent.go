@@ -70,6 +70,12 @@ func (s *Server) serveAgentConn(ss *session, c net.Conn) {
 			s.log.Error("panic in agent forwarding", "tenant", ss.auth.tenant.Name, "session", ss.id, "err", fmt.Sprint(r), "stack", stack())
 		}
 	}()
+	release, full := s.takeChannel(ss.st, ss.auth, chanAgent)
+	if full != "" {
+		s.channelRefused(ss.auth.tenant.Name, ss.remote, ss.st.id, chanAgent, full)
+		return
+	}
+	defer release()
 	ch, reqs, err := ss.conn.OpenChannel("auth-agent@openssh.com", nil)
 	if err != nil {
 		s.log.Debug("agent channel refused", "tenant", ss.auth.tenant.Name, "session", ss.id, "err", err)
@@ -77,6 +83,6 @@ func (s *Server) serveAgentConn(ss *session, c net.Conn) {
 	}
 	defer ch.Close()
 	go gossh.DiscardRequests(reqs)
-	in, out := pipe(ch, c)
+	in, out := pipe(ss.ctx, ch, c)
 	s.log.Debug("agent connection", "tenant", ss.auth.tenant.Name, "session", ss.id, "bytes_in", in, "bytes_out", out)
 }

@@ -38,7 +38,9 @@ type connState struct {
 	id       string         // unique connection id, for env keys and logs
 	cfg      *config.Config // the snapshot taken at connection start
 	conn     *graceConn
+	ctx      ssh.Context   // the connection's: its verified key, its ServerConn once logged in
 	sessions atomic.Uint64 // session counter, for session ids
+	notes    connNotes     // lines for the tenant's next session (tellConn)
 
 	// authUser is the user name of the first authentication request. Set
 	// and read only by authLog, which x/crypto calls from the handshake
@@ -68,7 +70,7 @@ type graceConn struct {
 	start     time.Time
 	timer     *time.Timer
 	closeOnce sync.Once
-	counted   atomic.Bool // still counted as unauthenticated
+	startup   *startup // its place in admission's unauthenticated counts
 }
 
 // authenticated stops the login grace timer and the connection's count as
@@ -83,8 +85,8 @@ func (c *graceConn) authenticated() {
 // startupOver takes the connection out of admission's unauthenticated
 // counts, once: when it authenticates or when it closes before that.
 func (c *graceConn) startupOver() {
-	if c.counted.CompareAndSwap(true, false) {
-		c.s.adm.startupOver(c.src)
+	if c.startup != nil {
+		c.s.adm.startupOver(c.startup)
 	}
 }
 
@@ -93,7 +95,7 @@ func (c *graceConn) startupOver() {
 func (c *graceConn) Close() error {
 	c.closeOnce.Do(func() {
 		c.timer.Stop()
-		if c.counted.Load() && c.st != nil && c.st.authFailures.Load() > 0 {
+		if c.startup != nil && !c.startup.over.Load() && c.st != nil && c.st.authFailures.Load() > 0 {
 			c.s.adm.penalise(c.st.cfg, c.src) // ended unauthenticated after refused keys
 		}
 		c.startupOver()
@@ -122,20 +124,21 @@ func (s *Server) connCallback(ctx ssh.Context, nc net.Conn) net.Conn {
 		grace = DefaultLoginGraceTime
 	}
 	gc := &graceConn{Conn: nc, s: s, src: hostOf(nc.RemoteAddr()), start: time.Now()}
-	st := &connState{id: newID(), cfg: cfg, conn: gc}
+	st := &connState{id: newID(), cfg: cfg, conn: gc, ctx: ctx}
 	gc.id, gc.st = st.id, st
 	if s.isClosing() {
 		return nil
 	}
 	// Time spent waiting for a startup slot counts against the grace.
-	if why := s.adm.admit(cfg, gc.src, gc.start.Add(grace)); why != "" {
+	su, why := s.adm.admit(cfg, gc.src, gc.start.Add(grace), func() { nc.Close() })
+	if why != "" {
 		s.log.Warn("connection refused", "remote", remote, "reason", why)
 		return nil
 	}
 	if waited := time.Since(gc.start); waited > time.Millisecond {
 		grace = max(grace-waited, time.Millisecond)
 	}
-	gc.counted.Store(true)
+	gc.startup = su
 	gc.timer = time.AfterFunc(grace, func() {
 		s.log.Info("login grace time exceeded; closing", "remote", remote, "conn", st.id)
 		nc.Close()
@@ -291,6 +294,7 @@ func (s *Server) authLog(st *connState, conn gossh.ConnMetadata, method string, 
 		st.conn.Conn.Close()
 		return
 	}
+	st.conn.startup.kex.Store(true) // an auth request comes after the key exchange
 	if err == nil {
 		st.conn.authenticated()
 		return

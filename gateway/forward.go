@@ -61,6 +61,13 @@ func (s *Server) forwardHandler(_ *ssh.Server, conn *gossh.ServerConn, nc gossh.
 		return
 	}
 	u := a.tenant
+	release, full := s.takeChannel(st, a, chanDirectTCPIP)
+	if full != "" {
+		s.channelRefused(u.Name, remote, st.id, chanDirectTCPIP, full)
+		nc.Reject(gossh.ResourceShortage, full)
+		return
+	}
+	defer release()
 	why, msg := localRefusal(a, d)
 	key := ""
 	if why == "" {
@@ -86,7 +93,7 @@ func (s *Server) forwardHandler(_ *ssh.Server, conn *gossh.ServerConn, nc gossh.
 		nc.Reject(gossh.ConnectionFailed, "connect failed")
 		return
 	}
-	s.pipeForward(nc, c, u.Name, remote, st.id, d.DestPort)
+	s.pipeForward(ctx, nc, c, u.Name, remote, st.id, d.DestPort)
 }
 
 // localRefusal says why a's tenant and key may not forward to d (the
@@ -108,7 +115,7 @@ func localRefusal(a channelAuth, d directTCPIP) (why, msg string) {
 
 // pipeForward accepts the channel and copies between it and c until both
 // directions end.
-func (s *Server) pipeForward(nc gossh.NewChannel, c net.Conn, tenant, remote, conn string, port uint32) {
+func (s *Server) pipeForward(ctx context.Context, nc gossh.NewChannel, c net.Conn, tenant, remote, conn string, port uint32) {
 	defer c.Close()
 	ch, reqs, err := nc.Accept()
 	if err != nil {
@@ -118,7 +125,7 @@ func (s *Server) pipeForward(nc gossh.NewChannel, c net.Conn, tenant, remote, co
 	go gossh.DiscardRequests(reqs)
 	begin := time.Now()
 	s.log.Info("forward open", "tenant", tenant, "remote", remote, "conn", conn, "kind", "local", "port", port)
-	in, out := pipe(ch, c)
+	in, out := pipe(ctx, ch, c)
 	s.opts.Metrics.forwarded(in, out)
 	s.log.Info("forward close", "tenant", tenant, "remote", remote, "conn", conn, "kind", "local", "port", port,
 		"bytes_in", in, "bytes_out", out, "duration", time.Since(begin).Round(time.Millisecond))
@@ -127,8 +134,13 @@ func (s *Server) pipeForward(nc gossh.NewChannel, c net.Conn, tenant, remote, co
 // pipe copies between a channel and a connection inside the environment
 // until both directions end, passing each EOF on; it returns the bytes
 // from the client (in) and to it (out). A slow reader on either side holds
-// up this pipe only: each channel has its own flow-control window.
-func pipe(ch gossh.Channel, c net.Conn) (in, out int64) {
+// up this pipe only: each channel has its own flow-control window. When
+// ctx (the SSH connection's) is done, c is closed: a program inside that
+// never hangs up must not keep the pipe, and the environment it holds,
+// past the connection's end (a revocation, a disconnect).
+func pipe(ctx context.Context, ch gossh.Channel, c net.Conn) (in, out int64) {
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {

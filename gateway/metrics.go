@@ -25,6 +25,8 @@ type Metrics struct {
 	forwardBytes     *prometheus.CounterVec
 	reloads          *prometheus.CounterVec
 	ooms             *prometheus.CounterVec
+	channels         *prometheus.GaugeVec
+	channelBound     prometheus.Gauge
 }
 
 // NewMetrics registers the gateway's metrics, and per-tenant resource
@@ -54,9 +56,14 @@ func NewMetrics(tenants func() []string, stats func(tenant string) (jail.Stats, 
 			Help: "Configuration reloads by result."}, []string{"result"}),
 		ooms: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "jailgate_session_oom_kills_total",
 			Help: "Session processes killed by their tenant's memory limit."}, []string{"tenant"}),
+		channels: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "jailgate_channels",
+			Help: "Open channels by type (session, direct-tcpip, forwarded-tcpip, agent)."}, []string{"type"}),
+		channelBound: prometheus.NewGauge(prometheus.GaugeOpts{Name: "jailgate_channel_buffer_bound_bytes",
+			Help: "The most unread channel data the gateway can hold now: open channels times the 2 MiB SSH window " +
+				"(x/crypto does not expose what its buffers hold)."}),
 	}
 	m.Registry.MustRegister(m.connections, m.connectionsTotal, m.auth, m.sessions, m.sessionsTotal,
-		m.sessionSeconds, m.handshakeSeconds, m.envSeconds, m.forwardBytes, m.reloads, m.ooms)
+		m.sessionSeconds, m.handshakeSeconds, m.envSeconds, m.forwardBytes, m.reloads, m.ooms, m.channels, m.channelBound)
 	if stats != nil && tenants != nil {
 		m.Registry.MustRegister(&tenantCollector{tenants: tenants, stats: stats})
 	}
@@ -171,5 +178,19 @@ func (m *Metrics) forwarded(in, out int64) {
 func (m *Metrics) oomKilled(tenant string) {
 	if m != nil {
 		m.ooms.WithLabelValues(tenant).Inc()
+	}
+}
+
+func (m *Metrics) channelOpened(kind string) {
+	if m != nil {
+		m.channels.WithLabelValues(kind).Inc()
+		m.channelBound.Add(channelWindow)
+	}
+}
+
+func (m *Metrics) channelClosed(kind string) {
+	if m != nil {
+		m.channels.WithLabelValues(kind).Dec()
+		m.channelBound.Sub(channelWindow)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"strings"
+	"sync"
 
 	"github.com/jailgate/jailgate/config"
 	"github.com/jailgate/jailgate/jail"
@@ -112,4 +113,55 @@ func (ss *session) tenantError(tty bool, msg string) {
 	ss.sendExit(jail.ExitStatus{Code: 255})
 	ss.ch.CloseWrite()
 	ss.ch.Close()
+}
+
+// maxConnNotes bounds the lines a connection keeps for a session to come.
+const maxConnNotes = 8
+
+// connNotes are lines for the tenant that arose on her connection outside
+// any session (an ssh -R refusal: a global request's failure reply carries
+// no message), kept until a session of that connection can show them.
+type connNotes struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (n *connNotes) add(msg string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(n.lines) < maxConnNotes {
+		n.lines = append(n.lines, msg)
+	}
+}
+
+func (n *connNotes) take() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := n.lines
+	n.lines = nil
+	return out
+}
+
+// tellConn shows msg to the tenant of connection st: in a session of it
+// that has started its command, or else in the next one that does (OpenSSH
+// sends its -R requests before it opens the session).
+func (s *Server) tellConn(st *connState, msg string) {
+	st.notes.add(msg)
+	for _, ss := range s.sessions.on(st) {
+		ss.showNotes()
+	}
+}
+
+// showNotes writes the connection's pending lines in ss, once its command
+// started.
+func (ss *session) showNotes() {
+	ss.mu.Lock()
+	started := ss.started
+	ss.mu.Unlock()
+	if !started {
+		return
+	}
+	for _, m := range ss.st.notes.take() {
+		ss.notice(m)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/jailgate/jailgate/config"
@@ -65,6 +66,19 @@ func (r *registry) count() int {
 	return len(r.live)
 }
 
+// on lists the live sessions of connection st.
+func (r *registry) on(st *connState) []*session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*session
+	for ss := range r.live {
+		if ss.st == st {
+			out = append(out, ss)
+		}
+	}
+	return out
+}
+
 // withEnvOn lists the ids of the live sessions of connection st that
 // started a command (and so have an environment).
 func (r *registry) withEnvOn(st *connState) []string {
@@ -96,16 +110,29 @@ func (s *Server) sessionLimitLayer(next sessionHandler) sessionHandler {
 	}
 }
 
-// revoke ends the live sessions whose tenant or key c no longer admits,
-// with a line telling her why, and closes their connections, unless c says
-// revoke: keep-sessions. Sessions of tenants still admitted keep the
-// settings they started with.
+// revoke ends everything a key that c no longer admits opened, unless c
+// says revoke: keep-sessions: every logged-in connection whose tenant or
+// key c refuses is closed, which ends its sessions (each told why, its
+// process killed), its ssh -L channels, its ssh -R listeners and the
+// connections to them, and its agent forwarding; the environments they
+// held are released by the usual rules. Connections c still admits keep
+// the settings they started with.
 func (s *Server) revoke(c *config.Config) {
 	if c.Revoke == config.RevokeKeepSessions {
 		return
 	}
+	revoked := map[*connState]*gossh.ServerConn{}
+	for _, st := range s.loggedIn() {
+		conn, _ := st.ctx.Value(ssh.ContextKeyConn).(*gossh.ServerConn)
+		if conn == nil {
+			continue // still logging in: its channels are checked as they open
+		}
+		if _, reason := authorizeChannel(c, st.ctx, conn); reason != "" {
+			revoked[st] = conn
+		}
+	}
 	for _, ss := range s.sessions.all() {
-		if _, reason := authorizeChannel(c, ss.ctx, ss.conn); reason == "" {
+		if _, ok := revoked[ss.st]; !ok {
 			continue
 		}
 		s.log.Info("session revoked", "tenant", ss.auth.tenant.Name, "session", ss.id, "reason", "removed by a reload")
@@ -116,6 +143,21 @@ func (s *Server) revoke(c *config.Config) {
 		if proc != nil {
 			proc.Kill()
 		}
-		ss.conn.Close()
 	}
+	for st, conn := range revoked {
+		s.log.Info("connection revoked", "user", conn.User(), "remote", remoteOf(conn.RemoteAddr()), "conn", st.id,
+			"reason", "removed by a reload")
+		conn.Close()
+	}
+}
+
+// loggedIn lists the state of every admitted connection.
+func (s *Server) loggedIn() []*connState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*connState, 0, len(s.conns))
+	for c := range s.conns {
+		out = append(out, c.st)
+	}
+	return out
 }

@@ -2,10 +2,12 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gliderlabs/ssh"
@@ -113,31 +115,41 @@ func (s *Server) remoteForwardHandler(ctx ssh.Context, _ *ssh.Server, req *gossh
 		return false, nil
 	}
 	u := a.tenant
-	refuse := func(why string) (bool, []byte) {
+	what := "ssh -R " + forwardKey(p.BindAddr, p.BindPort) + ": "
+	// The failure reply has no room for a reason (RFC 4254 4), so the
+	// tenant reads msg in her session on this connection (tellConn).
+	refuse := func(why, msg string) (bool, []byte) {
 		s.log.Info("forward refused", "tenant", u.Name, "remote", remote, "conn", st.id, "kind", "remote",
 			"port", p.BindPort, "reason", why)
+		s.tellConn(st, what+msg)
 		return false, nil
 	}
-	host, why := remoteRefusal(a, p)
+	host, why, msg := remoteRefusal(a, p)
 	key := ""
 	if why == "" {
 		key, why = s.channelEnvKey(u, st, "")
+		msg = "your environment is one per session: forward from a connection with exactly one live session"
 	}
 	if why != "" {
-		return refuse(why)
+		return refuse(why, msg)
 	}
 	fwds := s.remoteForwardsOf(ctx)
 	if fwds.count() >= maxRemoteForwards {
-		return refuse(fmt.Sprintf("the connection has %d remote forwards already", maxRemoteForwards))
+		why := fmt.Sprintf("the connection has %d remote forwards already", maxRemoteForwards)
+		return refuse(why, why)
 	}
 	f, err := s.listenRemote(ctx, a, key, host, p.BindPort)
 	if err != nil {
-		return refuse(err.Error())
+		msg := "could not listen inside your environment; the gateway's log says why"
+		if errors.Is(err, syscall.EADDRINUSE) {
+			msg = "the port is in use inside your environment"
+		}
+		return refuse(err.Error(), msg)
 	}
 	f.bind, f.ctx = p.BindAddr, ctx
 	if !fwds.add(f) {
 		f.close()
-		return refuse("the address is forwarded already, or the connection ended")
+		return refuse("the address is forwarded already, or the connection ended", "the address is forwarded already")
 	}
 	if !s.track() {
 		fwds.remove(f.bind, f.port)
@@ -155,21 +167,26 @@ func (s *Server) remoteForwardHandler(ctx ssh.Context, _ *ssh.Server, req *gossh
 	return true, nil
 }
 
-// remoteRefusal says why a's tenant and key may not listen as p asks, or
-// "" and the loopback address to listen on inside her environment.
-func remoteRefusal(a channelAuth, p tcpipForward) (host, why string) {
+// remoteRefusal says why a's tenant and key may not listen as p asks (the
+// reason for the log, the message for the tenant), or "" and the loopback
+// address to listen on inside her environment.
+func remoteRefusal(a channelAuth, p tcpipForward) (host, why, msg string) {
 	host, loopback := bindHost(p.BindAddr)
 	switch {
 	case a.opts.NoPortForwarding:
-		return "", "the key's line says no-port-forwarding (or restrict)"
+		return "", "the key's line says no-port-forwarding (or restrict)",
+			"port forwarding is disabled for this key (no-port-forwarding or restrict in its line)"
 	case !a.tenant.Forwarding.Remote:
-		return "", "forwarding.remote is off"
+		return "", "forwarding.remote is off", fmt.Sprintf(
+			"remote forwarding is disabled for %s: the gateway's config must set forwarding.remote: true", a.tenant.Name)
 	case !a.opts.ListenAllowed(p.BindAddr, p.BindPort):
-		return "", fmt.Sprintf("%s is not in the key's permitlisten", forwardKey(p.BindAddr, p.BindPort))
+		return "", fmt.Sprintf("%s is not in the key's permitlisten", forwardKey(p.BindAddr, p.BindPort)),
+			"the address is not in this key's permitlisten"
 	case !loopback:
-		return "", fmt.Sprintf("bind address %q is not loopback (network: %s)", p.BindAddr, a.tenant.Network)
+		return "", fmt.Sprintf("bind address %q is not loopback (network: %s)", p.BindAddr, a.tenant.Network),
+			"only a loopback address inside your environment can listen (localhost, 127.0.0.1, ::1)"
 	}
-	return host, ""
+	return host, "", ""
 }
 
 // listenRemote starts listening on host:port inside the environment key.
@@ -248,6 +265,12 @@ func (s *Server) serveRemoteConn(conn *gossh.ServerConn, st *connState, tenant, 
 		f.close()
 		return
 	}
+	release, full := s.takeChannel(st, a, chanForwardedTCPIP)
+	if full != "" {
+		s.channelRefused(tenant, remote, st.id, chanForwardedTCPIP, full)
+		return
+	}
+	defer release()
 	origin, oport := "127.0.0.1", 0
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		origin, oport = a.IP.String(), a.Port
@@ -262,7 +285,7 @@ func (s *Server) serveRemoteConn(conn *gossh.ServerConn, st *connState, tenant, 
 	go gossh.DiscardRequests(reqs)
 	begin := time.Now()
 	s.log.Info("forward open", "tenant", tenant, "remote", remote, "conn", st.id, "kind", "remote", "port", f.port)
-	in, out := pipe(ch, c)
+	in, out := pipe(f.ctx, ch, c)
 	s.opts.Metrics.forwarded(in, out)
 	s.log.Info("forward close", "tenant", tenant, "remote", remote, "conn", st.id, "kind", "remote", "port", f.port,
 		"bytes_in", in, "bytes_out", out, "duration", time.Since(begin).Round(time.Millisecond))

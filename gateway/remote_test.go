@@ -19,6 +19,13 @@ import (
 // the host's loopback) with one tenant, alice, shaped by tune.
 func fwdLab(t *testing.T, tune func(u *config.User)) (*gatewaytest.Harness, *jailtest.HostManager, *gossh.Client) {
 	t.Helper()
+	h, m, c, _ := fwdLabKey(t, tune)
+	return h, m, c
+}
+
+// fwdLabKey is fwdLab that also returns alice's key, for more connections.
+func fwdLabKey(t *testing.T, tune func(u *config.User)) (*gatewaytest.Harness, *jailtest.HostManager, *gossh.Client, gossh.Signer) {
+	t.Helper()
 	signer, pub := gatewaytest.NewKey(t)
 	u := gatewaytest.User("alice", pub)
 	tune(u)
@@ -30,7 +37,7 @@ func fwdLab(t *testing.T, tune func(u *config.User)) (*gatewaytest.Harness, *jai
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return h, m, c
+	return h, m, c, signer
 }
 
 // TestRemoteForward: ssh -R with port 0 gets a port allocated; a program
@@ -228,5 +235,54 @@ func TestRemoteForwardAfterReload(t *testing.T) {
 	}
 	if !strings.Contains(h.Logs(), "since a reload") {
 		t.Errorf("refusal not logged:\n%s", h.Logs())
+	}
+}
+
+// TestRemoteForwardRefusalSaysWhy is issue 16's "-R refusal says why": the
+// failure reply to tcpip-forward has no room for a reason, so the tenant
+// reads it in her session on that connection: one that is live when the
+// refusal happens, or the next one (OpenSSH asks for -R before it opens
+// the session).
+func TestRemoteForwardRefusalSaysWhy(t *testing.T) {
+	h, _, c, signer := fwdLabKey(t, func(*config.User) {})
+	live, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	liveIn, _ := live.StdinPipe()
+	defer liveIn.Close()
+	liveErr, _ := live.StderrPipe()
+	liveOut, _ := live.StdoutPipe()
+	if err := live.Start("echo up; cat"); err != nil {
+		t.Fatal(err)
+	}
+	gatewaytest.Expect(t, liveOut, "up\n", wait)
+	const why = "remote forwarding is disabled for alice: the gateway's config must set forwarding.remote: true"
+	if l, err := c.Listen("tcp", "127.0.0.1:8080"); err == nil {
+		l.Close()
+		t.Fatal("ssh -R accepted with forwarding.remote off")
+	}
+	gatewaytest.Expect(t, liveErr, "jailgate: ssh -R 127.0.0.1:8080: "+why+"\n", wait)
+
+	// ssh -R host: the refusal comes before the session.
+	c2, err := gatewaytest.Dial(t, h.Addr, "alice", signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, err := c2.Listen("tcp", "127.0.0.1:8081"); err == nil {
+		l.Close()
+		t.Fatal("ssh -R accepted with forwarding.remote off")
+	}
+	next, err := c2.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	var stderr bytes.Buffer
+	next.Stderr = &stderr
+	next.Run("true")
+	if want := "jailgate: ssh -R 127.0.0.1:8081: " + why + "\n"; stderr.String() != want {
+		t.Errorf("the next session's stderr: %q, want %q", stderr.String(), want)
 	}
 }

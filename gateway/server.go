@@ -59,6 +59,7 @@ type Server struct {
 	handle   sessionHandler // the composed layers, see layers
 	adm      *admission     // which connections may start
 	sessions *registry      // the live session channels
+	channels *channels      // open channels per connection and tenant
 
 	mu        sync.Mutex
 	closing   bool
@@ -87,6 +88,7 @@ func New(opts Options) (*Server, error) {
 		opts:      opts,
 		log:       opts.Logger,
 		sessions:  newRegistry(),
+		channels:  newChannels(),
 		done:      make(chan struct{}),
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*graceConn]struct{}{},
@@ -329,9 +331,10 @@ type sessionHandler func(ss *session)
 // layers composes the handling of a session channel in one place, outermost
 // first: recover (a panic ends that session only, after wish's recover
 // middleware), log (session start and end lines), authorize (the CVE-2024-45337
-// re-check of the connection's key), then the session itself.
+// re-check of the connection's key), the channel caps (server.max_channels,
+// max_tenant_channels), max_sessions, then the session itself.
 func (s *Server) layers() sessionHandler {
-	return s.recoverLayer(s.logLayer(s.authorizeLayer(s.sessionLimitLayer(s.serveSession))))
+	return s.recoverLayer(s.logLayer(s.authorizeLayer(s.channelLimitLayer(s.sessionLimitLayer(s.serveSession)))))
 }
 
 // channelHandler is the ssh.ChannelHandler of "session" channels.

@@ -163,6 +163,7 @@ func (s *Server) run(ctx context.Context, ss *session, sr startRequest, gone <-c
 	if !sr.exec && sr.subsystem == "" && (u.Banner != "" || ps.TTY != nil) {
 		ss.motd(u.Banner, ps.TTY != nil)
 	}
+	ss.showNotes()
 	ss.attach(proc, ps.TTY, gone)
 }
 

@@ -45,6 +45,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 	for _, step := range []func() error{
 		d.openAdmin,      // first, so that a second server on this state_dir stops here
 		d.openAudit,      // every later step logs to it too
+		d.protectFromOOM, // an OOM takes a tenant's hog, never the door
 		d.loadHostKey,    // the gateway's identity
 		d.sealInit,       // the environments' PID 1
 		d.openNetwork,    // network: nat's pool and nftables table (removed at a clean stop)
@@ -122,6 +123,22 @@ func (d *daemon) openAudit() error {
 	d.audit = gateway.NewAuditHandler(f)
 	d.onClose(func() { d.audit.Reopen(io.Discard).(*os.File).Close() })
 	d.log = slog.New(gateway.Tee{A: d.log.Handler(), B: d.audit})
+	return nil
+}
+
+// gatewayOOMScoreAdj is the gateway's own oom_score_adj: like sshd's
+// listener, it is never the OOM killer's choice, so a tenant's memory hog
+// cannot take the door away from every tenant. Its children inherit it at
+// fork; the jail sets every init and tenant process back (jail/).
+const gatewayOOMScoreAdj = -1000
+
+// protectFromOOM sets the gateway's oom_score_adj. A host that does not
+// let it (no CAP_SYS_RESOURCE) gets a warning; the gateway still runs.
+func (d *daemon) protectFromOOM() error {
+	err := os.WriteFile("/proc/self/oom_score_adj", []byte(fmt.Sprintf("%d\n", gatewayOOMScoreAdj)), 0)
+	if err != nil {
+		d.log.Warn("oom_score_adj not set; an out-of-memory kill may take the gateway", "err", err)
+	}
 	return nil
 }
 

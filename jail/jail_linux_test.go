@@ -403,3 +403,26 @@ func readAll(r io.Reader) <-chan string {
 	go func() { b, _ := io.ReadAll(r); c <- string(b) }()
 	return c
 }
+
+// TestOOMScoreNotInherited: the gateway runs at a protected oom_score_adj
+// (serve sets -1000 where the host allows it), and a child inherits its
+// parent's score; her init is set back to 0 before it starts anything, so
+// her processes stay killable. This host may refuse -1000 (no
+// CAP_SYS_RESOURCE), so the test gives its own process a raised score,
+// which any process may, and checks her shell does not inherit that one.
+func TestOOMScoreNotInherited(t *testing.T) {
+	const self = "/proc/self/oom_score_adj"
+	old, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(self, []byte("300"), 0); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.WriteFile(self, old, 0) })
+	s := newSupervisor(t)
+	e := environment(t, s, "oom", newSpec(t, "oom"))
+	if got := strings.TrimSpace(sh(t, e, "cat /proc/self/oom_score_adj")); got != "0" {
+		t.Errorf("her shell's oom_score_adj = %s, want 0 (not the gateway's 300)", got)
+	}
+}

@@ -54,6 +54,7 @@ func (e *environment) start(ctx context.Context) error {
 		{"control", openControl},  // the socketpair the init is driven over
 		{"cgroup", createCgroup},  // her limits exist before any of her code runs
 		{"clone", cloneInit},      // the init, in fresh namespaces and already in the cgroup
+		{"oom", resetOOMScore},    // her processes are the OOM killer's to take, not the gateway's -1000
 		{"network", setupNetwork}, // the mode's setup from outside the new netns (none: nothing)
 		{"config", sendConfig},    // what the init needs to build the jail from inside
 		{"ready", awaitReady},     // the init's setup() ran, or it names the step that failed
@@ -177,6 +178,19 @@ func cloneInit(s *starting) error {
 		e.cmd.Process.Kill()
 		e.cmd.Wait()
 	})
+	return nil
+}
+
+// resetOOMScore sets the init's oom_score_adj to 0 before it starts
+// anything: a child inherits its parent's score, and the gateway runs at
+// -1000 (as sshd's listener does) so that the OOM killer never takes the
+// door. A tenant at -1000 would be the one thing neither the host's nor her
+// cgroup's OOM killer may kill (proc(5): oom_score_adj).
+func resetOOMScore(s *starting) error {
+	p := fmt.Sprintf("/proc/%d/oom_score_adj", s.e.cmd.Process.Pid)
+	if err := os.WriteFile(p, []byte("0"), 0); err != nil {
+		return fmt.Errorf("write %s: %w", p, err)
+	}
 	return nil
 }
 

@@ -88,7 +88,7 @@ func (r *hostRegistry) others(stateDir string) []span {
 		if dir == stateDir {
 			continue
 		}
-		if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+		if gone(dir) {
 			delete(r.all, dir)
 			continue
 		}
@@ -99,8 +99,15 @@ func (r *hostRegistry) others(stateDir string) []span {
 	return used
 }
 
+// gone reports whether state directory dir no longer exists: its ranges
+// are free again (others reclaims them, holder ignores them).
+func gone(dir string) bool {
+	_, err := os.Lstat(dir)
+	return errors.Is(err, fs.ErrNotExist)
+}
+
 // holder names who else on the host holds a range overlapping s: "bob of
-// /srv/other", or "".
+// /srv/other", or "". A state_dir that no longer exists holds nothing.
 func (r *hostRegistry) holder(stateDir string, s span) string {
 	dirs := make([]string, 0, len(r.all))
 	for dir := range r.all {
@@ -108,7 +115,7 @@ func (r *hostRegistry) holder(stateDir string, s span) string {
 	}
 	sort.Strings(dirs)
 	for _, dir := range dirs {
-		if dir == stateDir {
+		if dir == stateDir || gone(dir) {
 			continue
 		}
 		for _, name := range sortedNames(r.all[dir]) {

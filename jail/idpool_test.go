@@ -106,6 +106,13 @@ func TestIDPoolAcrossStateDirs(t *testing.T) {
 	if who, err := NewIDPool(t.TempDir(), WithRegistry(hostIDs)).Holder("bob", b+10, 1); err != nil || who != "alice of state_dir "+production {
 		t.Errorf("Holder of production's alice's ids: %q, %v", who, err)
 	}
+	// A deleted state dir holds nothing, for the check as for allocation.
+	gone := t.TempDir()
+	g := alloc(NewIDPool(gone, WithRegistry(hostIDs)), "dave")
+	os.RemoveAll(gone)
+	if who, err := NewIDPool(t.TempDir(), WithRegistry(hostIDs)).Holder("bob", g, 1); err != nil || who != "" {
+		t.Errorf("Holder of a deleted state dir's ids: %q, %v; want none", who, err)
+	}
 
 	// Two ids.json holding one range from before the registry existed:
 	// the second one to use it is refused, naming the other.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/netip"
 	"os"
 	"slices"
 	"sort"
@@ -310,6 +311,8 @@ var serverSettings = []struct{ name, applies string }{
 	{"metrics_listen", appliesRestart},
 	{"audit_log", appliesRestart},
 	{"log", appliesRestart},
+	{"network_pool", appliesRestart},
+	{"network_forwarding", appliesRestart},
 	{"server.kex", appliesOffer},
 	{"server.ciphers", appliesOffer},
 	{"server.macs", appliesOffer},
@@ -318,6 +321,8 @@ var serverSettings = []struct{ name, applies string }{
 	{"server.max_startups", "applies to the next connection accepted"},
 	{"server.per_source_max_startups", "applies to the next connection accepted"},
 	{"server.max_connections", "applies to the next connection accepted"},
+	{"server.max_channels", appliesNewConns},
+	{"server.max_tenant_channels", "applies to the next channel opened"},
 	{"server.per_source_penalty", "applies to the next failed connection"},
 	{"server.per_source_penalty_exempt", "applies to the next failed connection"},
 	{"server.client_alive_interval", appliesNewConns},
@@ -336,6 +341,8 @@ func serverLines(c *config.Config) []string {
 		"metrics_listen":                   c.MetricsListen,
 		"audit_log":                        c.AuditLog,
 		"log":                              "format " + c.LogFormat + ", level " + c.LogLevel,
+		"network_pool":                     prefixText(c.NetworkPool),
+		"network_forwarding":               c.NetworkForwarding,
 		"server.kex":                       strings.Join(sv.Kex, ", "),
 		"server.ciphers":                   strings.Join(sv.Ciphers, ", "),
 		"server.macs":                      strings.Join(sv.MACs, ", "),
@@ -344,6 +351,8 @@ func serverLines(c *config.Config) []string {
 		"server.max_startups":              fmt.Sprint(sv.MaxStartups),
 		"server.per_source_max_startups":   fmt.Sprint(sv.PerSourceMaxStartups),
 		"server.max_connections":           fmt.Sprint(sv.MaxConnections),
+		"server.max_channels":              fmt.Sprintf("sessions %d, forwards %d", sv.MaxChannels.Sessions, sv.MaxChannels.Forwards),
+		"server.max_tenant_channels":       fmt.Sprint(sv.MaxTenantChannels),
 		"server.per_source_penalty":        sv.PerSourcePenalty.String(),
 		"server.per_source_penalty_exempt": strings.Join(sv.PerSourcePenaltyExempt, ", "),
 		"server.client_alive_interval":     sv.ClientAliveInterval.String(),
@@ -385,4 +394,13 @@ func orNone(v string) string {
 		return "(none)"
 	}
 	return v
+}
+
+// prefixText renders a prefix, or "" when unset (the default is chosen at
+// serve start).
+func prefixText(p netip.Prefix) string {
+	if !p.IsValid() {
+		return ""
+	}
+	return p.String()
 }

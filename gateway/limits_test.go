@@ -236,18 +236,7 @@ func TestMaxSessionTime(t *testing.T) {
 
 func TestBannerOnShell(t *testing.T) {
 	h, signer := limitLab(t, func(_ *config.Config, u *config.User) { u.Banner = "Welcome alice\nbe nice" })
-	c, err := gatewaytest.Dial(t, h.Addr, "alice", signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, _ := c.NewSession()
-	defer s.Close()
-	s.RequestPty("xterm", 24, 80, nil)
-	out, _ := s.StdoutPipe()
-	in, _ := s.StdinPipe()
-	if err := s.Shell(); err != nil {
-		t.Fatal(err)
-	}
+	c, out, in := ptyShell(t, h, signer)
 	// The banner, then the line about keys: ssh-copy-id's key in the
 	// environment is never read.
 	gatewaytest.Expect(t, out, "Welcome alice\r\nbe nice\r\n"+
@@ -266,20 +255,28 @@ func TestBannerOnShell(t *testing.T) {
 // login keys live when she opens a terminal.
 func TestKeysLineWithoutBanner(t *testing.T) {
 	h, signer := limitLab(t, func(*config.Config, *config.User) {})
+	_, out, in := ptyShell(t, h, signer)
+	gatewaytest.Expect(t, out, "jailgate: login keys come from the gateway's config", 5*time.Second)
+	in.Write([]byte("exit\n"))
+}
+
+// ptyShell logs alice in with signer and starts a shell in a terminal; it
+// returns the client, the terminal's output and its input.
+func ptyShell(t *testing.T, h *gatewaytest.Harness, signer gossh.Signer) (*gossh.Client, io.Reader, io.Writer) {
+	t.Helper()
 	c, err := gatewaytest.Dial(t, h.Addr, "alice", signer)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s, _ := c.NewSession()
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
 	s.RequestPty("xterm", 24, 80, nil)
 	out, _ := s.StdoutPipe()
 	in, _ := s.StdinPipe()
 	if err := s.Shell(); err != nil {
 		t.Fatal(err)
 	}
-	gatewaytest.Expect(t, out, "jailgate: login keys come from the gateway's config", 5*time.Second)
-	in.Write([]byte("exit\n"))
+	return c, out, in
 }
 
 // TestPerSourcePenalty: an address whose connections keep failing to

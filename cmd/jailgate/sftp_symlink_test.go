@@ -46,14 +46,7 @@ func TestE2ESFTPSymlinks(t *testing.T) {
 	})
 
 	t.Run("Go pkg/sftp client", func(t *testing.T) {
-		key, err := os.ReadFile(filepath.Join(g.dir, "alice"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		signer, err := gossh.ParsePrivateKey(key)
-		if err != nil {
-			t.Fatal(err)
-		}
+		signer := g.signer(t, "alice")
 		conn, err := gatewaytest.Dial(t, fmt.Sprintf("127.0.0.1:%d", g.port), "alice", signer)
 		if err != nil {
 			t.Fatal(err)
@@ -82,14 +75,7 @@ func TestE2ESFTPSymlinks(t *testing.T) {
 		// SFTP server reads the packet in that order. pkg/sftp's client
 		// under asyncssh's version string sends the bytes asyncssh's
 		// symlink("../data", "sub/draft") does.
-		key, err := os.ReadFile(filepath.Join(g.dir, "alice"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		signer, err := gossh.ParsePrivateKey(key)
-		if err != nil {
-			t.Fatal(err)
-		}
+		signer := g.signer(t, "alice")
 		conn, err := gossh.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", g.port), &gossh.ClientConfig{
 			User: "alice", Auth: []gossh.AuthMethod{gossh.PublicKeys(signer)},
 			HostKeyCallback: gossh.InsecureIgnoreHostKey(), ClientVersion: "SSH-2.0-AsyncSSH_2.14.2",
@@ -126,4 +112,18 @@ func TestE2ESFTPSymlinks(t *testing.T) {
 	if len(strings.Split(strings.TrimSpace(out), "\n")) != len(want) {
 		t.Errorf("readlink inside printed %q for %d links", out, len(want))
 	}
+}
+
+// signer is user's private key, as the test's OpenSSH clients use it.
+func (g *e2eGateway) signer(t *testing.T, user string) gossh.Signer {
+	t.Helper()
+	key, err := os.ReadFile(filepath.Join(g.dir, user))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := gossh.ParsePrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

@@ -169,6 +169,7 @@ type User struct {
 	DNS            []netip.Addr      // nat: her resolvers; nil means the host's
 	Limits         jail.Limits       // cgroup limits; zero fields mean unlimited
 	Disk           Disk              // limits.disk and limits.inodes: enforced on her tree by a disk quota backend
+	DiskPos        Pos               // where limits.disk (or inodes) was written, for messages
 	LimitsFrom     map[string]string // where each limit's value came from, by key: "default…", "defaults:", "users.NAME"
 	UIDBase        uint32            // explicit host id base; 0 means allocate from the pool
 	IDRange        uint32            // number of host ids mapped (default 65536)

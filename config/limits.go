@@ -62,6 +62,9 @@ func (p *parser) limits(u *User, n *yaml.Node, path string) {
 	p.mapping(n, path, limitKeys, func(key string, v *yaml.Node) {
 		field := join(path, key)
 		p.pos[field] = p.at(v)
+		if key == "disk" || (key == "inodes" && u.DiskPos.Line == 0) {
+			u.DiskPos = p.at(v)
+		}
 		s := p.str(v, field)
 		u.LimitsFrom[key] = origin
 		switch key {

@@ -68,6 +68,14 @@ func (l *Layers) mountDisk(ly *layer, q Quota) error {
 		return err
 	}
 	if !mounted(mnt) {
+		// The file system's own size: a failed online grow may have
+		// grown the file already.
+		if u, err := imageUsage(img, mnt); err == nil && q.Backend == QuotaImage && q.Bytes > u.BytesLimit {
+			if err := growOffline(img, q.Bytes); err != nil {
+				return fmt.Errorf("grow disk image of %s: %w", ly.tenant, err)
+			}
+			l.log.Info("tenant disk image grown", "tenant", ly.tenant, "from", u.BytesLimit, "to", q.Bytes)
+		}
 		if err := mountImage(img, mnt); err != nil {
 			return fmt.Errorf("disk image for %s: %w", ly.tenant, err)
 		}
@@ -96,7 +104,11 @@ func (l *Layers) requota(ly *layer, q Quota) error {
 	switch {
 	case q.Bytes > fi.Size():
 		if err := growImage(img, mnt, q.Bytes); err != nil {
-			return fmt.Errorf("grow disk image of %s to %d bytes: %w", ly.tenant, q.Bytes, err)
+			// Online resizing needs CAP_SYS_RESOURCE, which a gateway
+			// in a container may lack: offline, at her next mount.
+			l.log.Warn("her disk image could not grow while mounted; it grows at her next login",
+				"tenant", ly.tenant, "to", q.Bytes, "err", err)
+			return nil
 		}
 		l.log.Info("tenant disk image grown", "tenant", ly.tenant, "from", fi.Size(), "to", q.Bytes)
 	case q.Bytes < fi.Size() && q.Bytes != ly.quota.Bytes:
@@ -240,6 +252,25 @@ func growImage(img, dir string, size int64) error {
 	}
 	if out, err := exec.Command("resize2fs", src).CombinedOutput(); err != nil {
 		return fmt.Errorf("resize2fs %s: %w: %s", src, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// growOffline grows the unmounted image img to size bytes: e2fsck first,
+// as resize2fs wants of an unmounted file system.
+func growOffline(img string, size int64) error {
+	if out, err := exec.Command("e2fsck", "-f", "-p", img).CombinedOutput(); err != nil {
+		return fmt.Errorf("e2fsck %s: %w: %s", img, err, strings.TrimSpace(string(out)))
+	}
+	if fi, err := os.Stat(img); err != nil {
+		return err
+	} else if fi.Size() < size {
+		if err := os.Truncate(img, size); err != nil {
+			return err
+		}
+	}
+	if out, err := exec.Command("resize2fs", img).CombinedOutput(); err != nil {
+		return fmt.Errorf("resize2fs %s: %w: %s", img, err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }

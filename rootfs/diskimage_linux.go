@@ -277,13 +277,8 @@ func growOffline(img string, size int64) error {
 
 // mountSource is the source (the device) of the mount on dir, or "".
 func mountSource(dir string) string {
-	data, _ := os.ReadFile("/proc/self/mountinfo")
-	for line := range strings.Lines(string(data)) {
-		pre, post, ok := strings.Cut(line, " - ")
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if ok && len(f) > 4 && f[4] == dir && len(g) > 1 {
-			return g[1]
-		}
+	if mp, _, src := MountOf(dir); mp == dir {
+		return src
 	}
 	return ""
 }

@@ -44,12 +44,15 @@ type Config struct {
 	// LimitsEnforcement is "strict" (refuse what cannot be enforced) or
 	// "best-effort" (enforce what the host can, log the rest).
 	LimitsEnforcement string
-	Server            Server // connection limits and timeouts
-	AuditLog          string // JSON-lines audit log file; "" for none
-	MetricsListen     string // address:port for /metrics, /healthz, /readyz; "" for none
-	LogFormat         string // "text" (default) or "json"
-	LogLevel          string // "debug", "info" (default), "warn" or "error"
-	Revoke            string // RevokeEndSessions (default) or RevokeKeepSessions
+	// DiskQuota is the backend of limits.disk and limits.inodes: one of
+	// DiskQuotaBackends (default auto).
+	DiskQuota     string
+	Server        Server // connection limits and timeouts
+	AuditLog      string // JSON-lines audit log file; "" for none
+	MetricsListen string // address:port for /metrics, /healthz, /readyz; "" for none
+	LogFormat     string // "text" (default) or "json"
+	LogLevel      string // "debug", "info" (default), "warn" or "error"
+	Revoke        string // RevokeEndSessions (default) or RevokeKeepSessions
 	// NetworkPool holds the point-to-point /31 of every nat environment;
 	// the zero Prefix lets serve pick a free one of jail.DefaultPools.
 	NetworkPool netip.Prefix
@@ -165,6 +168,8 @@ type User struct {
 	Egress         jail.Egress       // nat: allow before deny, over jail.DefaultDeny
 	DNS            []netip.Addr      // nat: her resolvers; nil means the host's
 	Limits         jail.Limits       // cgroup limits; zero fields mean unlimited
+	Disk           Disk              // limits.disk and limits.inodes: enforced on her tree by a disk quota backend
+	DiskPos        Pos               // where limits.disk (or inodes) was written, for messages
 	LimitsFrom     map[string]string // where each limit's value came from, by key: "default…", "defaults:", "users.NAME"
 	UIDBase        uint32            // explicit host id base; 0 means allocate from the pool
 	IDRange        uint32            // number of host ids mapped (default 65536)
@@ -180,6 +185,27 @@ type User struct {
 	Record         bool              // record terminal sessions (asciicast v2) under state_dir/recordings
 	RecordInput    bool              // record what she types too
 }
+
+// Disk is a tenant's disk quota: what she may keep in her tree (her
+// rootfs: directory, or her layer over an image). Zero means unlimited.
+type Disk struct {
+	Bytes  int64 // limits.disk
+	Inodes int64 // limits.inodes: files, directories and links
+}
+
+// Set reports whether any disk limit is set.
+func (d Disk) Set() bool { return d.Bytes > 0 || d.Inodes > 0 }
+
+// Disk quota backends (disk_quota).
+const (
+	DiskQuotaAuto    = "auto"    // project, then btrfs, then image (default)
+	DiskQuotaProject = "project" // ext4/XFS project quotas on her tree
+	DiskQuotaBtrfs   = "btrfs"   // her tree a btrfs subvolume with a qgroup limit
+	DiskQuotaImage   = "image"   // image: tenants' layer in an ext4 image file of her quota's size
+)
+
+// DiskQuotaBackends are disk_quota's values.
+var DiskQuotaBackends = []string{DiskQuotaAuto, DiskQuotaProject, DiskQuotaBtrfs, DiskQuotaImage}
 
 // Forwarding switches (OpenSSH AllowTcpForwarding, AllowAgentForwarding).
 // X11 forwarding is always refused.

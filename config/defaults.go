@@ -110,6 +110,9 @@ func applyTopDefaults(c *Config) {
 	if c.Revoke == "" {
 		c.Revoke = RevokeEndSessions
 	}
+	if c.DiskQuota == "" {
+		c.DiskQuota = DiskQuotaAuto
+	}
 	if c.LimitsEnforcement == "" {
 		c.LimitsEnforcement = "strict"
 	}

@@ -17,7 +17,8 @@ import (
 )
 
 // limitKeys are the keys of a limits mapping.
-var limitKeys = []string{"memory", "memory_swap", "pids", "cpu", "io_weight", "ptys", "tmp"}
+var limitKeys = []string{"memory", "memory_swap", "pids", "cpu", "io_weight", "ptys", "tmp",
+	"disk", "inodes"}
 
 // Safe defaults, for a config that says nothing about limits (issue 16):
 // bounds that keep the host alive when one tenant forks or allocates
@@ -51,7 +52,7 @@ func (p *parser) limits(u *User, n *yaml.Node, path string) {
 		u.LimitsFrom = map[string]string{}
 	}
 	if n.Kind == yaml.ScalarNode && n.Value == "unlimited" {
-		u.Limits = jail.Limits{}
+		u.Limits, u.Disk = jail.Limits{}, Disk{}
 		for _, k := range limitKeys {
 			u.LimitsFrom[k] = origin + " (unlimited)"
 		}
@@ -60,16 +61,20 @@ func (p *parser) limits(u *User, n *yaml.Node, path string) {
 	l := &u.Limits
 	p.mapping(n, path, limitKeys, func(key string, v *yaml.Node) {
 		field := join(path, key)
+		p.pos[field] = p.at(v)
+		if key == "disk" || (key == "inodes" && u.DiskPos.Line == 0) {
+			u.DiskPos = p.at(v)
+		}
 		s := p.str(v, field)
 		u.LimitsFrom[key] = origin
 		switch key {
-		case "memory", "memory_swap", "tmp":
+		case "memory", "memory_swap", "tmp", "disk":
 			size, err := ParseSize(s)
 			if err != nil {
 				p.add(p.at(v), field, "%q is not a size (use e.g. 512MiB)", s)
 				return
 			}
-			*map[string]*int64{"memory": &l.Memory, "memory_swap": &l.MemorySwap, "tmp": &l.Tmp}[key] = size
+			*map[string]*int64{"memory": &l.Memory, "memory_swap": &l.MemorySwap, "tmp": &l.Tmp, "disk": &u.Disk.Bytes}[key] = size
 		case "io_weight":
 			n, err := strconv.ParseInt(s, 10, 64)
 			if err != nil || n < 0 || n > 10000 {
@@ -77,13 +82,13 @@ func (p *parser) limits(u *User, n *yaml.Node, path string) {
 				return
 			}
 			l.IOWeight = n
-		case "pids", "ptys":
+		case "pids", "ptys", "inodes":
 			n, err := strconv.ParseInt(s, 10, 64)
 			if err != nil || n < 0 {
 				p.add(p.at(v), field, "%q is not a whole number >= 0", s)
 				return
 			}
-			*map[string]*int64{"pids": &l.Pids, "ptys": &l.PTYs}[key] = n
+			*map[string]*int64{"pids": &l.Pids, "ptys": &l.PTYs, "inodes": &u.Disk.Inodes}[key] = n
 		case "cpu":
 			f, err := strconv.ParseFloat(s, 64)
 			if err != nil || f < 0 || f != f {
@@ -122,7 +127,34 @@ func resolveLimits(u *User) {
 	def("ptys", "", func() { l.PTYs = DefaultPTYs })
 	def("cpu", ": an equal share", func() {})
 	def("io_weight", ": an equal share", func() {})
+	def("disk", ": unlimited", func() {}) // no safe default: her disk is the operator's choice
+	def("inodes", ": unlimited", func() {})
 	u.LimitsFrom = from
+}
+
+// DiskText renders the disk limits that are set ("disk=64MiB
+// inodes=3000"), or "" when both are unlimited.
+func DiskText(d Disk) string {
+	var parts []string
+	if d.Bytes > 0 {
+		parts = append(parts, "disk="+FormatSize(d.Bytes))
+	}
+	if d.Inodes > 0 {
+		parts = append(parts, "inodes="+fmt.Sprint(d.Inodes))
+	}
+	return strings.Join(parts, " ")
+}
+
+// AllLimitsText is LimitsText with u's disk limits after it.
+func (u *User) AllLimitsText() string {
+	s, d := LimitsText(u.Limits), DiskText(u.Disk)
+	switch {
+	case d == "":
+		return s
+	case s == "none":
+		return d
+	}
+	return s + " " + d
 }
 
 // LimitsText renders the limits that are set, by their keys ("memory=512MiB

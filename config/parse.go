@@ -39,10 +39,11 @@ func Parse(name string, data []byte) (*Config, error) {
 type parser struct {
 	file string
 	problems
-	pos      map[string]Pos // field path -> where its value was written
-	haveCAs  bool           // trusted_user_ca_keys is set
-	stateDir string         // where images live
-	warnings []string       // Config.Warnings
+	pos       map[string]Pos // field path -> where its value was written
+	haveCAs   bool           // trusted_user_ca_keys is set
+	stateDir  string         // where images live
+	diskQuota string         // disk_quota, for the tenants' disk limits
+	warnings  []string       // Config.Warnings
 }
 
 // warn records a warning: a setting that is valid but weakens something.
@@ -102,7 +103,7 @@ func join(path, key string) string {
 // The schema, per section.
 var (
 	topKeys = []string{"listen", "host_key", "state_dir", "limits_enforcement", "server",
-		"trusted_user_ca_keys", "revoked_keys", "audit_log", "metrics_listen", "log", "revoke", "network_pool", "network_forwarding", "defaults", "users"}
+		"trusted_user_ca_keys", "revoked_keys", "audit_log", "metrics_listen", "log", "revoke", "network_pool", "network_forwarding", "disk_quota", "defaults", "users"}
 	serverKeys = []string{"login_grace_time", "max_auth_tries", "max_startups", "per_source_max_startups",
 		"max_connections", "max_channels", "max_tenant_channels", "client_alive_interval", "client_alive_count_max", "shutdown_grace",
 		"per_source_penalty", "per_source_penalty_exempt", "kex", "ciphers", "macs"}
@@ -183,6 +184,8 @@ func (p *parser) top(c *Config, def *User, key string, v *yaml.Node) {
 		p.networkPool(c, v)
 	case "network_forwarding":
 		c.NetworkForwarding = p.str(v, key)
+	case "disk_quota":
+		c.DiskQuota = p.str(v, key)
 	case "defaults":
 		p.user(def, v, "defaults", true)
 	}

@@ -38,11 +38,14 @@ func (p *parser) validate(c *Config) {
 	if c.NetworkForwarding != ForwardingOff && c.NetworkForwarding != ForwardingAuto {
 		p.add(p.fieldPos("network_forwarding"), "network_forwarding", "%q is not one of auto, off", c.NetworkForwarding)
 	}
+	if !contains(DiskQuotaBackends, c.DiskQuota) {
+		p.add(p.fieldPos("disk_quota"), "disk_quota", "%q is not one of %s", c.DiskQuota, strings.Join(DiskQuotaBackends, ", "))
+	}
 	if c.Revoke != RevokeEndSessions && c.Revoke != RevokeKeepSessions {
 		p.add(p.fieldPos("revoke"), "revoke", "%q is not one of end-sessions, keep-sessions", c.Revoke)
 	}
 	p.haveCAs = len(c.TrustedUserCAKeys) > 0 // certificates can stand in for keys
-	p.stateDir = c.StateDir
+	p.stateDir, p.diskQuota = c.StateDir, c.DiskQuota
 	names := c.Names()
 	for _, n := range names {
 		u := c.Users[n]
@@ -82,6 +85,7 @@ var userChecks = []func(p *parser, u *User, path string){
 	(*parser).checkShell,
 	(*parser).checkHostname,
 	(*parser).checkModes,
+	(*parser).checkDisk,
 }
 
 // tenantName is a conservative Unix user name.
@@ -172,6 +176,34 @@ func (p *parser) checkModes(u *User, path string) {
 	p.checkNetwork(u, path)
 }
 
+// MinImageDisk is the smallest limits.disk the image backend makes an
+// image of: an ext4 file system with its journal and one tree in it.
+const MinImageDisk = 16 << 20
+
+// checkDisk checks what the config alone can say about u's disk limits;
+// whether this host can enforce them is provision.CheckDisk's.
+func (p *parser) checkDisk(u *User, path string) {
+	if !u.Disk.Set() {
+		return
+	}
+	disk, inodes := path+".limits.disk", path+".limits.inodes"
+	field := disk
+	if u.Disk.Bytes == 0 {
+		field = inodes
+	}
+	image := p.diskQuota == DiskQuotaImage || (p.diskQuota == DiskQuotaAuto && u.Image != "")
+	switch {
+	case p.diskQuota == DiskQuotaImage && u.Image == "":
+		p.add(p.fieldPos(field), field, "disk_quota: image serves image: tenants only (her layer is jailgate's own); "+
+			"her rootfs: tree needs disk_quota: project or btrfs (or auto)")
+	case p.diskQuota == DiskQuotaImage && u.Disk.Bytes == 0:
+		p.add(p.fieldPos(inodes), inodes, "the image backend needs limits.disk too: it is the size of her image")
+	case image && u.Disk.Bytes > 0 && u.Disk.Bytes < MinImageDisk:
+		p.add(p.fieldPos(disk), disk, "%s is below %s, the smallest disk image (an ext4 file system with its journal)",
+			FormatSize(u.Disk.Bytes), FormatSize(MinImageDisk))
+	}
+}
+
 // checkSharedRootfs refuses a rootfs named by two tenants: each tenant's
 // tree is shifted into her own id range.
 func (p *parser) checkSharedRootfs(c *Config, names []string) {
@@ -260,5 +292,5 @@ func (u *User) Summary() string {
 		tree = "image " + u.Image
 	}
 	return fmt.Sprintf("%s: %d key%s, %s, shell %s, hostname %s, environment %s, limits %s",
-		u.Name, n, plural, tree, u.Shell, u.Hostname, u.Environment, LimitsText(u.Limits))
+		u.Name, n, plural, tree, u.Shell, u.Hostname, u.Environment, u.AllLimitsText())
 }

@@ -27,6 +27,22 @@ type argRule struct {
 var maskedArgs = []argRule{
 	// Faking terminal input (CVE-2016-7545 class) and the console ioctls.
 	{syscall: "ioctl", arg: 1, values: []uint32{unix.TIOCSTI, unix.TIOCLINUX}},
+	// btrfs subvolumes, snapshots and qgroups (include/uapi/linux/btrfs.h,
+	// _IOW/_IOWR(0x94, nr, size)): a nested subvolume she made would escape
+	// her tree's qgroup (the btrfs disk quota), and needs no capability.
+	{syscall: "ioctl", arg: 1, values: []uint32{
+		0x50009401, // BTRFS_IOC_SNAP_CREATE
+		0x5000940e, // BTRFS_IOC_SUBVOL_CREATE
+		0x5000940f, // BTRFS_IOC_SNAP_DESTROY
+		0x50009417, // BTRFS_IOC_SNAP_CREATE_V2
+		0x50009418, // BTRFS_IOC_SUBVOL_CREATE_V2
+		0x5000943f, // BTRFS_IOC_SNAP_DESTROY_V2
+		0xc0109428, // BTRFS_IOC_QUOTA_CTL
+		0x40189429, // BTRFS_IOC_QGROUP_ASSIGN
+		0x4010942a, // BTRFS_IOC_QGROUP_CREATE
+		0x8030942b, // BTRFS_IOC_QGROUP_LIMIT
+		0x4040942c, // BTRFS_IOC_QUOTA_RESCAN
+	}},
 	// A persona changes how the kernel lays out her address space
 	// (ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC) and has hidden kernel bugs
 	// (CVE-2009-2692); querying (0xffffffff) and the default (PER_LINUX,

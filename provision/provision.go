@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"sync"
 
 	"github.com/jailgate/jailgate/config"
@@ -66,8 +67,22 @@ type Provisioner struct {
 	pool     *jail.IDPool
 	current  func() *config.Config
 
-	mu     sync.Mutex // serialises rootfs preparation and guards layers
+	mu     sync.Mutex // serialises rootfs preparation and guards layers and warned
 	layers *rootfs.Layers
+	warned map[string]string // tenants whose disk limits are enforced in part (best-effort), said once
+}
+
+// warnOnce logs err about tenant's disk limits once per message.
+func (p *Provisioner) warnOnce(tenant string, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.warned == nil {
+		p.warned = map[string]string{}
+	}
+	if p.warned[tenant] != err.Error() {
+		p.warned[tenant] = err.Error()
+		slog.Warn("disk limits not enforced in full (limits_enforcement: best-effort)", "tenant", tenant, "err", err)
+	}
 }
 
 // New returns a Provisioner for opts.
@@ -95,6 +110,10 @@ func (p *Provisioner) Provision(_ context.Context, u *config.User) (*jail.EnvSpe
 		return nil, err
 	}
 	spec.IDMap = ids
+	quota, err := p.applyDisk(u)
+	if err != nil {
+		return nil, fmt.Errorf("disk quota: %w", err)
+	}
 	p.mu.Lock()
 	if u.Image == "" {
 		defer p.mu.Unlock()
@@ -111,7 +130,7 @@ func (p *Provisioner) Provision(_ context.Context, u *config.User) (*jail.EnvSpe
 	// Her layer is one mount for all her environments (whatever their
 	// mode); the jail calls OnEnd when the environment this spec starts
 	// has ended, or at once if it joins a live one.
-	merged, release, err := layers.Acquire(u.Name, u.Image, ids.UID, ids.Size)
+	merged, release, err := layers.AcquireQuota(u.Name, u.Image, ids.UID, ids.Size, quota)
 	if err != nil {
 		return nil, err
 	}

@@ -21,6 +21,7 @@ import (
 type layerPaths struct {
 	tenant, upper, work string // persistent, under state_dir/tenants/<tenant>
 	mnt, lower, merged  string // mount points, under statedir's LayerMounts
+	disk                string // her disk image's mount point (under mnt), holding upper and work
 }
 
 // pathsOf names tenant's layer directories: her persistent ones in the
@@ -30,7 +31,7 @@ func pathsOf(stateDir, tenant string) layerPaths {
 	state := statedir.New(stateDir)
 	t, mnt := state.Tenant(tenant), filepath.Join(state.LayerMounts(), tenant)
 	return layerPaths{tenant: t, upper: state.TenantUpper(tenant), work: state.TenantWork(tenant),
-		mnt: mnt, lower: filepath.Join(mnt, "lower"), merged: filepath.Join(mnt, "merged")}
+		mnt: mnt, lower: filepath.Join(mnt, "lower"), merged: filepath.Join(mnt, "merged"), disk: filepath.Join(mnt, "disk")}
 }
 
 // noIDMapError says the kernel or the image's file system cannot give the
@@ -130,7 +131,17 @@ func unmountLayer(p layerPaths, detach bool) error {
 			errs = append(errs, &os.PathError{Op: "unmount", Path: p.lower, Err: err})
 		}
 	}
-	for _, d := range []string{p.merged, p.lower, p.mnt} {
+	// Her disk image, last: the overlay above it is gone.
+	if mounted(p.disk) {
+		err := unix.Unmount(p.disk, 0)
+		if err != nil && detach {
+			err = unix.Unmount(p.disk, unix.MNT_DETACH)
+		}
+		if err != nil {
+			errs = append(errs, &os.PathError{Op: "unmount", Path: p.disk, Err: err})
+		}
+	}
+	for _, d := range []string{p.merged, p.lower, p.disk, p.mnt} {
 		os.Remove(d) // an empty mount point; a busy one stays
 	}
 	return errors.Join(errs...)

@@ -55,6 +55,7 @@ type layer struct {
 	base, size uint32
 	lock       *os.File // her tenant dir, flock(LOCK_SH) while mounted: RemoveLayer keeps off
 	changed    bool     // a different image or range was asked for while in use, and logged
+	quota      Quota    // her disk quota as last asked for
 
 	// Guarded by Layers.mu.
 	refs  int
@@ -81,6 +82,15 @@ func NewLayers(stateDir string, opts LayerOptions) *Layers {
 // the layer is unmounted Grace after the last release. While her layer is
 // in use, a different image or range applies only once she has left.
 func (l *Layers) Acquire(tenant, image string, base, size uint32) (merged string, release func(), err error) {
+	return l.AcquireQuota(tenant, image, base, size, Quota{})
+}
+
+// AcquireQuota is Acquire with her disk quota q. With q.Backend
+// QuotaImage her layer lives in a disk image of q's size (made at her
+// first login); a larger q.Bytes later grows it, online if she is in, and
+// a smaller one is refused (logged, the image keeps its size). Her layer
+// stays in her image once she has one, whatever q says.
+func (l *Layers) AcquireQuota(tenant, image string, base, size uint32, q Quota) (merged string, release func(), err error) {
 	if err := checkTenant(tenant); err != nil {
 		return "", nil, fmt.Errorf("rootfs: layer: %w", err)
 	}
@@ -108,7 +118,7 @@ func (l *Layers) Acquire(tenant, image string, base, size uint32) (merged string
 
 	ly.mu.Lock()
 	defer ly.mu.Unlock()
-	if err := l.ensure(ly, tenant, image, base, size); err != nil {
+	if err := l.ensure(ly, tenant, image, base, size, q); err != nil {
 		release()
 		return "", nil, fmt.Errorf("rootfs: image %s for %s: %w", image, tenant, err)
 	}
@@ -116,9 +126,12 @@ func (l *Layers) Acquire(tenant, image string, base, size uint32) (merged string
 }
 
 // ensure mounts ly unless it is mounted as asked; ly.mu is held.
-func (l *Layers) ensure(ly *layer, tenant, image string, base, size uint32) error {
+func (l *Layers) ensure(ly *layer, tenant, image string, base, size uint32, q Quota) error {
 	if ly.mounted {
 		if ly.image == image && ly.base == base && ly.size == size {
+			if q != ly.quota {
+				return l.requota(ly, q)
+			}
 			return nil
 		}
 		l.mu.Lock()
@@ -153,7 +166,7 @@ func (l *Layers) ensure(ly *layer, tenant, image string, base, size uint32) erro
 			return l.mounted(ly, image, base, size)
 		}
 	}
-	if err := l.mount(ly, tenant, image, base, size); err != nil {
+	if err := l.mount(ly, tenant, image, base, size, q); err != nil {
 		return err
 	}
 	return l.mounted(ly, image, base, size)
@@ -174,11 +187,15 @@ func (l *Layers) mounted(ly *layer, image string, base, size uint32) error {
 
 // mount mounts ly's overlay with an idmapped lower layer, or with a shifted
 // copy where the idmapped one was refused (once per image) or Copy is set.
-func (l *Layers) mount(ly *layer, tenant, image string, base, size uint32) error {
+func (l *Layers) mount(ly *layer, tenant, image string, base, size uint32, q Quota) error {
 	// Taken before anything is made: a reset (RemoveLayer) under way
 	// finishes first, and none starts while she is mounted.
 	lock, err := lockShared(ly.p.tenant)
 	if err != nil {
+		return err
+	}
+	if err := l.mountDisk(ly, q); err != nil {
+		lock.Close()
 		return err
 	}
 	src := ImageDir(l.stateDir, image)
@@ -213,6 +230,9 @@ func (l *Layers) mount(ly *layer, tenant, image string, base, size uint32) error
 		}
 	}
 	if err != nil {
+		if mounted(ly.p.disk) {
+			unix.Unmount(ly.p.disk, unix.MNT_DETACH)
+		}
 		lock.Close()
 		return err
 	}

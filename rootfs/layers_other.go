@@ -15,6 +15,11 @@ func (*Layers) Acquire(string, string, uint32, uint32) (string, func(), error) {
 	return "", nil, errors.ErrUnsupported
 }
 
+// AcquireQuota needs Linux.
+func (*Layers) AcquireQuota(string, string, uint32, uint32, Quota) (string, func(), error) {
+	return "", nil, errors.ErrUnsupported
+}
+
 // Mounted reports false.
 func (*Layers) Mounted(string) bool { return false }
 

@@ -14,6 +14,7 @@
 //	  rootfs/<tenant>.json      the ownership shift of her rootfs: dir (rootfs.Prepare)
 //	  images/<name>/            shared read-only images (rootfs import, from-host --image)
 //	  tenants/<tenant>/{upper,work}  her persistent layer over an image
+//	  tenants/<tenant>/disk.img  or her layer in an ext4 image of limits.disk's size (disk_quota image)
 //	  recordings/<tenant>/*.cast her recorded terminal sessions
 //	/run/jailgate/layers/<hash of state_dir>/<tenant>/   her layer's mount points
 //	/var/lib/jailgate-host/ids.json  every state_dir's id ranges on this host (jail.IDPool)
@@ -95,6 +96,12 @@ func (l Layout) TenantUpper(tenant string) string { return filepath.Join(l.Tenan
 
 // TenantWork is her layer's overlay work directory.
 func (l Layout) TenantWork(tenant string) string { return filepath.Join(l.Tenant(tenant), "work") }
+
+// TenantDiskImage is the ext4 image file that holds tenant's layer (upper
+// and work dirs) when the image disk quota backend bounds it.
+func (l Layout) TenantDiskImage(tenant string) string {
+	return filepath.Join(l.Tenant(tenant), "disk.img")
+}
 
 // Recordings holds every tenant's recorded sessions.
 func (l Layout) Recordings() string { return filepath.Join(l.Root, "recordings") }

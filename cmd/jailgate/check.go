@@ -29,6 +29,12 @@ func loadConfig(path string) (*config.Config, error) {
 	} else if err != nil {
 		return nil, err
 	}
+	// Disk limits no backend serves here: refused (strict) or said.
+	warnings, err := provision.CheckDisk(c)
+	if err != nil {
+		return nil, &configError{lines: errorLines(err)}
+	}
+	c.Warnings = append(c.Warnings, warnings...)
 	return c, nil
 }
 

@@ -93,7 +93,7 @@ func explainLines(u *config.User) []string {
 	}
 	lines = append(lines, egressLines(u)...)
 	lines = append(lines,
-		"limits:       "+config.LimitsText(u.Limits),
+		"limits:       "+u.AllLimitsText(),
 		"limits from:  "+limitsFromText(u.LimitsFrom),
 		fmt.Sprintf("rlimits:      %v", u.Rlimits),
 		fmt.Sprintf("ids:          base %s, %d ids", baseText(u.UIDBase), u.IDRange),

@@ -37,6 +37,12 @@ func cmdTenant(args []string, stdin io.Reader, stdout io.Writer) error {
 	if args[0] == "du" {
 		ents, _ := os.ReadDir(layers)
 		for _, e := range ents {
+			// Under a disk quota: used / limit, blocks and inodes.
+			if u, ok, _ := rootfs.TenantUsage(stateDir, e.Name(), ""); ok {
+				fmt.Fprintf(stdout, "%s\t%s / %s\t%d / %d inodes\t(%s)\n", e.Name(), config.FormatSize(u.Bytes),
+					quotaText(u.BytesLimit), u.Inodes, u.InodesLimit, u.Backend)
+				continue
+			}
 			fmt.Fprintf(stdout, "%s\t%s\n", e.Name(), config.FormatSize(treeSize(layout.TenantUpper(e.Name()))))
 		}
 		return nil
@@ -81,4 +87,12 @@ func treeSize(dir string) int64 {
 		return nil
 	})
 	return size
+}
+
+// quotaText renders a quota's byte limit; 0 is none.
+func quotaText(n int64) string {
+	if n == 0 {
+		return "max"
+	}
+	return config.FormatSize(n)
 }

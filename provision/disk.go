@@ -1,0 +1,178 @@
+package provision
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/jailgate/jailgate/config"
+	"github.com/jailgate/jailgate/rootfs"
+	"github.com/jailgate/jailgate/statedir"
+)
+
+// DiskChoice is the disk quota backend that serves a tenant's tree, and
+// why it was picked (for explain).
+type DiskChoice struct {
+	Backend string // rootfs.QuotaBtrfs, rootfs.QuotaImage, or "" (no limits, or none serves her)
+	Tree    string // the tree the quota bounds: her rootfs, or her layer dir
+	Why     string
+}
+
+// diskFixes are the ways to give a tree a backend, in the refusal.
+const diskFixes = "fixes: on ext4, tune2fs -O project -Q prjquota DEV and mount it with the prjquota option; " +
+	"on XFS, mount it with prjquota (pquota); " +
+	"or make her tree a btrfs subvolume (btrfs subvolume create) with quotas on (btrfs quota enable MOUNT); " +
+	"or switch her to image: (disk_quota image puts her layer in a disk image of her quota's size)"
+
+// ChooseDisk picks the backend of u's disk limits under mode (disk_quota):
+// project, then btrfs, then image, as mode allows. A non-nil error says
+// what cannot be enforced and how to fix it; the choice may still serve
+// part of her limits (btrfs bounds her bytes but not her inodes).
+func ChooseDisk(stateDir, mode string, u *config.User) (DiskChoice, error) {
+	state := statedir.New(stateDir)
+	c := DiskChoice{Tree: u.Rootfs}
+	if u.Image != "" {
+		c.Tree = state.Tenant(u.Name)
+	}
+	if !u.Disk.Set() {
+		c.Why = "no limits.disk or limits.inodes"
+		return c, nil
+	}
+	allows := func(b string) bool { return mode == config.DiskQuotaAuto || mode == b }
+	var tried []string
+	if allows(config.DiskQuotaProject) {
+		tried = append(tried, "project: not implemented yet by this jailgate")
+	}
+	if allows(config.DiskQuotaBtrfs) {
+		why, ok := btrfsServes(c.Tree, u.Image != "")
+		switch {
+		case ok && u.Disk.Inodes > 0 && u.Image != "" && allows(config.DiskQuotaImage) && u.Disk.Bytes > 0:
+			tried = append(tried, "btrfs: "+why+", but btrfs has no inode quota")
+		case ok && u.Disk.Inodes > 0:
+			c.Backend, c.Why = config.DiskQuotaBtrfs, why
+			return c, diskError(u, "limits.inodes", c.Tree, "btrfs has no inode quota: limits.disk is enforced, limits.inodes is not "+
+				"(drop inodes, or switch her to image: for disk_quota image)")
+		case ok:
+			c.Backend, c.Why = config.DiskQuotaBtrfs, why
+			return c, nil
+		default:
+			tried = append(tried, "btrfs: "+why)
+		}
+	}
+	if allows(config.DiskQuotaImage) {
+		switch {
+		case u.Image == "":
+			tried = append(tried, "image: her tree is a rootfs: directory, not a layer over an image")
+		case u.Disk.Bytes == 0:
+			tried = append(tried, "image: needs limits.disk (the image's size)")
+		default:
+			c.Backend, c.Why = config.DiskQuotaImage, "her layer lives in an ext4 image of limits.disk's size under state_dir"
+			if len(tried) > 0 {
+				c.Why += " (" + strings.Join(tried, "; ") + ")"
+			}
+			return c, nil
+		}
+	}
+	c.Why = strings.Join(tried, "; ")
+	return c, diskError(u, "limits.disk", c.Tree, "no disk quota backend (disk_quota "+mode+") serves her tree: "+c.Why+"; "+diskFixes)
+}
+
+// diskError is a *config.Error at her limits, naming her tree's mount.
+func diskError(u *config.User, field, tree, msg string) error {
+	if u.Disk.Bytes == 0 {
+		field = "limits.inodes"
+	}
+	mp, fstype, src := rootfs.MountOf(existing(tree))
+	return &config.Error{Pos: u.DiskPos, Field: "users." + u.Name + "." + field,
+		Msg: fmt.Sprintf("%s is on %s (%s) mounted on %s: %s", tree, fstype, src, mp, msg)}
+}
+
+// existing is dir, or its nearest ancestor that exists.
+func existing(dir string) string {
+	for dir != "/" && dir != "." {
+		if _, err := os.Lstat(dir); err == nil {
+			return dir
+		}
+		dir = filepath.Dir(dir)
+	}
+	return dir
+}
+
+// btrfsServes says whether the btrfs backend can bound tree: a subvolume
+// with quotas on, or, for a layer dir not made yet (made), one it can make
+// a subvolume.
+func btrfsServes(tree string, made bool) (string, bool) {
+	dir := tree
+	_, err := os.Lstat(tree)
+	if made && errors.Is(err, os.ErrNotExist) {
+		dir = existing(tree)
+	}
+	t, err := rootfs.ProbeBtrfs(dir)
+	switch {
+	case err != nil:
+		return err.Error(), false
+	case !t.Btrfs:
+		return "not on btrfs", false
+	case dir == tree && !t.Subvolume:
+		return tree + " is not a btrfs subvolume", false
+	case !t.QuotaOn:
+		mp, _, _ := rootfs.MountOf(dir)
+		return "quotas are off on its btrfs (btrfs quota enable " + mp + ")", false
+	}
+	return "a btrfs subvolume with a qgroup limit", true
+}
+
+// CheckDisk checks that every tenant's disk limits in c can be enforced
+// on this host. With limits_enforcement strict the problems are returned
+// (each a *config.Error: check and serve exit 2); with best-effort they
+// are warnings.
+func CheckDisk(c *config.Config) (warnings []string, err error) {
+	var errs []error
+	for _, n := range c.Names() {
+		if _, e := ChooseDisk(c.StateDir, c.DiskQuota, c.Users[n]); e != nil {
+			if c.LimitsEnforcement == "best-effort" {
+				warnings = append(warnings, e.Error())
+			} else {
+				errs = append(errs, e)
+			}
+		}
+	}
+	return warnings, errors.Join(errs...)
+}
+
+// applyDisk puts u's disk quota on her tree before her first process
+// runs, and returns the quota her layer must carry (image backend).
+func (p *Provisioner) applyDisk(u *config.User) (rootfs.Quota, error) {
+	mode, strict := config.DiskQuotaAuto, true
+	if p.current != nil {
+		if c := p.current(); c != nil {
+			mode, strict = c.DiskQuota, c.LimitsEnforcement != "best-effort"
+		}
+	}
+	ch, err := ChooseDisk(p.stateDir, mode, u)
+	if err != nil && (strict || ch.Backend == "") {
+		if strict {
+			return rootfs.Quota{}, err
+		}
+		p.warnOnce(u.Name, err)
+		return rootfs.Quota{}, nil
+	} else if err != nil {
+		p.warnOnce(u.Name, err)
+	}
+	q := rootfs.Quota{Backend: ch.Backend, Bytes: u.Disk.Bytes, Inodes: u.Disk.Inodes}
+	if ch.Backend != config.DiskQuotaBtrfs {
+		return q, nil
+	}
+	if _, err := os.Lstat(ch.Tree); u.Image != "" && errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(filepath.Dir(ch.Tree), 0o700); err != nil {
+			return q, err
+		}
+		if err := rootfs.CreateSubvolume(ch.Tree); err != nil {
+			return q, err
+		}
+		os.Chmod(ch.Tree, 0o700)
+	}
+	return q, rootfs.SetBtrfsLimit(ch.Tree, u.Disk.Bytes)
+}

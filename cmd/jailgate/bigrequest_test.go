@@ -25,7 +25,7 @@ func TestOversizedRequest(t *testing.T) {
 	// message, which it read truncated and ended on; 64 (256 KB) do not fit
 	// the buffer (EMSGSIZE).
 	for _, n := range []int{20, 64} {
-		if err, stderr := bigEnvSession(t, c, n); err == nil ||
+		if stderr, err := bigEnvSession(t, c, n); err == nil ||
 			!strings.Contains(stderr, "jailgate: this session's command and environment are too large") {
 			t.Errorf("the session with %d variables of 4 KB: err %v, stderr %q; want it refused with a line that says why", n, err, stderr)
 		}
@@ -37,8 +37,8 @@ func TestOversizedRequest(t *testing.T) {
 }
 
 // bigEnvSession runs echo in a session with n variables of 4 KB and
-// returns its error and stderr.
-func bigEnvSession(t *testing.T, c *gossh.Client, n int) (error, string) {
+// returns its stderr and error.
+func bigEnvSession(t *testing.T, c *gossh.Client, n int) (string, error) {
 	t.Helper()
 	s, err := c.NewSession()
 	if err != nil {
@@ -53,5 +53,5 @@ func bigEnvSession(t *testing.T, c *gossh.Client, n int) (error, string) {
 	var stderr syncBuffer
 	s.Stderr = &stderr
 	err = s.Run("echo ran")
-	return err, stderr.String()
+	return stderr.String(), err
 }

@@ -184,6 +184,7 @@ type User struct {
 	Banner         string            // shown at the start of an interactive shell; {user} expanded
 	Record         bool              // record terminal sessions (asciicast v2) under state_dir/recordings
 	RecordInput    bool              // record what she types too
+	RecordMaxBytes int64             // a recording stops, with a marker, past this size (0: no cap)
 }
 
 // Disk is a tenant's disk quota: what she may keep in her tree (her

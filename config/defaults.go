@@ -26,6 +26,10 @@ const (
 	// window of 2 MiB per channel, one tenant can make the gateway hold at
 	// most 256 MiB of data her programs have not read.
 	DefaultMaxTenantChannels = 128
+	// DefaultRecordMaxBytes is record_max_bytes: a session's recording
+	// stops past it, so that one tenant's output cannot fill the state_dir
+	// (20 MB of output made a 75 MB cast).
+	DefaultRecordMaxBytes = 100 << 20
 )
 
 // DefaultMaxChannels is server.max_channels: OpenSSH's MaxSessions 10, and
@@ -44,9 +48,10 @@ func defaultUser() User {
 		Seccomp:     SeccompDefault,
 		// No core dumps: a tenant's core would land in her tree, but a
 		// crashing init must never dump onto the host either.
-		Rlimits:    map[string]uint64{"core": 0},
-		Forwarding: Forwarding{Local: true},
-		IdleGrace:  time.Minute,
+		Rlimits:        map[string]uint64{"core": 0},
+		Forwarding:     Forwarding{Local: true},
+		IdleGrace:      time.Minute,
+		RecordMaxBytes: DefaultRecordMaxBytes,
 	}
 }
 

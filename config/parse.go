@@ -108,7 +108,7 @@ var (
 		"max_connections", "max_channels", "max_tenant_channels", "client_alive_interval", "client_alive_count_max", "shutdown_grace",
 		"per_source_penalty", "per_source_penalty_exempt", "kex", "ciphers", "macs"}
 	userKeys = []string{"keys", "keys_file", "rootfs", "image", "shell", "hostname", "environment", "linger", "network", "limits", "id_range", "uid_base", "capabilities", "seccomp", "rlimits", "forwarding",
-		"max_sessions", "idle_timeout", "idle_grace", "max_session_time", "banner", "record", "record_input", "egress", "dns"}
+		"max_sessions", "idle_timeout", "idle_grace", "max_session_time", "banner", "record", "record_input", "record_max_bytes", "egress", "dns"}
 	defaultBad = []string{"uid_base"} // per-tenant only
 )
 

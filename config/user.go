@@ -77,6 +77,13 @@ func (p *parser) userField(u *User, key string, v *yaml.Node, field string) {
 		p.bool(&u.Record, v, field)
 	case "record_input":
 		p.bool(&u.RecordInput, v, field)
+	case "record_max_bytes":
+		s := p.str(v, field)
+		if n, err := ParseSize(s); err != nil {
+			p.add(p.at(v), field, "%q is not a size (use e.g. 100MiB; 0: no cap)", s)
+		} else {
+			u.RecordMaxBytes = n
+		}
 	case "limits":
 		p.limits(u, v, field)
 	case "capabilities":

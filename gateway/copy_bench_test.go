@@ -33,7 +33,7 @@ func benchCopy(b *testing.B, out, record bool, chunk int) {
 	if record {
 		var err error
 		path := filepath.Join(b.TempDir(), "s.cast")
-		rec, err = newRecorder(path, 80, 24, "xterm", true, slog.New(slog.DiscardHandler))
+		rec, err = newRecorder(path, 80, 24, "xterm", true, 0, slog.New(slog.DiscardHandler))
 		if err != nil {
 			b.Fatal(err)
 		}

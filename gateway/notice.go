@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"io"
 	"strings"
 	"sync"
@@ -93,6 +94,13 @@ func (ss *session) fail(ctx context.Context, tty bool, err error) {
 		ss.srv.log.Info("session abandoned during start", "tenant", ss.auth.tenant.Name, "session", ss.id,
 			"step", stepOf(err), "err", err)
 		ss.exit = "abandoned"
+		return
+	}
+	var big *jail.RequestTooLargeError
+	if errors.As(err, &big) { // her request, not her environment: she is told why
+		ss.srv.log.Warn("session refused", "tenant", ss.auth.tenant.Name, "user", ss.user, "session", ss.id, "err", err)
+		ss.tenantError(tty, big.Error())
+		ss.exit = "255"
 		return
 	}
 	msg := ss.srv.startFailed("session", err, "tenant", ss.auth.tenant.Name, "user", ss.user, "session", ss.id)

@@ -25,8 +25,10 @@ type recorder struct {
 	f      *os.File
 	w      *bufio.Writer
 	start  time.Time
-	input  bool // record what she types too (record_input)
-	failed bool // a write failed, or close ran: record nothing more
+	input  bool  // record what she types too (record_input)
+	max    int64 // record_max_bytes: stop, with a marker event, past it (0: no cap)
+	size   int64 // bytes written so far
+	failed bool  // a write failed, the cap was reached, or close ran: record nothing more
 	log    *slog.Logger
 	path   string
 	buf    []byte // event's line, reused
@@ -50,7 +52,8 @@ func RecordingPath(stateDir, tenant, session string, t time.Time) string {
 }
 
 // newRecorder creates the recording file (0600, its directories 0700).
-func newRecorder(path string, cols, rows uint16, term string, input bool, log *slog.Logger) (*recorder, error) {
+// Past max bytes (record_max_bytes; 0: no cap) it stops with a marker.
+func newRecorder(path string, cols, rows uint16, term string, input bool, max int64, log *slog.Logger) (*recorder, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
@@ -58,19 +61,30 @@ func newRecorder(path string, cols, rows uint16, term string, input bool, log *s
 	if err != nil {
 		return nil, err
 	}
-	r := &recorder{f: f, w: bufio.NewWriterSize(f, 64<<10), start: time.Now(), input: input, log: log, path: path}
+	r := &recorder{f: f, w: bufio.NewWriterSize(f, 64<<10), start: time.Now(), input: input, max: max, log: log, path: path}
 	h, _ := json.Marshal(castHeader{Version: 2, Width: int(cols), Height: int(rows), Timestamp: r.start.Unix(),
 		Env: map[string]string{"TERM": term}})
 	r.line(h)
 	return r, nil
 }
 
-// line writes one line unless the recording failed.
+// line writes one line unless the recording failed. A line that would
+// take the file past max is not written: a marker event says the
+// recording stops there (asciicast v2 "m"), and nothing more is recorded;
+// the file ends at most one marker line past max.
 func (r *recorder) line(b []byte) {
 	if r.failed {
 		return
 	}
-	if _, err := r.w.Write(append(b, '\n')); err != nil {
+	if r.max > 0 && r.size+int64(len(b))+1 > r.max {
+		r.failed = true
+		r.log.Warn("recording stopped at record_max_bytes; the session goes on", "path", r.path, "max_bytes", r.max)
+		b = fmt.Appendf(b[:0], `[%s,"m","jailgate: recording stopped: record_max_bytes (%d) reached"]`,
+			strconv.FormatFloat(float64(time.Since(r.start).Microseconds())/1e6, 'f', -1, 64), r.max)
+	}
+	n, err := r.w.Write(append(b, '\n'))
+	r.size += int64(n)
+	if err != nil {
 		r.failed = true
 		r.log.Error("recording stopped; the session goes on", "path", r.path, "err", err)
 	}

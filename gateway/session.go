@@ -148,7 +148,7 @@ func (s *Server) run(ctx context.Context, ss *session, sr startRequest, gone <-c
 	}
 	if u.Record && ps.TTY != nil {
 		path := RecordingPath(ss.auth.cfg.StateDir, u.Name, ss.id, time.Now())
-		rec, err := newRecorder(path, ps.TTY.Cols, ps.TTY.Rows, ps.TTY.Term, u.RecordInput, s.log)
+		rec, err := newRecorder(path, ps.TTY.Cols, ps.TTY.Rows, ps.TTY.Term, u.RecordInput, u.RecordMaxBytes, s.log)
 		if err != nil {
 			s.log.Error("recording not started; the session goes on", "tenant", u.Name, "session", ss.id, "err", err)
 		} else {

@@ -112,11 +112,16 @@ func newCtlConn(f *os.File) (*ctlConn, error) {
 	return &ctlConn{c: uc}, nil
 }
 
-// send writes m with fds attached.
+// send writes m with fds attached. A message the other end could not read
+// whole (more than maxMsg) is not sent: the init read it truncated and
+// ended, taking every session of the environment with it (issue 16).
 func (c *ctlConn) send(m *message, fds ...int) error {
 	b, err := json.Marshal(m)
 	if err != nil {
 		return err
+	}
+	if len(b) > maxMsg {
+		return &RequestTooLargeError{Size: len(b), Max: maxMsg}
 	}
 	var oob []byte
 	if len(fds) > 0 {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os/exec"
 	"sync"
 	"time"
 )
@@ -179,7 +178,7 @@ type environment struct {
 	name string // unique, for the cgroup and logs
 	spec EnvSpec
 
-	cmd  *exec.Cmd
+	cmd  *initProc
 	ctl  *ctlConn
 	cg   cgroupHandle
 	sent sync.Mutex // one request datagram at a time

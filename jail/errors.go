@@ -8,6 +8,19 @@ import (
 // ErrClosed is returned by an environment that has ended.
 var ErrClosed = errors.New("environment closed")
 
+// RequestTooLargeError is a request too large for one control message
+// (the command, its arguments and its environment together). That one
+// request fails; the environment goes on. Its text says nothing of the
+// host and is meant for the tenant.
+type RequestTooLargeError struct {
+	Size, Max int // the encoded request and the bound, in bytes
+}
+
+func (e *RequestTooLargeError) Error() string {
+	return fmt.Sprintf("this session's command and environment are too large (%d KiB; at most %d KiB): send fewer or smaller environment variables",
+		(e.Size+1023)/1024, e.Max/1024)
+}
+
 // StepError says which step of an environment's start failed, with the
 // operation and path involved: a step of the gateway's side (start: "spec",
 // "rootfs", "cgroup", "clone", "network", …) or of the init's (setup:

@@ -25,7 +25,17 @@ var initName = []byte("jailgate-init\x00")
 // cmd/jailgate's main, and the TestMain of packages whose tests start
 // environments, call it first: `if jail.IsInit() { jail.InitMain() }`.
 func IsInit() bool {
-	return (len(os.Args) == 2 && os.Args[1] == "init" && os.Getenv("_JAILGATE_INIT") == "1") || isSFTP()
+	if isSFTP() {
+		return true
+	}
+	if len(os.Args) != 2 || os.Args[1] != "init" {
+		return false
+	}
+	switch os.Getenv("_JAILGATE_INIT") {
+	case stageStart, stageMaps, stageInit:
+		return true
+	}
+	return false
 }
 
 // initDroppedSignals are the signals a tenant can send PID 1 that would
@@ -47,6 +57,7 @@ func InitMain() {
 	if isSFTP() {
 		sftpMain()
 	}
+	initStage() // the stages before the init (init_stage_linux.go)
 	// All setup happens on one thread; namespaces and mounts are per process
 	// here (they were created by clone), but chdir/pivot_root are not racy
 	// with other goroutines on a locked thread (runc Init does the same).

@@ -237,13 +237,19 @@ var readonlyPaths = []string{"proc/bus", "proc/fs", "proc/irq", "proc/sys", "pro
 // tenant its fds. Non-dumpable is not enough here: the init was exec'd in
 // her user namespace, so its /proc/1 belongs to her root, who can list
 // /proc/1/fd (though not follow the links). They are masked, for PID 1 and
-// for each of its threads, which exist by now (prewarmThreads ran first).
+// for each of its threads, which exist by now (prewarmThreads ran first),
+// both as /proc/1/task/<tid> and as /proc/<tid>: /proc does not list a
+// thread, but looks it up by number, and its fd table is the init's (issue
+// 16). A thread the Go runtime makes after setup is not masked.
 func initPrivate() []string {
 	paths := []string{"proc/1/fd", "proc/1/fdinfo", "proc/1/map_files", "proc/1/environ"}
 	tasks, _ := os.ReadDir(stagingDir + "/proc/1/task")
 	for _, t := range tasks {
 		for _, sub := range []string{"fd", "fdinfo", "map_files", "environ"} {
 			paths = append(paths, "proc/1/task/"+t.Name()+"/"+sub)
+			if t.Name() != "1" {
+				paths = append(paths, "proc/"+t.Name()+"/"+sub)
+			}
 		}
 	}
 	return paths

@@ -122,6 +122,10 @@ func (e *environment) request(m *message, fds ...int) error {
 	e.sent.Lock()
 	defer e.sent.Unlock()
 	if err := e.ctl.send(m, fds...); err != nil {
+		var big *RequestTooLargeError
+		if errors.As(err, &big) {
+			return err // this request fails, the environment goes on
+		}
 		return fmt.Errorf("%w: %v", ErrClosed, err)
 	}
 	return nil

@@ -7,10 +7,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -162,22 +165,127 @@ func createCgroup(s *starting) error {
 	return nil
 }
 
-// cloneInit starts the init in fresh namespaces, placed in the cgroup
-// before it runs (style b.4: the kernel makes the namespaces at clone and
-// Go writes the id maps before the child runs).
+// cloneInit starts the init in fresh namespaces created by her own host
+// uid (init_stage_linux.go: the kernel charges her inotify, mqueue and
+// namespace counts to their creator), placed in the cgroup before it runs
+// (style b.4), and writes its id maps before it execs as her root.
 func cloneInit(s *starting) error {
 	e := s.e
-	e.cmd = initCmd(e, s.child, s.rootfs)
-	if err := e.cg.Start(e.cmd); err != nil {
+	var p stagePipes
+	defer p.close()
+	if err := p.open(e); err != nil {
+		return err
+	}
+	starter := starterCmd(e, s.child, s.rootfs, &p)
+	if err := e.cg.Start(starter); err != nil {
 		return fmt.Errorf("start init: %w", err)
 	}
 	// Only the init may hold its end: ours would hide its exit (EOF).
 	s.child.Close()
 	s.child = nil
+	p.closeChildEnds()
+	pid, err := p.readPid(starter)
+	if err != nil {
+		return err
+	}
+	proc, err := os.FindProcess(pid)
+	if err != nil {
+		return fmt.Errorf("init %d: %w", pid, err)
+	}
+	e.cmd = &initProc{Process: proc}
 	s.undo = append(s.undo, func() {
 		e.cmd.Process.Kill()
 		e.cmd.Wait()
 	})
+	return writeIDMaps(pid, e.spec.IDMap)
+}
+
+// initProc is the running init: the gateway's child (CLONE_PARENT), though
+// the starter cloned it.
+type initProc struct{ Process *os.Process }
+
+// Wait waits for the init to exit.
+func (p *initProc) Wait() error {
+	_, err := p.Process.Wait()
+	return err
+}
+
+// stagePipes are the pipes between the gateway and the init's stages.
+type stagePipes struct {
+	pidR, pidW   *os.File // the starter's stdout: the init's pid
+	mapsR, mapsW *os.File // initMapsFd: closed by the gateway once the maps are written
+	errW         *os.File // stderr of the starter and the init, copied into the log
+}
+
+func (p *stagePipes) open(e *environment) error {
+	var err error
+	if p.pidR, p.pidW, err = os.Pipe(); err != nil {
+		return err
+	}
+	if p.mapsR, p.mapsW, err = os.Pipe(); err != nil {
+		return err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	p.errW = errW
+	go func() {
+		io.Copy(&logWriter{log: e.sup.log, tenant: e.spec.Tenant, env: e.name}, errR)
+		errR.Close()
+	}()
+	return nil
+}
+
+// closeChildEnds closes the gateway's copies of what the stages hold.
+func (p *stagePipes) closeChildEnds() {
+	for _, f := range []**os.File{&p.pidW, &p.mapsR, &p.errW} {
+		if *f != nil {
+			(*f).Close()
+			*f = nil
+		}
+	}
+}
+
+// close closes every pipe end still open: mapsW last of all, which tells
+// the init the maps are written (or, on a failure, that none will come).
+func (p *stagePipes) close() {
+	p.closeChildEnds()
+	for _, f := range []*os.File{p.pidR, p.mapsW} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// readPid reads the init's pid from the starter, which then exits.
+func (p *stagePipes) readPid(starter *exec.Cmd) (int, error) {
+	out, rerr := io.ReadAll(io.LimitReader(p.pidR, 32))
+	werr := starter.Wait()
+	if werr != nil {
+		return 0, fmt.Errorf("init starter: %w", werr)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if rerr != nil || err != nil || pid <= 0 {
+		return 0, fmt.Errorf("init starter said %q instead of a pid", out)
+	}
+	return pid, nil
+}
+
+// writeIDMaps maps her namespace's ids 0… to her host range. The gateway
+// is root on the host, which user_namespaces(7) requires to map more than
+// the writer's own id; setgroups stays allowed, since only root wrote the
+// maps (a group the host relies on cannot be dropped by her).
+func writeIDMaps(pid int, m IDMap) error {
+	for _, f := range []struct {
+		name string
+		host uint32
+	}{{"uid_map", m.UID}, {"gid_map", m.GID}} {
+		p := fmt.Sprintf("/proc/%d/%s", pid, f.name)
+		if err := os.WriteFile(p, fmt.Appendf(nil, "0 %d %d\n", f.host, m.Size), 0); err != nil {
+			return fmt.Errorf("write %s: %w", p, err)
+		}
+	}
 	return nil
 }
 
@@ -194,33 +302,29 @@ func resetOOMScore(s *starting) error {
 	return nil
 }
 
-// initCmd is the init's command: the gateway binary (or the sealed init)
-// as the tenant's root in new user, mount, pid, UTS, IPC, network and
-// cgroup namespaces, with the control socket and the rootfs as fds 3 and 4.
-// Every network mode gets its own network namespace.
-func initCmd(e *environment, child, rootfs *os.File) *exec.Cmd {
+// starterCmd is the init's first stage (init_stage_linux.go): the gateway
+// binary (or the sealed init) on the host as her base uid and gid, with no
+// supplementary groups, with the control socket, the rootfs and the maps
+// pipe as fds 3, 4 and 5. It keeps CAP_SYS_ADMIN, and nothing else, for its
+// one clone: hosts that refuse user namespaces to unprivileged users
+// (Ubuntu's kernel.apparmor_restrict_unprivileged_userns, Debian's
+// kernel.unprivileged_userns_clone=0) allow them to a holder of it, and in
+// the new namespace it means nothing on the host. The creator's euid, not
+// its capabilities, is what the kernel charges her counts to.
+func starterCmd(e *environment, child, rootfs *os.File, p *stagePipes) *exec.Cmd {
 	spec := &e.spec
-	m := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(spec.IDMap.UID), Size: int(spec.IDMap.Size)}}
-	g := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(spec.IDMap.GID), Size: int(spec.IDMap.Size)}}
 	return &exec.Cmd{
 		Path: e.sup.opts.InitPath,
 		Args: []string{"jailgate", "init"},
 		// One P: the init mostly waits, and each P costs it heap caches
 		// and a GC worker (≈ 250 KiB of its resident memory).
-		Env:        []string{"_JAILGATE_INIT=1", "GOMAXPROCS=1"},
-		ExtraFiles: []*os.File{child, rootfs}, // fds 3 and 4 in the init
-		Stderr:     &logWriter{log: e.sup.log, tenant: spec.Tenant, env: e.name},
+		Env:        []string{"_JAILGATE_INIT=" + stageStart, "GOMAXPROCS=1"},
+		ExtraFiles: []*os.File{child, rootfs, p.mapsR}, // fds 3, 4 and 5
+		Stdout:     p.pidW,
+		Stderr:     p.errW,
 		SysProcAttr: &unix.SysProcAttr{
-			Cloneflags: unix.CLONE_NEWUSER | unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS |
-				unix.CLONE_NEWIPC | unix.CLONE_NEWNET | unix.CLONE_NEWCGROUP,
-			// Become the tenant's root: the init's host creds (uid 0) are
-			// not mapped in the new namespace until it setuids into the range.
-			Credential:  &syscall.Credential{Uid: 0, Gid: 0},
-			UidMappings: m,
-			GidMappings: g,
-			// The maps are written by the (root) gateway, so allowing
-			// setgroups inside cannot drop a group the host relies on.
-			GidMappingsEnableSetgroups: true,
+			Credential:  &syscall.Credential{Uid: spec.IDMap.UID, Gid: spec.IDMap.GID, Groups: []uint32{}},
+			AmbientCaps: []uintptr{unix.CAP_SYS_ADMIN},
 		},
 	}
 }

@@ -68,6 +68,19 @@ func main() {
 		}
 		fmt.Println("OPENED", n, err)
 		io.Copy(io.Discard, os.Stdin)
+	case "inotify": // hold inotify instances: up to os.Args[2] of them, until stdin closes
+		max := 4096
+		if len(os.Args) > 2 {
+			max, _ = strconv.Atoi(os.Args[2])
+		}
+		n, err := 0, error(nil)
+		for ; n < max; n++ {
+			if _, err = unix.InotifyInit1(unix.IN_CLOEXEC); err != nil {
+				break
+			}
+		}
+		fmt.Println("OPENED", n, err)
+		io.Copy(io.Discard, os.Stdin)
 	case "keyctl": // reach the session keyring
 		_, _, errno := unix.Syscall(unix.SYS_KEYCTL, unix.KEYCTL_GET_KEYRING_ID, uintptr(0xfffffffd), 1)
 		verdict(errno, "keyctl answered")

@@ -123,7 +123,7 @@ func natSupervisor(t *testing.T) (*jail.Supervisor, *jail.Network) {
 	if old, err := os.ReadFile(fwd); err == nil {
 		t.Cleanup(func() { os.WriteFile(fwd, old, 0o644) })
 	}
-	n, err := jail.OpenNetwork(jail.NetworkOptions{Forwarding: true})
+	n, err := jail.OpenNetwork(jail.NetworkOptions{Name: testNetName(), Forwarding: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,3 +261,11 @@ func primaryHostAddr(t *testing.T) string {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// testNetName is a fresh NetworkOptions.Name: a test's table and veths are
+// its own, never a live gateway's or another test's.
+func testNetName() string {
+	var rnd [4]byte
+	rand.Read(rnd[:])
+	return "test-" + hex.EncodeToString(rnd[:])
+}

@@ -1,0 +1,8 @@
+package jail
+
+// NetNames exposes a gateway's table name and veth prefix to the
+// external network tests (which use jailtest, so live in jail_test).
+func NetNames(name string) (table, veth string) {
+	n := namesFor(name)
+	return n.table, n.veth
+}

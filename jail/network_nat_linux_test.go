@@ -76,6 +76,16 @@ func fakeInternet(t *testing.T) string {
 // connection with "upstream".
 func serveIn(t *testing.T, ns, addr string) {
 	t.Helper()
+	var l net.Listener
+	inNetns(t, ns, func() (err error) { l, err = net.Listen("tcp", addr); return err })
+	t.Cleanup(func() { l.Close() })
+	go greet(l, "upstream\n")
+}
+
+// inNetns runs open (which makes a socket) in network namespace ns: a
+// socket stays in the namespace it was made in.
+func inNetns(t *testing.T, ns string, open func() error) {
+	t.Helper()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	orig, err := netns.Get()
@@ -91,15 +101,13 @@ func serveIn(t *testing.T, ns, addr string) {
 	if err := netns.Set(target); err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", addr)
+	err = open()
 	if err := netns.Set(orig); err != nil {
 		panic(err) // this thread must not go back to the scheduler in ns
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.Close() })
-	go greet(l, "upstream\n")
 }
 
 // greet writes msg to every connection l accepts, then closes it.
@@ -132,7 +140,7 @@ func natSupervisor(t *testing.T) (*jail.Supervisor, *jail.Network) {
 			t.Error(err)
 		}
 	})
-	s, err := jail.New(jail.Options{CgroupPrefix: "jailgate-test", KillGrace: 200 * time.Millisecond, Network: n})
+	s, err := jail.New(jail.Options{CgroupPrefix: jailtest.CgroupPrefix(t.TempDir()), KillGrace: 200 * time.Millisecond, Network: n})
 	if err != nil {
 		t.Fatal(err)
 	}

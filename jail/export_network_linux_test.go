@@ -6,3 +6,16 @@ func NetNames(name string) (table, veth string) {
 	n := namesFor(name)
 	return n.table, n.veth
 }
+
+// LeasedPairs counts the pool's pairs in use.
+func (n *Network) LeasedPairs() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	used := 0
+	for _, u := range n.pairs {
+		if u {
+			used++
+		}
+	}
+	return used
+}

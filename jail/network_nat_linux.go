@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // natNet is what the init needs to build eth0 (initConfig.NAT).
@@ -53,7 +54,7 @@ func setupNAT(s *starting) error {
 		end()
 		return err
 	}
-	done = append(done, l.unplug)
+	done = append(done, l.unplug, func() { forgetFlows(l.tenant) })
 	dns := s.e.spec.DNS
 	if len(dns) == 0 {
 		dns = hostResolvers()
@@ -107,6 +108,17 @@ func (l *lease) plug(pid, mtu int) error {
 func (l *lease) unplug() {
 	if link, err := netlink.LinkByName(l.veth); err == nil {
 		netlink.LinkDel(link)
+	}
+}
+
+// forgetFlows deletes the host's conntrack entries from addr: her
+// connections end with her, and the next environment given her pair
+// starts with none of them (nor does a closed connection's TIME_WAIT
+// entry count against the host's conntrack table for two minutes).
+func forgetFlows(addr netip.Addr) {
+	f := &netlink.ConntrackFilter{}
+	if f.AddIP(netlink.ConntrackOrigSrcIP, net.IP(addr.AsSlice())) == nil {
+		netlink.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, f)
 	}
 }
 

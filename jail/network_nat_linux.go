@@ -55,6 +55,12 @@ func setupNAT(s *starting) error {
 		return err
 	}
 	done = append(done, l.unplug, func() { forgetFlows(l.tenant) })
+	if r := s.e.spec.Limits.NetRate; r > 0 {
+		if err := limitRate(l.veth, s.e.cmd.Process.Pid, r); err != nil { // goes with the veth
+			end()
+			return err
+		}
+	}
 	dns := s.e.spec.DNS
 	if len(dns) == 0 {
 		dns = hostResolvers()

@@ -17,7 +17,7 @@ import (
 )
 
 // limitKeys are the keys of a limits mapping.
-var limitKeys = []string{"memory", "memory_swap", "pids", "cpu", "io_weight", "ptys", "tmp", "net_rate", "connections"}
+var limitKeys = []string{"memory", "memory_swap", "pids", "cpu", "io_weight", "ptys", "tmp", "net_rate"}
 
 // Safe defaults, for a config that says nothing about limits (issue 16):
 // bounds that keep the host alive when one tenant forks or allocates
@@ -77,13 +77,13 @@ func (p *parser) limits(u *User, n *yaml.Node, path string) {
 				return
 			}
 			l.IOWeight = n
-		case "pids", "ptys", "connections":
+		case "pids", "ptys":
 			n, err := strconv.ParseInt(s, 10, 64)
 			if err != nil || n < 0 {
 				p.add(p.at(v), field, "%q is not a whole number >= 0", s)
 				return
 			}
-			*map[string]*int64{"pids": &l.Pids, "ptys": &l.PTYs, "connections": &l.Connections}[key] = n
+			*map[string]*int64{"pids": &l.Pids, "ptys": &l.PTYs}[key] = n
 		case "net_rate":
 			r, err := ParseRate(s)
 			if err != nil || r > 0 && r < 8000 {
@@ -130,7 +130,6 @@ func resolveLimits(u *User) {
 	def("cpu", ": an equal share", func() {})
 	def("io_weight", ": an equal share", func() {})
 	def("net_rate", ": unlimited", func() {})
-	def("connections", ": unlimited", func() {})
 	u.LimitsFrom = from
 }
 
@@ -166,9 +165,7 @@ func LimitsText(l jail.Limits) string {
 	if l.NetRate > 0 {
 		add("net_rate", FormatRate(l.NetRate))
 	}
-	if l.Connections > 0 {
-		add("connections", fmt.Sprint(l.Connections))
-	}
+
 	if len(parts) == 0 {
 		return "none"
 	}

@@ -56,6 +56,9 @@ type Config struct {
 	// NetworkPool holds the point-to-point /31 of every nat environment;
 	// the zero Prefix lets serve pick a free one of jail.DefaultPools.
 	NetworkPool netip.Prefix
+	// NetworkPoolPos is where network_pool is set (check names it when
+	// the pool overlaps a host route).
+	NetworkPoolPos Pos
 	// NetworkForwarding is ForwardingOff (default) or ForwardingAuto.
 	NetworkForwarding string
 	// TrustedUserCAKeys sign user certificates that log a tenant in when

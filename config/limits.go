@@ -18,7 +18,7 @@ import (
 
 // limitKeys are the keys of a limits mapping.
 var limitKeys = []string{"memory", "memory_swap", "pids", "cpu", "io_weight", "ptys", "tmp",
-	"disk", "inodes"}
+	"disk", "inodes", "net_rate"}
 
 // Safe defaults, for a config that says nothing about limits (issue 16):
 // bounds that keep the host alive when one tenant forks or allocates
@@ -89,6 +89,13 @@ func (p *parser) limits(u *User, n *yaml.Node, path string) {
 				return
 			}
 			*map[string]*int64{"pids": &l.Pids, "ptys": &l.PTYs, "inodes": &u.Disk.Inodes}[key] = n
+		case "net_rate":
+			r, err := ParseRate(s)
+			if err != nil || r > 0 && r < 8000 {
+				p.add(p.at(v), field, "%q is not a rate of at least 8Kbit (use e.g. 100Mbit; 0bit: unlimited)", s)
+				return
+			}
+			l.NetRate = r
 		case "cpu":
 			f, err := strconv.ParseFloat(s, 64)
 			if err != nil || f < 0 || f != f {
@@ -129,6 +136,7 @@ func resolveLimits(u *User) {
 	def("io_weight", ": an equal share", func() {})
 	def("disk", ": unlimited", func() {}) // no safe default: her disk is the operator's choice
 	def("inodes", ": unlimited", func() {})
+	def("net_rate", ": unlimited", func() {})
 	u.LimitsFrom = from
 }
 
@@ -186,6 +194,10 @@ func LimitsText(l jail.Limits) string {
 	if l.Tmp > 0 {
 		add("tmp", FormatSize(l.Tmp))
 	}
+	if l.NetRate > 0 {
+		add("net_rate", FormatRate(l.NetRate))
+	}
+
 	if len(parts) == 0 {
 		return "none"
 	}

@@ -52,7 +52,7 @@ func (p *parser) networkPool(c *Config, n *yaml.Node) {
 			return
 		}
 	}
-	c.NetworkPool = pool
+	c.NetworkPool, c.NetworkPoolPos = pool, p.at(n)
 }
 
 // egress decodes egress: {allow: [...], deny: [...]}, each entry

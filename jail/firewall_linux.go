@@ -13,11 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// firewallTable is jailgate's one nftables table (family inet). jailgate
-// never touches the host's other tables or rules; it adds this one at
-// serve start and removes it at a clean stop.
-const firewallTable = "jailgate"
-
 // The table's named sets. Per-tenant entries are keyed by her address, so
 // a thousand tenants are a thousand set elements, not a thousand chains.
 const (
@@ -29,25 +24,30 @@ const (
 	setDenyAny   = "deny_any"   // egress.deny without ports
 )
 
-// firewall is the jailgate table and its sets.
+// firewall is the gateway's one nftables table (family inet, named
+// netNames.table) and its sets. jailgate never touches the host's other
+// tables or rules; it adds its own at serve start and removes it at a
+// clean stop.
 type firewall struct {
-	mu    sync.Mutex // one batch at a time on conn
-	conn  *nftables.Conn
-	table *nftables.Table
-	sets  map[string]*nftables.Set
+	prefix string     // the gateway's veth prefix (iifname PREFIX*)
+	mu     sync.Mutex // one batch at a time on conn
+	conn   *nftables.Conn
+	table  *nftables.Table
+	sets   map[string]*nftables.Set
 }
 
-// openFirewall replaces any stale jailgate table with a fresh one: the
-// chains, the sets, the default deny list (with the host's addresses and
-// the pool) and masquerade for the pool.
-func openFirewall(pool netip.Prefix, hostAddrs []netip.Addr) (*firewall, error) {
+// openFirewall replaces a stale table of the same name (a dead gateway's
+// of the same state_dir) with a fresh one: the chains, the sets, the
+// default deny list (with the host's addresses and the pool) and
+// masquerade for the pool.
+func openFirewall(names netNames, pool netip.Prefix, hostAddrs []netip.Addr) (*firewall, error) {
 	conn, err := nftables.New()
 	if err != nil {
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
-	fw := &firewall{conn: conn, sets: map[string]*nftables.Set{}}
-	fw.table = &nftables.Table{Family: nftables.TableFamilyINet, Name: firewallTable}
-	if old, err := conn.ListTableOfFamily(firewallTable, nftables.TableFamilyINet); err == nil && old != nil {
+	fw := &firewall{prefix: names.veth, conn: conn, sets: map[string]*nftables.Set{}}
+	fw.table = &nftables.Table{Family: nftables.TableFamilyINet, Name: names.table}
+	if old, err := conn.ListTableOfFamily(names.table, nftables.TableFamilyINet); err == nil && old != nil {
 		conn.DelTable(fw.table) // a dead gateway's
 	}
 	conn.AddTable(fw.table)
@@ -56,7 +56,7 @@ func openFirewall(pool netip.Prefix, hostAddrs []netip.Addr) (*firewall, error) 
 	}
 	fw.addChains(pool)
 	if err := conn.Flush(); err != nil {
-		return nil, fmt.Errorf("nftables: create table inet %s (is nf_tables with inet nat available? CONFIG_NF_TABLES_INET, nft_masq, nft_ct): %w", firewallTable, err)
+		return nil, fmt.Errorf("nftables: create table inet %s (is nf_tables with inet nat available? CONFIG_NF_TABLES_INET, nft_masq, nft_ct): %w", names.table, err)
 	}
 	return fw, nil
 }
@@ -67,7 +67,7 @@ func (fw *firewall) close() error {
 	defer fw.mu.Unlock()
 	fw.conn.DelTable(fw.table)
 	if err := fw.conn.Flush(); err != nil {
-		return fmt.Errorf("nftables: delete table inet %s: %w", firewallTable, err)
+		return fmt.Errorf("nftables: delete table inet %s: %w", fw.table.Name, err)
 	}
 	return nil
 }
@@ -148,6 +148,8 @@ func be32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
 
 // addChains adds the base chains and their rules:
 //
+// (jg* stands for the gateway's veth prefix, jgXXXXXX*)
+//
 //	forward (filter):  iifname "jg*" jump tenant_out
 //	                   oifname "jg*" ct state established,related accept
 //	                   oifname "jg*" drop            (nothing dials a tenant)
@@ -169,9 +171,9 @@ func (fw *firewall) addChains(pool netip.Prefix) {
 	post := fw.conn.AddChain(&nftables.Chain{Name: "postrouting", Table: fw.table, Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &policy})
 
-	fw.rule(forward, ifPrefix(expr.MetaKeyIIFNAME, expr.CmpOpEq), verdict(expr.Verdict{Kind: expr.VerdictJump, Chain: out.Name}))
-	fw.rule(forward, ifPrefix(expr.MetaKeyOIFNAME, expr.CmpOpEq), ctEstablished(), verdict(accept))
-	fw.rule(forward, ifPrefix(expr.MetaKeyOIFNAME, expr.CmpOpEq), verdict(drop))
+	fw.rule(forward, fw.ifPrefix(expr.MetaKeyIIFNAME, expr.CmpOpEq), verdict(expr.Verdict{Kind: expr.VerdictJump, Chain: out.Name}))
+	fw.rule(forward, fw.ifPrefix(expr.MetaKeyOIFNAME, expr.CmpOpEq), ctEstablished(), verdict(accept))
+	fw.rule(forward, fw.ifPrefix(expr.MetaKeyOIFNAME, expr.CmpOpEq), verdict(drop))
 
 	fw.rule(out, ctEstablished(), verdict(accept))
 	fw.rule(out, nfproto(unix.NFPROTO_IPV6), verdict(drop))
@@ -189,14 +191,14 @@ func (fw *firewall) addChains(pool netip.Prefix) {
 	}
 	fw.rule(out, nfproto(unix.NFPROTO_IPV4), ipField(16, 1), fw.lookup(setDeny, 1, false), verdict(drop))
 
-	fw.rule(input, ifPrefix(expr.MetaKeyIIFNAME, expr.CmpOpEq), ctEstablished(), verdict(accept))
-	fw.rule(input, ifPrefix(expr.MetaKeyIIFNAME, expr.CmpOpEq), verdict(drop))
+	fw.rule(input, fw.ifPrefix(expr.MetaKeyIIFNAME, expr.CmpOpEq), ctEstablished(), verdict(accept))
+	fw.rule(input, fw.ifPrefix(expr.MetaKeyIIFNAME, expr.CmpOpEq), verdict(drop))
 
 	mask := net4Mask(pool.Bits())
 	fw.rule(post, nfproto(unix.NFPROTO_IPV4), ipField(12, 1),
 		[]expr.Any{&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: make([]byte, 4)},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: pool.Addr().AsSlice()}},
-		ifPrefix(expr.MetaKeyOIFNAME, expr.CmpOpNeq), []expr.Any{&expr.Masq{}})
+		fw.ifPrefix(expr.MetaKeyOIFNAME, expr.CmpOpNeq), []expr.Any{&expr.Masq{}})
 }
 
 // rule appends a rule made of parts to chain.
@@ -210,10 +212,10 @@ func (fw *firewall) rule(chain *nftables.Chain, parts ...[]expr.Any) {
 
 func verdict(v expr.Verdict) []expr.Any { return []expr.Any{&v} }
 
-// ifPrefix matches an interface name starting with vethPrefix (nft's
-// "jg*": a compare of the prefix's bytes only).
-func ifPrefix(key expr.MetaKey, op expr.CmpOp) []expr.Any {
-	return []expr.Any{&expr.Meta{Key: key, Register: 1}, &expr.Cmp{Op: op, Register: 1, Data: []byte(vethPrefix)}}
+// ifPrefix matches an interface name starting with the gateway's veth
+// prefix (nft's "jgXXXXXX*": a compare of the prefix's bytes only).
+func (fw *firewall) ifPrefix(key expr.MetaKey, op expr.CmpOp) []expr.Any {
+	return []expr.Any{&expr.Meta{Key: key, Register: 1}, &expr.Cmp{Op: op, Register: 1, Data: []byte(fw.prefix)}}
 }
 
 // metaTo loads an interface name (16 bytes) into reg.

@@ -1,6 +1,8 @@
 package jail
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,9 +15,21 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// vethPrefix starts the name of every host-side veth jailgate makes (the
-// firewall's iifname "jg*"); the rest is the environment's pair number.
-const vethPrefix = "jg"
+// netNames are the host-wide names one gateway owns: its nftables table
+// and the prefix of its host-side veths (the firewall's iifname "jgXXXXXX*").
+// Both derive from NetworkOptions.Name, so two gateways (or a test next to
+// a live gateway) never sweep or filter each other's.
+type netNames struct {
+	table string // "jailgate-" + name
+	veth  string // "jg" + 6 hex digits of name's hash; the rest is the pair number
+}
+
+// namesFor derives a gateway's names. A veth name is at most 15 bytes
+// (IFNAMSIZ-1): 8 of prefix leave 7 digits, the pairs of a /8 pool.
+func namesFor(name string) netNames {
+	sum := sha256.Sum256([]byte(name))
+	return netNames{table: "jailgate-" + name, veth: "jg" + hex.EncodeToString(sum[:3])}
+}
 
 // ipForwardPath is the sysctl nat needs on: the host routes her packets.
 const ipForwardPath = "/proc/sys/net/ipv4/ip_forward"
@@ -23,6 +37,11 @@ const ipForwardPath = "/proc/sys/net/ipv4/ip_forward"
 // NetworkOptions configure the host side of NetworkNAT.
 type NetworkOptions struct {
 	Logger *slog.Logger // nil: slog.Default()
+	// Name is this gateway's own name for what it makes outside its
+	// state_dir (serve passes statedir's Hash): its nftables table
+	// "jailgate-NAME" and its veths' prefix. Only these are swept at
+	// start. Required.
+	Name string
 	// Pool holds every environment's point-to-point /31; the zero Prefix
 	// picks the first of DefaultPools that overlaps nothing on the host.
 	Pool netip.Prefix
@@ -36,6 +55,7 @@ type NetworkOptions struct {
 // table. Its methods are safe for concurrent use.
 type Network struct {
 	log    *slog.Logger
+	names  netNames
 	pool   netip.Prefix
 	uplink string // the default route's interface
 	mtu    int    // the uplink's MTU, given to every eth0
@@ -53,9 +73,12 @@ func OpenNetwork(opts NetworkOptions) (*Network, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	n := &Network{log: opts.Logger}
-	sweepVeths(n.log)
-	pool, err := choosePool(opts.Pool)
+	if opts.Name == "" {
+		return nil, errors.New("network: NetworkOptions.Name is empty")
+	}
+	n := &Network{log: opts.Logger, names: namesFor(opts.Name)}
+	sweepVeths(n.names.veth, n.log)
+	pool, err := choosePool(opts.Pool, n.names.veth)
 	if err != nil {
 		return nil, err
 	}
@@ -65,11 +88,11 @@ func OpenNetwork(opts NetworkOptions) (*Network, error) {
 	if n.fwdErr = ipForward(opts.Forwarding, n.log); n.fwdErr != nil {
 		n.log.Info("nat environments cannot start", "err", n.fwdErr)
 	}
-	hostAddrs, err := hostAddresses()
+	hostAddrs, err := hostAddresses(n.names.veth)
 	if err != nil {
 		return nil, err
 	}
-	if n.fw, err = openFirewall(pool, hostAddrs); err != nil {
+	if n.fw, err = openFirewall(n.names, pool, hostAddrs); err != nil {
 		return nil, err
 	}
 	n.log.Info("network ready", "pool", pool, "uplink", n.uplink, "mtu", n.mtu)
@@ -83,15 +106,23 @@ func (n *Network) Close() error { return n.fw.close() }
 // Pool is the address pool in use.
 func (n *Network) Pool() netip.Prefix { return n.pool }
 
-// choosePool returns want if it overlaps no route or address of the host,
-// or, for the zero Prefix, the first such of DefaultPools.
-func choosePool(want netip.Prefix) (netip.Prefix, error) {
+// ChoosePool is the pool the gateway named name (NetworkOptions.Name)
+// would use: want if it overlaps no route or address of the host, or, for
+// the zero Prefix, the first such of DefaultPools. The error names the
+// conflicting route or address. The routes of that gateway's own veths
+// (a live one's environments) do not count; another gateway's do.
+func ChoosePool(want netip.Prefix, name string) (netip.Prefix, error) {
+	return choosePool(want, namesFor(name).veth)
+}
+
+// choosePool is ChoosePool for the veths starting with prefix.
+func choosePool(want netip.Prefix, prefix string) (netip.Prefix, error) {
 	if want.IsValid() {
-		return want, CheckPool(want)
+		return want, checkPool(want, prefix)
 	}
 	var errs []error
 	for _, p := range DefaultPools {
-		err := CheckPool(p)
+		err := checkPool(p, prefix)
 		if err == nil {
 			return p, nil
 		}
@@ -100,10 +131,10 @@ func choosePool(want netip.Prefix) (netip.Prefix, error) {
 	return netip.Prefix{}, fmt.Errorf("no default network pool is free (set network_pool): %w", errors.Join(errs...))
 }
 
-// CheckPool refuses a pool that overlaps a route (any table) or an
-// address of the host, naming the conflicting one. Default routes and
-// jailgate's own veths do not count.
-func CheckPool(pool netip.Prefix) error {
+// checkPool refuses a pool that overlaps a route (any table) or an
+// address of the host, naming the conflicting one. Default routes and the
+// veths starting with prefix (this gateway's) do not count.
+func checkPool(pool netip.Prefix, prefix string) error {
 	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE)
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
 		return fmt.Errorf("list routes: %w", err)
@@ -113,13 +144,13 @@ func CheckPool(pool netip.Prefix) error {
 			continue
 		}
 		dst, ok := toPrefix(r.Dst)
-		if !ok || !dst.Overlaps(pool) || ownLink(r.LinkIndex) {
+		if !ok || !dst.Overlaps(pool) || ownLink(r.LinkIndex, prefix) {
 			continue
 		}
 		return fmt.Errorf("network pool %s overlaps the host route %s (%s); set network_pool to a free range",
 			pool, dst, linkName(r.LinkIndex))
 	}
-	addrs, err := hostAddresses()
+	addrs, err := hostAddresses(prefix)
 	if err != nil {
 		return err
 	}
@@ -150,22 +181,28 @@ func linkName(i int) string {
 	return fmt.Sprintf("ifindex %d", i)
 }
 
-// ownLink reports whether interface i is one of jailgate's veths.
-func ownLink(i int) bool {
+// ownLink reports whether interface i is one of the veths starting with
+// prefix.
+func ownLink(i int, prefix string) bool {
 	l, err := netlink.LinkByIndex(i)
-	return err == nil && l.Type() == "veth" && strings.HasPrefix(l.Attrs().Name, vethPrefix)
+	return err == nil && ownVeth(l, prefix)
 }
 
-// hostAddresses lists the host's IPv4 addresses on every interface (the
-// firewall denies them to tenants).
-func hostAddresses() ([]netip.Addr, error) {
+// ownVeth reports whether l is a veth starting with prefix.
+func ownVeth(l netlink.Link, prefix string) bool {
+	return l.Type() == "veth" && strings.HasPrefix(l.Attrs().Name, prefix)
+}
+
+// hostAddresses lists the host's IPv4 addresses on every interface but
+// the veths starting with prefix (the firewall denies them to tenants).
+func hostAddresses(prefix string) ([]netip.Addr, error) {
 	list, err := netlink.AddrList(nil, netlink.FAMILY_V4)
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
 		return nil, fmt.Errorf("list host addresses: %w", err)
 	}
 	var out []netip.Addr
 	for _, a := range list {
-		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && !ownLink(a.LinkIndex) {
+		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && !ownLink(a.LinkIndex, prefix) {
 			out = append(out, ip)
 		}
 	}
@@ -205,12 +242,13 @@ func ipForward(allowed bool, log *slog.Logger) error {
 	return nil
 }
 
-// sweepVeths removes the host-side veths a dead gateway left: every
-// environment of this host is this process's.
-func sweepVeths(log *slog.Logger) {
+// sweepVeths removes the host-side veths starting with prefix that a dead
+// gateway of the same state_dir left: every environment of that state_dir
+// is this process's. Other gateways' veths are left alone.
+func sweepVeths(prefix string, log *slog.Logger) {
 	links, _ := netlink.LinkList()
 	for _, l := range links {
-		if l.Type() == "veth" && strings.HasPrefix(l.Attrs().Name, vethPrefix) {
+		if ownVeth(l, prefix) {
 			if err := netlink.LinkDel(l); err != nil {
 				log.Warn("sweep stale veth", "link", l.Attrs().Name, "err", err)
 			}
@@ -239,7 +277,7 @@ func (n *Network) lease() (*lease, error) {
 		base := n.pool.Addr().As4()
 		off := uint32(base[0])<<24 | uint32(base[1])<<16 | uint32(base[2])<<8 | uint32(base[3]) + uint32(2*i)
 		host := netip.AddrFrom4([4]byte{byte(off >> 24), byte(off >> 16), byte(off >> 8), byte(off)})
-		return &lease{n: n, i: i, host: host, tenant: host.Next(), veth: fmt.Sprintf("%s%d", vethPrefix, i)}, nil
+		return &lease{n: n, i: i, host: host, tenant: host.Next(), veth: fmt.Sprintf("%s%d", n.names.veth, i)}, nil
 	}
 	return nil, fmt.Errorf("network pool %s is exhausted (%d environments)", n.pool, len(n.pairs))
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // natNet is what the init needs to build eth0 (initConfig.NAT).
@@ -53,7 +54,13 @@ func setupNAT(s *starting) error {
 		end()
 		return err
 	}
-	done = append(done, l.unplug)
+	done = append(done, l.unplug, func() { forgetFlows(l.tenant) })
+	if r := s.e.spec.Limits.NetRate; r > 0 {
+		if err := limitRate(l.veth, s.e.cmd.Process.Pid, r); err != nil { // goes with the veth
+			end()
+			return err
+		}
+	}
 	dns := s.e.spec.DNS
 	if len(dns) == 0 {
 		dns = hostResolvers()
@@ -107,6 +114,17 @@ func (l *lease) plug(pid, mtu int) error {
 func (l *lease) unplug() {
 	if link, err := netlink.LinkByName(l.veth); err == nil {
 		netlink.LinkDel(link)
+	}
+}
+
+// forgetFlows deletes the host's conntrack entries from addr: her
+// connections end with her, and the next environment given her pair
+// starts with none of them (nor does a closed connection's TIME_WAIT
+// entry count against the host's conntrack table for two minutes).
+func forgetFlows(addr netip.Addr) {
+	f := &netlink.ConntrackFilter{}
+	if f.AddIP(netlink.ConntrackOrigSrcIP, net.IP(addr.AsSlice())) == nil {
+		netlink.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, f)
 	}
 }
 

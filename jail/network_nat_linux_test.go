@@ -2,128 +2,51 @@ package jail_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
 	"github.com/jailgate/jailgate/jail"
 	"github.com/jailgate/jailgate/jail/jailtest"
 )
 
-// The fake internet of the nat tests: a network namespace "upstream"
-// reached from the host over a veth (198.51.100.1 on the host's end,
-// 198.51.100.10 on its own), holding behind it what a tenant must not
-// reach: the cloud metadata address and private destinations that the host
-// routes there.
+// The fake internet's addresses (jailtest.FakeInternet).
 const (
-	upstreamAddr = "198.51.100.10"
-	metadataAddr = "169.254.169.254"
-	private10    = "10.99.0.10"
-	private192   = "192.168.77.10"
+	upstreamAddr = jailtest.UpstreamAddr
+	metadataAddr = jailtest.MetadataAddr
+	private10    = jailtest.Private10
+	private192   = jailtest.Private192
 )
 
-// fakeInternet builds the upstream namespace and its routes, removed when
-// the test ends (even on failure), and returns the namespace's name.
-func fakeInternet(t *testing.T) string {
-	t.Helper()
-	var rnd [3]byte
-	rand.Read(rnd[:])
-	id := hex.EncodeToString(rnd[:])
-	ns, host, peer := "jgtest-up-"+id, "ups"+id+"h", "ups"+id+"u"
-	t.Cleanup(func() {
-		exec.Command("ip", "netns", "del", ns).Run()
-		exec.Command("ip", "link", "del", host).Run()
-		for _, a := range []string{metadataAddr, private10, private192} {
-			exec.Command("ip", "route", "del", a+"/32", "via", upstreamAddr).Run()
-		}
-	})
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
-	ip("netns", "add", ns)
-	ip("link", "add", host, "type", "veth", "peer", "name", peer, "netns", ns)
-	ip("addr", "add", "198.51.100.1/24", "dev", host)
-	ip("link", "set", host, "up")
-	ip("-n", ns, "addr", "add", upstreamAddr+"/24", "dev", peer)
-	ip("-n", ns, "link", "set", peer, "up")
-	ip("-n", ns, "link", "set", "lo", "up")
-	for _, a := range []string{metadataAddr, private10, private192} {
-		ip("-n", ns, "addr", "add", a+"/32", "dev", "lo")
-		ip("route", "add", a+"/32", "via", upstreamAddr)
-	}
-	for _, port := range []string{"80", "8080", "8081"} {
-		serveIn(t, ns, "0.0.0.0:"+port)
-	}
-	return ns
-}
-
-// serveIn listens on addr inside network namespace ns and greets every
-// connection with "upstream".
-func serveIn(t *testing.T, ns, addr string) {
-	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	target, err := netns.GetFromName(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", addr)
-	if err := netns.Set(orig); err != nil {
-		panic(err) // this thread must not go back to the scheduler in ns
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go greet(l, "upstream\n")
-}
-
-// greet writes msg to every connection l accepts, then closes it.
-func greet(l net.Listener, msg string) {
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		c.Write([]byte(msg))
-		c.Close()
-	}
-}
+func fakeInternet(t *testing.T) string                   { return jailtest.FakeInternet(t) }
+func inNetns(t *testing.T, ns string, open func() error) { jailtest.InNetns(t, ns, open) }
+func greet(l net.Listener, msg string)                   { jailtest.Greet(l, msg) }
 
 // natSupervisor opens the host network (ip_forward turned on, and put
 // back when the test ends) and a Supervisor using it.
 func natSupervisor(t *testing.T) (*jail.Supervisor, *jail.Network) {
+	t.Helper()
+	s, n, _ := natSupervisorNamed(t)
+	return s, n
+}
+
+// natSupervisorNamed is natSupervisor, with the network's name.
+func natSupervisorNamed(t *testing.T) (*jail.Supervisor, *jail.Network, string) {
 	t.Helper()
 	jailtest.RequireRoot(t)
 	const fwd = "/proc/sys/net/ipv4/ip_forward"
 	if old, err := os.ReadFile(fwd); err == nil {
 		t.Cleanup(func() { os.WriteFile(fwd, old, 0o644) })
 	}
-	n, err := jail.OpenNetwork(jail.NetworkOptions{Forwarding: true})
+	name := testNetName()
+	n, err := jail.OpenNetwork(jail.NetworkOptions{Name: name, Forwarding: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,12 +55,12 @@ func natSupervisor(t *testing.T) (*jail.Supervisor, *jail.Network) {
 			t.Error(err)
 		}
 	})
-	s, err := jail.New(jail.Options{CgroupPrefix: "jailgate-test", KillGrace: 200 * time.Millisecond, Network: n})
+	s, err := jail.New(jail.Options{CgroupPrefix: jailtest.CgroupPrefix(t.TempDir()), KillGrace: 200 * time.Millisecond, Network: n})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	return s, n
+	return s, n, name
 }
 
 // reaches reports whether a TCP connection from inside env to addr opens
@@ -261,3 +184,5 @@ func primaryHostAddr(t *testing.T) string {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+func testNetName() string { return jailtest.NetName() }

@@ -11,6 +11,7 @@ import (
 // NetworkOptions configure the host side of NetworkNAT.
 type NetworkOptions struct {
 	Logger     *slog.Logger
+	Name       string
 	Pool       netip.Prefix
 	Forwarding bool
 }
@@ -21,8 +22,10 @@ type Network struct{}
 // OpenNetwork reports that nat needs Linux.
 func OpenNetwork(NetworkOptions) (*Network, error) { return nil, errors.ErrUnsupported }
 
-// CheckPool reports that nat needs Linux.
-func CheckPool(netip.Prefix) error { return errors.ErrUnsupported }
+// ChoosePool reports that nat needs Linux.
+func ChoosePool(netip.Prefix, string) (netip.Prefix, error) {
+	return netip.Prefix{}, errors.ErrUnsupported
+}
 
 // Close does nothing outside Linux.
 func (*Network) Close() error { return nil }

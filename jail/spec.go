@@ -59,6 +59,7 @@ type Limits struct {
 	IOWeight     int64   // relative block I/O weight, 1-10000 (v1: scaled to 10-1000)
 	PTYs         int64   // terminals in her devpts instance (devpts max=); 0: the kernel's one pool
 	Tmp          int64   // bytes of each of /tmp and /dev/shm (tmpfs size=); 0: the tmpfs default (half of RAM)
+	NetRate      int64   // NetworkNAT: bits per second each way on her veth (tc); 0: unlimited
 }
 
 // EnvSpec says how to build an environment.

@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"github.com/jailgate/jailgate/config"
+	"github.com/jailgate/jailgate/jail"
 	"github.com/jailgate/jailgate/provision"
 	"github.com/jailgate/jailgate/statedir"
 )
@@ -86,6 +87,9 @@ func cmdCheck(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := checkPool(c); err != nil {
+		return err
+	}
 	// Valid but weaker than the defaults (a weak SSH algorithm offered):
 	// said, not refused; the exit status stays 0.
 	for _, w := range c.Warnings {
@@ -110,4 +114,31 @@ func cmdCheck(args []string, stdout io.Writer) error {
 		fmt.Fprintln(stdout, "  "+c.Users[n].Summary())
 	}
 	return nil
+}
+
+// checkPool refuses, as serve would at start, a network pool that
+// overlaps a route or address of this host when a tenant uses nat: the
+// same choice (jail.ChoosePool) under serve's name for the state_dir, so a
+// live gateway's own veths do not count. The line is network_pool's, or
+// the first nat tenant's when the pool is the default choice.
+func checkPool(c *config.Config) error {
+	tenant := ""
+	for _, n := range c.Names() {
+		if c.Users[n].Network == jail.NetworkNAT {
+			tenant = n
+			break
+		}
+	}
+	if tenant == "" {
+		return nil
+	}
+	_, err := jail.ChoosePool(c.NetworkPool, statedir.New(c.StateDir).Hash())
+	if err == nil {
+		return nil
+	}
+	e := &config.Error{Pos: c.NetworkPoolPos, Field: "network_pool", Msg: err.Error()}
+	if !c.NetworkPool.IsValid() {
+		e.Pos, e.Field = c.Users[tenant].Pos, "users."+tenant+".network"
+	}
+	return &configError{lines: []string{e.Error()}}
 }

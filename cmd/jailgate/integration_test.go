@@ -75,7 +75,8 @@ func (l *lab) serve(t *testing.T, dir, yaml string) {
 	}
 	log := slog.New(slog.NewTextHandler(l.log, nil))
 	l.cgroup = jailtest.CgroupPrefix(cfg.StateDir)
-	sup, err := jail.New(jail.Options{Logger: log, CgroupPrefix: l.cgroup, KillGrace: 300 * time.Millisecond})
+	sup, err := jail.New(jail.Options{Logger: log, CgroupPrefix: l.cgroup, KillGrace: 300 * time.Millisecond,
+		Network: labNetwork(t, cfg, log)})
 	if err != nil {
 		t.Fatal(err)
 	}

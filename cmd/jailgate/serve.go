@@ -169,8 +169,8 @@ func (d *daemon) sealInit() error {
 // pool overlaps a route) still serves network: none tenants; with a nat
 // tenant in the configuration, serve refuses to start instead.
 func (d *daemon) openNetwork() error {
-	n, err := jail.OpenNetwork(jail.NetworkOptions{Logger: d.log, Pool: d.cfg.NetworkPool,
-		Forwarding: d.cfg.NetworkForwarding == config.ForwardingAuto})
+	n, err := jail.OpenNetwork(jail.NetworkOptions{Logger: d.log, Name: statedir.New(d.cfg.StateDir).Hash(),
+		Pool: d.cfg.NetworkPool, Forwarding: d.cfg.NetworkForwarding == config.ForwardingAuto})
 	if err != nil {
 		for _, name := range d.cfg.Names() {
 			if d.cfg.Users[name].Network == jail.NetworkNAT {

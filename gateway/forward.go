@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gliderlabs/ssh"
+	"github.com/jailgate/jailgate/jail"
 	gossh "golang.org/x/crypto/ssh"
 )
 
@@ -107,7 +108,9 @@ func localRefusal(a channelAuth, d directTCPIP) (why, msg string) {
 	case !a.opts.OpenAllowed(d.DestAddr, d.DestPort):
 		return fmt.Sprintf("%s is not in the key's permitopen", net.JoinHostPort(d.DestAddr, strconv.Itoa(int(d.DestPort)))),
 			"this destination is not permitted for this key"
-	case !loopbackNames[d.DestAddr]:
+	case !loopbackNames[d.DestAddr] && a.tenant.Network != jail.NetworkNAT:
+		// With network: none her namespace has nothing else; with nat the
+		// init dials from inside it, under her egress policy.
 		return "destination is not loopback", "only localhost inside your environment can be reached"
 	}
 	return "", ""

@@ -403,7 +403,7 @@ func (b *builder) etcFiles() error {
 			"nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n", 0o644},
 		{"etc/group", "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n", 0o644},
 		{"etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n", 0o644},
-		{"etc/nsswitch.conf", "passwd: files\ngroup: files\nshadow: files\nhosts: files\n" +
+		{"etc/nsswitch.conf", "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n" +
 			"networks: files\nprotocols: files\nservices: files\n", 0o644},
 		{"etc/profile", profile, 0o644},
 		{"root/.bashrc", "# Written by jailgate.\n[ -r /etc/profile ] && . /etc/profile\n", 0o644},

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"io"
 	"log/slog"
 	"os"
 	"testing"
@@ -41,8 +42,9 @@ func labNetwork(t *testing.T, cfg *config.Config, log *slog.Logger) *jail.Networ
 
 // TestIntegrationNAT: through the whole gateway, alice (network: nat)
 // reaches the fake internet from her ssh session and not the metadata
-// service, and ssh -L, which dials from inside her namespace, is refused
-// the metadata service and a private destination as well.
+// service, and ssh -L, which dials from inside her namespace, follows the
+// same policy: the upstream answers, the metadata service and a private
+// destination do not.
 func TestIntegrationNAT(t *testing.T) {
 	jailtest.RequireRoot(t)
 	jailtest.FakeInternet(t)
@@ -59,6 +61,14 @@ func TestIntegrationNAT(t *testing.T) {
 	if got := must(t, c, dial(jailtest.MetadataAddr+"/80")); got != "" {
 		t.Errorf("her session read %q from the metadata service", got)
 	}
+	fc, err := c.Dial("tcp", jailtest.UpstreamAddr+":80")
+	if err != nil {
+		t.Fatalf("ssh -L to the upstream: %v", err)
+	}
+	if b, _ := io.ReadAll(fc); string(b) != "upstream\n" {
+		t.Errorf("ssh -L to the upstream read %q, want upstream", b)
+	}
+	fc.Close()
 	for _, addr := range []string{jailtest.MetadataAddr + ":80", jailtest.Private10 + ":80"} {
 		if fc, err := c.Dial("tcp", addr); err == nil {
 			buf := make([]byte, 64)

@@ -43,6 +43,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 	d := &daemon{path: path, cfg: cfg, log: newLogger(cfg, stderr)}
 	defer d.close()
 	for _, step := range []func() error{
+		d.catchSignals,   // a SIGHUP during start-up waits for the loop: its default action would end us
 		d.openAdmin,      // first, so that a second server on this state_dir stops here
 		d.openAudit,      // every later step logs to it too
 		d.protectFromOOM, // an OOM takes a tenant's hog, never the door
@@ -81,7 +82,8 @@ type daemon struct {
 	metrics  *gateway.Metrics
 	srv      *gateway.Server
 	rl       *reloader
-	ln       net.Listener // the SSH port
+	ln       net.Listener   // the SSH port
+	sigs     chan os.Signal // SIGHUP, SIGTERM, SIGINT, SIGUSR1, from catchSignals on
 	undo     []func()
 }
 
@@ -269,14 +271,23 @@ func (d *daemon) recordActive() error {
 	return nil
 }
 
+// catchSignals takes the signals the loop in run answers from now on: one
+// that arrives while serve is still starting (an operator's reload right
+// after a restart, say) is queued for it, not acted on by default (SIGHUP's
+// default is to end the process).
+func (d *daemon) catchSignals() error {
+	d.sigs = make(chan os.Signal, 4)
+	signal.Notify(d.sigs, unix.SIGHUP, unix.SIGTERM, unix.SIGINT, unix.SIGUSR1)
+	d.onClose(func() { signal.Stop(d.sigs) })
+	return nil
+}
+
 // run serves until SIGTERM or SIGINT, which drain the sessions, or until
 // the SSH listener fails.
 func (d *daemon) run() error {
 	d.log.Info("listening", "addr", d.ln.Addr().String(), "config", d.path, "tenants", len(d.cfg.Users),
 		"fingerprint", keys.Fingerprint(d.signer.PublicKey()))
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, unix.SIGHUP, unix.SIGTERM, unix.SIGINT, unix.SIGUSR1)
-	defer signal.Stop(sigs)
+	sigs := d.sigs
 	served := make(chan error, 1)
 	go func() { served <- d.srv.Serve(d.ln) }()
 	for {

@@ -35,9 +35,13 @@ type cgroupManager interface {
 
 // cgroupHandle is one environment's cgroup.
 type cgroupHandle interface {
-	// Start starts cmd so that its first instruction already runs inside
-	// the cgroup (and so that its cgroup namespace is rooted there).
+	// Start starts cmd: inside the cgroup from its first instruction where
+	// the kernel can (v2), else where the gateway is, for Adopt to move in.
 	Start(cmd *exec.Cmd) error
+	// Adopt moves the process Start started into the cgroup, if Start could
+	// not; it must be done before the process clones the init, whose
+	// cgroup namespace is rooted where it is born.
+	Adopt(pid int) error
 	// Destroy kills what is left inside and removes the cgroup.
 	Destroy() error
 	// OOMKills counts the processes the memory limit killed so far.
@@ -120,6 +124,7 @@ func (n noCgroups) Create(tenant, _ string, l Limits) (cgroupHandle, error) {
 type noHandle struct{}
 
 func (noHandle) Start(cmd *exec.Cmd) error { return cmd.Start() }
+func (noHandle) Adopt(int) error           { return nil }
 func (noHandle) Destroy() error            { return nil }
 func (noHandle) OOMKills() int             { return 0 }
 

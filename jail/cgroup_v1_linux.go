@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 
@@ -116,7 +115,6 @@ func (m *cgroupV1) Create(tenant, env string, l Limits) (cgroupHandle, error) {
 			return nil, fmt.Errorf("create cgroup: %w", err)
 		}
 		h.dirs = append(h.dirs, edir)
-		h.mounts = append(h.mounts, mnt)
 		switch ctrl {
 		case "freezer":
 			h.freezer = edir
@@ -196,7 +194,6 @@ func (m *cgroupV1) Release() {
 // v1Handle is one environment's directory in each v1 controller.
 type v1Handle struct {
 	dirs    []string // the environment's dir per controller
-	mounts  []string // the controller mount points, in the same order
 	freezer string
 	memory  string // the environment's memory cgroup, if mounted
 }
@@ -211,71 +208,22 @@ func (h *v1Handle) OOMKills() int {
 		readCounter(filepath.Dir(h.memory), "memory.oom_control", "oom_kill")
 }
 
-// Start starts cmd from a thread that joined the environment's cgroups
-// just for the clone: the new init is inside them from its first
-// instruction and its cgroup namespace is rooted there (v1 has no
-// CLONE_INTO_CGROUP). The thread then goes back to the cgroups it came
-// from; if it cannot, it stays locked and Go ends it with the goroutine.
-func (h *v1Handle) Start(cmd *exec.Cmd) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		tid := strconv.Itoa(unix.Gettid())
-		back, err := threadCgroups(h.mounts)
-		if err != nil {
-			errc <- err
-			return
-		}
-		moved := 0
-		for _, d := range h.dirs {
-			if err = writeFile(d, "tasks", tid); err != nil {
-				break
-			}
-			moved++
-		}
-		if err == nil {
-			err = cmd.Start()
-		} else {
-			err = fmt.Errorf("join cgroup: %w", err)
-		}
-		for _, d := range back[:moved] {
-			if werr := writeFile(d, "tasks", tid); werr != nil {
-				errc <- err
-				return // still locked: the thread dies with this goroutine
-			}
-		}
-		runtime.UnlockOSThread()
-		errc <- err
-	}()
-	return <-errc
-}
+// Start starts cmd where the gateway is; Adopt then moves it in, before
+// it clones the init (v1 has no CLONE_INTO_CGROUP). Until this change a
+// gateway thread joined her cgroups for the clone, so her CPU quota could
+// stall that thread while it held the fork lock of the whole gateway
+// (issue 16, item 6).
+func (h *v1Handle) Start(cmd *exec.Cmd) error { return cmd.Start() }
 
-// threadCgroups returns, for each controller dir of mounts (in order), the
-// calling thread's current cgroup directory in that controller.
-func threadCgroups(mounts []string) ([]string, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/cgroup", unix.Gettid()))
-	if err != nil {
-		return nil, err
-	}
-	cur := map[string]string{} // controller -> path
-	for _, line := range strings.Split(string(b), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) == 3 {
-			for _, c := range strings.Split(parts[1], ",") {
-				cur[c] = parts[2]
-			}
+// Adopt moves process pid, and all its threads, into the environment's
+// cgroups (cgroup.procs).
+func (h *v1Handle) Adopt(pid int) error {
+	for _, d := range h.dirs {
+		if err := writeFile(d, "cgroup.procs", strconv.Itoa(pid)); err != nil {
+			return err
 		}
 	}
-	var dirs []string
-	for _, m := range mounts {
-		c := filepath.Base(m)
-		p, ok := cur[c]
-		if !ok {
-			return nil, fmt.Errorf("join cgroup: thread has no %s cgroup", c)
-		}
-		dirs = append(dirs, filepath.Join(m, p))
-	}
-	return dirs, nil
+	return nil
 }
 
 func (h *v1Handle) Destroy() error {

@@ -144,6 +144,9 @@ func (h *v2Handle) Start(cmd *exec.Cmd) error {
 	return cmd.Start()
 }
 
+// Adopt has nothing to do: Start's CLONE_INTO_CGROUP put the process in.
+func (h *v2Handle) Adopt(int) error { return nil }
+
 func (h *v2Handle) Destroy() error {
 	return removeCgroup(h.dir, func() error {
 		if err := writeFile(h.dir, "cgroup.kill", "1"); err != nil {

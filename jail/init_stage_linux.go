@@ -2,6 +2,7 @@ package jail
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 
@@ -18,7 +19,7 @@ import (
 // fs.inotify.max_user_instances, and one tenant's 128 left every other
 // tenant and the host's root without inotify (issue 16, item 2).
 //
-//	gateway (root) ── clone, in her cgroup ──► stageStart (host, her base uid)
+//	gateway (root) ── clone ──► stageStart (host, her base uid), moved into her cgroup, then its stdin closed
 //	stageStart ── clone(CLONE_NEWUSER|…|CLONE_PARENT) ──► stageMaps (her namespaces, no ids mapped yet)
 //	gateway writes /proc/<pid>/{uid,gid}_map, closes initMapsFd
 //	stageMaps ── execve ──► stageInit (her root, all capabilities in her namespace)
@@ -71,6 +72,11 @@ func startInit() error {
 	// the bound of all its processes together (kernel/user_namespace.c,
 	// enforced_nproc_rlimit: root's is not enforced, hers is). Her pids
 	// cgroup is the bound that counts; raise the soft limit to the hard one.
+	// Wait until the gateway has moved this process into her cgroup (v1:
+	// cgroup.procs; v2 started it there): it closes our stdin then.
+	if _, err := io.Copy(io.Discard, os.Stdin); err != nil {
+		return fmt.Errorf("wait to be placed in the cgroup: %w", err)
+	}
 	var nproc unix.Rlimit
 	if unix.Getrlimit(unix.RLIMIT_NPROC, &nproc) == nil {
 		nproc.Cur = nproc.Max

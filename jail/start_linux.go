@@ -180,6 +180,17 @@ func cloneInit(s *starting) error {
 	if err := e.cg.Start(starter); err != nil {
 		return fmt.Errorf("start init: %w", err)
 	}
+	// The starter waits on its stdin (holdW) until it is in her cgroup:
+	// the init it clones, and its cgroup namespace, must be born there.
+	p.holdR.Close()
+	p.holdR = nil
+	if err := e.cg.Adopt(starter.Process.Pid); err != nil {
+		starter.Process.Kill()
+		starter.Wait()
+		return fmt.Errorf("join cgroup: %w", err)
+	}
+	p.holdW.Close()
+	p.holdW = nil
 	// Only the init may hold its end: ours would hide its exit (EOF).
 	s.child.Close()
 	s.child = nil
@@ -212,6 +223,7 @@ func (p *initProc) Wait() error {
 
 // stagePipes are the pipes between the gateway and the init's stages.
 type stagePipes struct {
+	holdR, holdW *os.File // the starter's stdin: closed once it is in her cgroup
 	pidR, pidW   *os.File // the starter's stdout: the init's pid
 	mapsR, mapsW *os.File // initMapsFd: closed by the gateway once the maps are written
 	errW         *os.File // stderr of the starter and the init, copied into the log
@@ -219,6 +231,9 @@ type stagePipes struct {
 
 func (p *stagePipes) open(e *environment) error {
 	var err error
+	if p.holdR, p.holdW, err = os.Pipe(); err != nil {
+		return err
+	}
 	if p.pidR, p.pidW, err = os.Pipe(); err != nil {
 		return err
 	}
@@ -251,7 +266,7 @@ func (p *stagePipes) closeChildEnds() {
 // the init the maps are written (or, on a failure, that none will come).
 func (p *stagePipes) close() {
 	p.closeChildEnds()
-	for _, f := range []*os.File{p.pidR, p.mapsW} {
+	for _, f := range []*os.File{p.holdR, p.holdW, p.pidR, p.mapsW} {
 		if f != nil {
 			f.Close()
 		}
@@ -320,6 +335,7 @@ func starterCmd(e *environment, child, rootfs *os.File, p *stagePipes) *exec.Cmd
 		// and a GC worker (≈ 250 KiB of its resident memory).
 		Env:        []string{"_JAILGATE_INIT=" + stageStart, "GOMAXPROCS=1"},
 		ExtraFiles: []*os.File{child, rootfs, p.mapsR}, // fds 3, 4 and 5
+		Stdin:      p.holdR,
 		Stdout:     p.pidW,
 		Stderr:     p.errW,
 		SysProcAttr: &unix.SysProcAttr{

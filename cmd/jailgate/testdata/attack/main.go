@@ -140,6 +140,47 @@ func main() {
 		err := unix.PivotRoot(".", ".")
 		errno, _ := err.(unix.Errno)
 		pastPermission(errno, "pivot_root got past the permission check")
+	case "btrfs-subvol": // a subvolume in her tree: its own qgroup, outside her quota
+		var args struct {
+			fd   int64
+			name [4088]byte
+		}
+		copy(args.name[:], "escape")
+		pastPermission(dirIoctl(os.Args[2], 0x5000940e, unsafe.Pointer(&args)), "BTRFS_IOC_SUBVOL_CREATE made a subvolume")
+	case "btrfs-snap": // a snapshot of her tree: the same, with her files in it
+		src, err := unix.Open(os.Args[2], unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err != nil {
+			fmt.Println("BLOCKED", err)
+			return
+		}
+		var args struct {
+			fd, transid, flags int64
+			unused             [4]uint64
+			name               [4040]byte
+		}
+		args.fd = int64(src)
+		copy(args.name[:], "snap")
+		pastPermission(dirIoctl(os.Args[2], 0x50009417, unsafe.Pointer(&args)), "BTRFS_IOC_SNAP_CREATE_V2 made a snapshot")
+	case "fssetxattr": // move a file to another project (project quota id)
+		fssetxattr(os.Args[2])
+	case "mount": // mount os.Args[2] (her disk image, say) as ext4 on a dir of hers
+		os.MkdirAll("/tmp/attack-mnt", 0o755)
+		err := unix.Mount(os.Args[2], "/tmp/attack-mnt", "ext4", 0, "")
+		errno, _ := err.(unix.Errno)
+		pastPermission(errno, "mounted "+os.Args[2])
+	case "remount-root": // remount her root (the overlay on her image) without nosuid
+		err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_BIND, "")
+		errno, _ := err.(unix.Errno)
+		pastPermission(errno, "remounted /")
+	case "reach": // stat each of os.Args[2:] (her image file, its mount, the loop devices)
+		for _, p := range os.Args[2:] {
+			var st unix.Stat_t
+			if err := unix.Stat(p, &st); err == nil {
+				fmt.Println("ESCAPED sees", p)
+				return
+			}
+		}
+		fmt.Println("BLOCKED none is visible")
 	default:
 		fmt.Println("unknown attack")
 		os.Exit(2)
@@ -168,4 +209,52 @@ func verdict(errno unix.Errno, escaped string) {
 		return
 	}
 	fmt.Println("ESCAPED", escaped)
+}
+
+// FS_IOC_FSGETXATTR and FS_IOC_FSSETXATTR (include/uapi/linux/fs.h).
+const (
+	fsGetXattr = 0x801c581f
+	fsSetXattr = 0x401c5820
+)
+
+// dirIoctl calls ioctl req with arg on the directory dir.
+func dirIoctl(dir string, req uintptr, arg unsafe.Pointer) unix.Errno {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return err.(unix.Errno)
+	}
+	defer unix.Close(fd)
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, uintptr(arg))
+	return errno
+}
+
+// fssetxattr sets file's project id to 4242 with FS_IOC_FSSETXATTR and
+// reads it back: refused (BLOCKED), accepted but unchanged (CONTAINED), or
+// changed (ESCAPED).
+func fssetxattr(file string) {
+	var x struct {
+		xflags, extsize, nextents, projid, cowextsize uint32
+		pad                                           [8]byte
+	}
+	fd, err := unix.Open(file, unix.O_RDONLY, 0)
+	if err != nil {
+		fmt.Println("BLOCKED", err)
+		return
+	}
+	defer unix.Close(fd)
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), fsGetXattr, uintptr(unsafe.Pointer(&x))); e != 0 {
+		fmt.Println("BLOCKED FS_IOC_FSGETXATTR", e)
+		return
+	}
+	x.projid = 4242
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), fsSetXattr, uintptr(unsafe.Pointer(&x))); e != 0 {
+		fmt.Println("BLOCKED", e)
+		return
+	}
+	unix.Syscall(unix.SYS_IOCTL, uintptr(fd), fsGetXattr, uintptr(unsafe.Pointer(&x)))
+	if x.projid != 4242 {
+		fmt.Println("CONTAINED project id still", x.projid)
+		return
+	}
+	fmt.Println("ESCAPED project id now 4242")
 }

@@ -247,4 +247,11 @@ func TestDiskQuotaImageAttacks(t *testing.T) {
 	}
 	projectAttacks(t, alice, "alice")
 	ddStops(t, alice, "alice", "/root/big", usageOf(t, l, "alice", ""))
+	// status shows what her image holds, blocks and inodes, against its size.
+	var st, errOut strings.Builder
+	code := run([]string{"status", "--config", filepath.Join(dir, "jailgate.yaml")}, &st, &errOut)
+	t.Logf("status: exit %d\n%s%s", code, st.String(), errOut.String())
+	if code != 0 || !regexp.MustCompile(`(?m)^alice .* \d+\w+ / \d+\w+ \(image\)\s+\d+ / \d+$`).MatchString(st.String()) {
+		t.Errorf("status: want alice's line with her image's use / size (image) and inodes used / limit")
+	}
 }

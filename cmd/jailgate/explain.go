@@ -15,6 +15,7 @@ import (
 	"github.com/jailgate/jailgate/internal/atomicfile"
 	"github.com/jailgate/jailgate/jail"
 	"github.com/jailgate/jailgate/keys"
+	"github.com/jailgate/jailgate/provision"
 	"github.com/jailgate/jailgate/statedir"
 )
 
@@ -213,7 +214,24 @@ func cmdExplain(args []string, stdout io.Writer) error {
 	for _, l := range explainLines(u) {
 		fmt.Fprintln(stdout, l)
 	}
+	fmt.Fprintln(stdout, diskLine(c, u))
 	return nil
+}
+
+// diskLine says which disk quota backend serves u's tree on this host and
+// why (provision.ChooseDisk's choice). It reads the host, so it is not
+// one of explainLines, whose diff a reload prints.
+func diskLine(c *config.Config, u *config.User) string {
+	ch, err := provision.ChooseDisk(c.StateDir, c.DiskQuota, u)
+	switch {
+	case err != nil && ch.Backend == "":
+		return "disk quota:   none can be enforced: " + err.Error()
+	case ch.Backend == "":
+		return "disk quota:   none (" + ch.Why + ")"
+	case err != nil:
+		return fmt.Sprintf("disk quota:   %s on %s, because %s; but: %v", ch.Backend, ch.Tree, ch.Why, err)
+	}
+	return fmt.Sprintf("disk quota:   %s on %s (disk_quota %s), because %s", ch.Backend, ch.Tree, c.DiskQuota, ch.Why)
 }
 
 // diffConfigs says what a reload from old to c would change.

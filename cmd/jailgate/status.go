@@ -8,6 +8,7 @@ import (
 
 	"github.com/jailgate/jailgate/config"
 	"github.com/jailgate/jailgate/jail"
+	"github.com/jailgate/jailgate/rootfs"
 	"github.com/jailgate/jailgate/statedir"
 )
 
@@ -23,16 +24,16 @@ func cmdStatus(args []string, stdout io.Writer) error {
 		return err
 	}
 	w := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "TENANT\tENVS\tMEMORY\tPIDS\tCPU\tOOM KILLS")
+	fmt.Fprintln(w, "TENANT\tENVS\tMEMORY\tPIDS\tCPU\tOOM KILLS\tDISK\tINODES")
 	for _, n := range c.Names() {
 		st, err := jail.TenantStats(n, statedir.New(c.StateDir).Cgroup())
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(w, "%s\t%d\t%s / %s\t%d / %s\t%s\t%d\n", n, st.Environments,
+		fmt.Fprintf(w, "%s\t%d\t%s / %s\t%d / %s\t%s\t%d\t%s\n", n, st.Environments,
 			config.FormatSize(st.MemoryBytes), limitText(st.MemoryMax, true),
 			st.Pids, limitText(st.PidsMax, false),
-			time.Duration(st.CPUNanos).Round(time.Millisecond), st.OOMKills)
+			time.Duration(st.CPUNanos).Round(time.Millisecond), st.OOMKills, diskText(c, c.Users[n]))
 	}
 	return w.Flush()
 }
@@ -46,4 +47,23 @@ func limitText(v int64, size bool) string {
 		return config.FormatSize(v)
 	}
 	return fmt.Sprint(v)
+}
+
+// diskText is u's disk use against her quota, blocks then inodes (a
+// limit the backend does not enforce is "max"), or "-\t-" where no quota
+// bounds her tree.
+func diskText(c *config.Config, u *config.User) string {
+	tree := u.Rootfs
+	if u.Image != "" {
+		tree = "" // her layer: TenantUsage finds her image or subvolume
+	}
+	us, ok, err := rootfs.TenantUsage(c.StateDir, u.Name, tree)
+	if err != nil || !ok {
+		return "-\t-"
+	}
+	inodes := "max"
+	if us.InodesLimit > 0 {
+		inodes = fmt.Sprint(us.InodesLimit)
+	}
+	return fmt.Sprintf("%s / %s (%s)\t%d / %s", config.FormatSize(us.Bytes), quotaText(us.BytesLimit), us.Backend, us.Inodes, inodes)
 }

@@ -26,7 +26,8 @@ import (
 //   - 4 KiB blocks, 256-byte inodes and one inode per 16 KiB whatever the
 //     size: mke2fs's "small" profile (1 KiB blocks, one inode per 4 KiB)
 //     would otherwise change the layout below 512 MiB;
-//   - -N her inode limit (rounded up by mke2fs to fill its inode tables);
+//   - -N her inode limit plus imageReserveInodes (rounded up by mke2fs to
+//     fill its inode tables);
 //   - -m 0: no blocks reserved for root, which only the host's root could
 //     use, never hers;
 //   - the journal stays: after a host crash the kernel replays it at the
@@ -35,9 +36,49 @@ import (
 func mkfsArgs(path string, q Quota) []string {
 	args := []string{"-q", "-F", "-t", "ext4", "-b", "4096", "-I", "256", "-i", "16384", "-m", "0"}
 	if q.Inodes > 0 {
-		args = append(args, "-N", fmt.Sprint(q.Inodes))
+		args = append(args, "-N", fmt.Sprint(q.Inodes+imageReserveInodes))
 	}
 	return append(args, path)
+}
+
+// imageReserveInodes are inodes of her image she cannot take. overlayfs
+// needs a few free at each mount: it remakes work/work and tests
+// RENAME_WHITEOUT with a temp file and a whiteout in it
+// (fs/overlayfs/super.c, ovl_make_workdir), and fails with ENOSPC
+// otherwise, so a tenant who had used every inode could not log in again.
+// The image is made with her inodes plus these; the gateway holds them as
+// empty files reserve.N at the image's root (outside her upper and work
+// dirs, so never hers to see), lets them go just before the overlay mount
+// and takes them back right after it, before her first process runs.
+const imageReserveInodes = 16
+
+// releaseReserve frees the reserve's inodes of the image mounted on mnt,
+// for the overlay mount that follows.
+func releaseReserve(mnt string) {
+	for i := range imageReserveInodes {
+		os.Remove(filepath.Join(mnt, fmt.Sprint("reserve.", i)))
+	}
+}
+
+// holdReserve takes the reserve back once ly's overlay is mounted on her
+// image (nothing for a layer without one). Failing to, because the image
+// has no free inode left (an image made before the reserve, full), is
+// logged: her next mount may then fail as before.
+func (l *Layers) holdReserve(ly *layer) {
+	_, mnt, _, _ := diskPaths(l.stateDir, ly.tenant, ly.p)
+	if !mounted(mnt) {
+		return
+	}
+	for i := range imageReserveInodes {
+		fd, err := unix.Open(filepath.Join(mnt, fmt.Sprint("reserve.", i)),
+			unix.O_CREAT|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o400)
+		if err != nil {
+			l.log.Warn("her disk image keeps fewer reserved inodes than the overlay may need at her next login",
+				"tenant", ly.tenant, "held", i, "want", imageReserveInodes, "err", err)
+			return
+		}
+		unix.Close(fd)
+	}
 }
 
 // diskPaths are her layer's paths with the image backend: the image file,
@@ -85,6 +126,7 @@ func (l *Layers) mountDisk(ly *layer, q Quota) error {
 		unix.Unmount(mnt, unix.MNT_DETACH)
 		return err
 	}
+	releaseReserve(mnt) // for the overlay mount; held again once it is up
 	return nil
 }
 
@@ -294,7 +336,7 @@ func imageUsage(img, dir string) (Usage, error) {
 		}
 		bs := int64(st.Bsize)
 		return Usage{Backend: QuotaImage, Bytes: int64(st.Blocks-st.Bfree) * bs, BytesLimit: int64(st.Blocks) * bs,
-			Inodes: int64(st.Files - st.Ffree), InodesLimit: int64(st.Files)}, nil
+			Inodes: int64(st.Files-st.Ffree) - imageReserveInodes, InodesLimit: int64(st.Files) - imageReserveInodes}, nil
 	}
 	f, err := os.Open(img)
 	if err != nil {
@@ -312,5 +354,5 @@ func imageUsage(img, dir string) (Usage, error) {
 	bs := int64(1024) << u32(0x18)
 	blocks, free := u32(0x4)|u32(0x150)<<32, u32(0xC)|u32(0x158)<<32
 	return Usage{Backend: QuotaImage, Bytes: (blocks - free) * bs, BytesLimit: blocks * bs,
-		Inodes: u32(0x0) - u32(0x10), InodesLimit: u32(0x0)}, nil
+		Inodes: u32(0x0) - u32(0x10) - imageReserveInodes, InodesLimit: u32(0x0) - imageReserveInodes}, nil
 }

@@ -156,3 +156,58 @@ func TestImageQuota(t *testing.T) {
 		t.Error("her image survived tenant reset")
 	}
 }
+
+// fillInodes makes empty files prefix0, prefix1... in dir until the file system refuses one
+// for lack of space, and returns how many it made.
+func fillInodes(t *testing.T, dir, prefix string) int {
+	t.Helper()
+	for i := 0; ; i++ {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprint(prefix, i)), nil, 0o644); err != nil {
+			if !strings.Contains(err.Error(), "no space left") {
+				t.Fatalf("file %d: %v", i, err)
+			}
+			return i
+		}
+	}
+}
+
+// TestImageInodesFullRelogin: an image: tenant who used every inode of
+// her image could not log in again: overlayfs makes its work dir and
+// checks (a temp file and a whiteout) in her image at mount, and failed
+// with ENOSPC. The image keeps a few inodes she cannot take
+// (imageReserveInodes): released for the overlay's mount, held again
+// before she runs. Her inodes: limit still holds exactly as before.
+func TestImageInodesFullRelogin(t *testing.T) {
+	l := newLayerLab(t, LayerOptions{})
+	q := Quota{Backend: QuotaImage, Bytes: 32 << 20, Inodes: 1000}
+	merged, release, err := l.layers.AcquireQuota("alice", "base", aliceBase, rangeSize, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	made := fillInodes(t, merged, "first")
+	t.Logf("first login: made %d files with inodes: 1000", made)
+	if made > 1000 || made < 900 {
+		t.Errorf("made %d files with inodes: 1000", made)
+	}
+	release()
+	if err := l.layers.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l.layers = NewLayers(l.stateDir, LayerOptions{Logger: l.layers.log})
+	t.Cleanup(func() { l.layers.Close() })
+	merged, release, err = l.layers.AcquireQuota("alice", "base", aliceBase, rangeSize, q)
+	if err != nil {
+		t.Fatalf("her next login, every inode used: %v", err)
+	}
+	defer release()
+	// She is full, and writable: a file freed is a file she can make.
+	if n := fillInodes(t, merged, "next"); n != 0 {
+		t.Errorf("after her next login she made %d more files: the reserve leaked to her", n)
+	}
+	if err := os.Remove(filepath.Join(merged, "first0")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(merged, "again"), nil, 0o644); err != nil {
+		t.Errorf("her layer is not writable after her next login: %v", err)
+	}
+}

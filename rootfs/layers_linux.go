@@ -237,6 +237,7 @@ func (l *Layers) mount(ly *layer, tenant, image string, base, size uint32, q Quo
 		return err
 	}
 	ly.lock = lock
+	l.holdReserve(ly) // her disk image's reserve: see imageReserveInodes
 	l.log.Info("tenant layer mounted", "tenant", tenant, "image", image, "lower", how)
 	return nil
 }

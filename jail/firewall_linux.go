@@ -34,6 +34,7 @@ type firewall struct {
 	conn   *nftables.Conn
 	table  *nftables.Table
 	sets   map[string]*nftables.Set
+	conns  *nftables.Chain // tenant_conns: a rule per tenant with limits.connections
 }
 
 // openFirewall replaces a stale table of the same name (a dead gateway's
@@ -155,8 +156,11 @@ func be32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
 //	                   oifname "jg*" drop            (nothing dials a tenant)
 //	tenant_out:        ct state established,related accept
 //	                   ipv6 drop; iifname . ip saddr != @tenants drop
+//	                   jump tenant_conns
 //	                   allow (ports for tcp and udp, then any) accept
 //	                   deny (ports, then any) drop; ip daddr @deny drop
+//	tenant_conns:      ip saddr HER ct count over N drop  (one per tenant
+//	                   with limits.connections; new connections only)
 //	input (filter):    iifname "jg*" ct state established,related accept
 //	                   iifname "jg*" drop            (no host service)
 //	postrouting (nat): ip saddr POOL oifname != "jg*" masquerade
@@ -166,6 +170,7 @@ func (fw *firewall) addChains(pool netip.Prefix) {
 	forward := fw.conn.AddChain(&nftables.Chain{Name: "forward", Table: fw.table, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &policy})
 	out := fw.conn.AddChain(&nftables.Chain{Name: "tenant_out", Table: fw.table})
+	fw.conns = fw.conn.AddChain(&nftables.Chain{Name: "tenant_conns", Table: fw.table})
 	input := fw.conn.AddChain(&nftables.Chain{Name: "input", Table: fw.table, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &policy})
 	post := fw.conn.AddChain(&nftables.Chain{Name: "postrouting", Table: fw.table, Type: nftables.ChainTypeNAT,
@@ -178,6 +183,7 @@ func (fw *firewall) addChains(pool netip.Prefix) {
 	fw.rule(out, ctEstablished(), verdict(accept))
 	fw.rule(out, nfproto(unix.NFPROTO_IPV6), verdict(drop))
 	fw.rule(out, metaTo(expr.MetaKeyIIFNAME, 1), ipField(12, 12), fw.lookup(setTenants, 1, true), verdict(drop))
+	fw.rule(out, verdict(expr.Verdict{Kind: expr.VerdictJump, Chain: fw.conns.Name}))
 	for _, sets := range [][2]string{{setAllowPort, setAllowAny}, {setDenyPort, setDenyAny}} {
 		v := accept
 		if sets[0] == setDenyPort {
@@ -261,8 +267,9 @@ func net4Mask(bits int) []byte { return be32(^uint32(0) << (32 - bits)) }
 
 // addTenant adds one environment's elements: her veth and address, her
 // egress policy and her resolvers (port 53, which a private resolver
-// needs past the default deny list). The returned func removes them.
-func (fw *firewall) addTenant(veth string, addr netip.Addr, eg Egress, dns []netip.Addr) (func() error, error) {
+// needs past the default deny list), and her rule in tenant_conns if
+// conns (limits.connections) is set. The returned func removes them.
+func (fw *firewall) addTenant(veth string, addr netip.Addr, eg Egress, dns []netip.Addr, conns int64) (func() error, error) {
 	allow := slices.Clone(eg.Allow)
 	for _, d := range dns {
 		allow = append(allow, EgressRule{Prefix: netip.PrefixFrom(d, 32), PortLo: 53, PortHi: 53})
@@ -291,6 +298,9 @@ func (fw *firewall) addTenant(veth string, addr netip.Addr, eg Egress, dns []net
 			return nil, err
 		}
 	}
+	if conns > 0 {
+		fw.limitConns(addr, conns)
+	}
 	if err := fw.conn.Flush(); err != nil {
 		return nil, fmt.Errorf("nftables: add %s's egress policy (do two egress entries overlap?): %w", addr, err)
 	}
@@ -302,8 +312,47 @@ func (fw *firewall) addTenant(veth string, addr netip.Addr, eg Egress, dns []net
 				return err
 			}
 		}
+		if conns > 0 {
+			if err := fw.unlimitConns(addr); err != nil {
+				return err
+			}
+		}
 		return fw.conn.Flush()
 	}, nil
+}
+
+// limitConns adds her rule to tenant_conns, tagged with her address:
+// ip saddr ADDR ct count over n drop. Only a packet that opens a
+// connection gets there (tenant_out accepts the established first); the
+// kernel's connlimit counts her conntrack entries, and forgets those
+// closed (TIME_WAIT, CLOSE) or gone.
+func (fw *firewall) limitConns(addr netip.Addr, n int64) {
+	fw.conn.AddRule(&nftables.Rule{Table: fw.table, Chain: fw.conns, UserData: addr.AsSlice(),
+		Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: addr.AsSlice()},
+			&expr.Connlimit{Count: uint32(min(n, 1<<32-1)), Flags: expr.NFT_CONNLIMIT_F_INV},
+			&expr.Verdict{Kind: expr.VerdictDrop},
+		}})
+}
+
+// unlimitConns queues the deletion of her rule in tenant_conns (found by
+// its tag: the kernel gives a rule's handle only when listed).
+func (fw *firewall) unlimitConns(addr netip.Addr) error {
+	rules, err := fw.conn.GetRules(fw.table, fw.conns)
+	if err != nil {
+		return fmt.Errorf("nftables: list tenant_conns: %w", err)
+	}
+	for _, r := range rules {
+		if slices.Equal(r.UserData, addr.AsSlice()) {
+			if err := fw.conn.DelRule(r); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // ruleElement is r for the tenant at addr: addr . destination range, and

@@ -18,7 +18,7 @@ import (
 
 // limitKeys are the keys of a limits mapping.
 var limitKeys = []string{"memory", "memory_swap", "pids", "cpu", "io_weight", "ptys", "tmp",
-	"disk", "inodes", "net_rate"}
+	"disk", "inodes", "net_rate", "connections"}
 
 // Safe defaults, for a config that says nothing about limits (issue 16):
 // bounds that keep the host alive when one tenant forks or allocates
@@ -82,13 +82,13 @@ func (p *parser) limits(u *User, n *yaml.Node, path string) {
 				return
 			}
 			l.IOWeight = n
-		case "pids", "ptys", "inodes":
+		case "pids", "ptys", "inodes", "connections":
 			n, err := strconv.ParseInt(s, 10, 64)
 			if err != nil || n < 0 {
 				p.add(p.at(v), field, "%q is not a whole number >= 0", s)
 				return
 			}
-			*map[string]*int64{"pids": &l.Pids, "ptys": &l.PTYs, "inodes": &u.Disk.Inodes}[key] = n
+			*map[string]*int64{"pids": &l.Pids, "ptys": &l.PTYs, "inodes": &u.Disk.Inodes, "connections": &l.Connections}[key] = n
 		case "net_rate":
 			r, err := ParseRate(s)
 			if err != nil || r > 0 && r < 8000 {
@@ -137,6 +137,7 @@ func resolveLimits(u *User) {
 	def("disk", ": unlimited", func() {}) // no safe default: her disk is the operator's choice
 	def("inodes", ": unlimited", func() {})
 	def("net_rate", ": unlimited", func() {})
+	def("connections", ": unlimited", func() {})
 	u.LimitsFrom = from
 }
 
@@ -196,6 +197,9 @@ func LimitsText(l jail.Limits) string {
 	}
 	if l.NetRate > 0 {
 		add("net_rate", FormatRate(l.NetRate))
+	}
+	if l.Connections > 0 {
+		add("connections", fmt.Sprint(l.Connections))
 	}
 
 	if len(parts) == 0 {

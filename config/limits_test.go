@@ -33,6 +33,9 @@ func TestLimitDefaults(t *testing.T) {
 			jail.Limits{}, map[string]string{"memory": "defaults: (unlimited)"}},
 		{"unlimited, then her own pids", "  limits: unlimited\n", "    limits: { pids: 100 }\n",
 			jail.Limits{Pids: 100}, map[string]string{"pids": "users.alice", "memory": "defaults: (unlimited)"}},
+		{"connections her own", "", "    limits: { connections: 200 }\n",
+			jail.Limits{Pids: 1024, Memory: 4 << 30, SwapAsMemory: true, PTYs: 64, Tmp: 1 << 30, Connections: 200},
+			map[string]string{"connections": "users.alice", "net_rate": "default: unlimited"}},
 		{"memory 0: tmp falls back to 256MiB", "", "    limits: { memory: 0 }\n",
 			jail.Limits{Pids: 1024, PTYs: 64, Tmp: 256 << 20}, nil},
 	}

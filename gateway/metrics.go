@@ -194,3 +194,40 @@ func (m *Metrics) channelClosed(kind string) {
 		m.channelBound.Sub(channelWindow)
 	}
 }
+
+// Per-tenant network counters (network: nat), read from the gateway's
+// nftables table at scrape time.
+var (
+	descNetBytes = prometheus.NewDesc("jailgate_tenant_network_bytes",
+		"Bytes through the tenant's live nat environments, by direction (in: to her).", []string{"tenant", "direction"}, nil)
+	descNetDropped = prometheus.NewDesc("jailgate_tenant_network_dropped_packets",
+		"The tenant's packets dropped by policy (egress, the default deny list, the host, limits.connections).",
+		[]string{"tenant"}, nil)
+)
+
+// WatchNetwork adds the per-tenant network counters, read at scrape time
+// through stats (jail.TenantNetStats of the gateway's network name).
+func (m *Metrics) WatchNetwork(stats func() (map[string]jail.NetStats, error)) {
+	if m != nil {
+		m.Registry.MustRegister(netCollector(stats))
+	}
+}
+
+// netCollector reports the counters of every tenant stats returns.
+type netCollector func() (map[string]jail.NetStats, error)
+
+// Describe implements prometheus.Collector.
+func (c netCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descNetBytes; ch <- descNetDropped }
+
+// Collect implements prometheus.Collector.
+func (c netCollector) Collect(ch chan<- prometheus.Metric) {
+	stats, err := c()
+	if err != nil {
+		return
+	}
+	for t, st := range stats {
+		ch <- prometheus.MustNewConstMetric(descNetBytes, prometheus.CounterValue, float64(st.BytesIn), t, "in")
+		ch <- prometheus.MustNewConstMetric(descNetBytes, prometheus.CounterValue, float64(st.BytesOut), t, "out")
+		ch <- prometheus.MustNewConstMetric(descNetDropped, prometheus.CounterValue, float64(st.Dropped), t)
+	}
+}

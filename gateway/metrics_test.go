@@ -12,6 +12,7 @@ import (
 
 	"github.com/jailgate/jailgate/gateway"
 	"github.com/jailgate/jailgate/gateway/gatewaytest"
+	"github.com/jailgate/jailgate/jail"
 	"github.com/jailgate/jailgate/jail/jailtest"
 )
 
@@ -97,6 +98,31 @@ func TestMetricsMove(t *testing.T) {
 	for _, ck := range checks {
 		if d := value(after, ck.name, ck.labels) - value(before, ck.name, ck.labels); d < ck.delta {
 			t.Errorf("%s%v moved by %v, want at least %v", ck.name, ck.labels, d, ck.delta)
+		}
+	}
+}
+
+// TestMetricsNetwork: the per-tenant network counters are in /metrics as
+// WatchNetwork's stats give them.
+func TestMetricsNetwork(t *testing.T) {
+	m := gateway.NewMetrics(nil, nil)
+	m.WatchNetwork(func() (map[string]jail.NetStats, error) {
+		return map[string]jail.NetStats{"alice": {BytesIn: 1 << 20, BytesOut: 300, Dropped: 2}}, nil
+	})
+	ts := httptest.NewServer(promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	defer ts.Close()
+	fams := scrape(t, ts.URL)
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"jailgate_tenant_network_bytes", map[string]string{"tenant": "alice", "direction": "in"}, 1 << 20},
+		{"jailgate_tenant_network_bytes", map[string]string{"tenant": "alice", "direction": "out"}, 300},
+		{"jailgate_tenant_network_dropped_packets", map[string]string{"tenant": "alice"}, 2},
+	} {
+		if got := value(fams, c.name, c.labels); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
 		}
 	}
 }

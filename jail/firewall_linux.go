@@ -22,6 +22,9 @@ const (
 	setAllowAny  = "allow_any"  // her address . destination (egress.allow without ports)
 	setDenyPort  = "deny_port"  // egress.deny with ports
 	setDenyAny   = "deny_any"   // egress.deny without ports
+	setAcctOut   = "acct_out"   // her address, with a counter: bytes from her (comment: her name)
+	setAcctIn    = "acct_in"    // ... bytes to her
+	setAcctDrop  = "acct_drop"  // ... packets of hers dropped by policy
 )
 
 // firewall is the gateway's one nftables table (family inet, named
@@ -34,6 +37,7 @@ type firewall struct {
 	conn   *nftables.Conn
 	table  *nftables.Table
 	sets   map[string]*nftables.Set
+	conns  *nftables.Chain // tenant_conns: a rule per tenant with limits.connections
 }
 
 // openFirewall replaces a stale table of the same name (a dead gateway's
@@ -79,16 +83,20 @@ func (fw *firewall) addSets(pool netip.Prefix, hostAddrs []netip.Addr) error {
 		name     string
 		types    []nftables.SetDatatype
 		interval bool
+		counter  bool // a counter on each element
 	}{
-		{setTenants, []nftables.SetDatatype{ifname, ip}, false},
-		{setDeny, []nftables.SetDatatype{ip}, true},
-		{setAllowPort, []nftables.SetDatatype{ip, ip, port}, true},
-		{setAllowAny, []nftables.SetDatatype{ip, ip}, true},
-		{setDenyPort, []nftables.SetDatatype{ip, ip, port}, true},
-		{setDenyAny, []nftables.SetDatatype{ip, ip}, true},
+		{setTenants, []nftables.SetDatatype{ifname, ip}, false, false},
+		{setDeny, []nftables.SetDatatype{ip}, true, false},
+		{setAllowPort, []nftables.SetDatatype{ip, ip, port}, true, false},
+		{setAllowAny, []nftables.SetDatatype{ip, ip}, true, false},
+		{setDenyPort, []nftables.SetDatatype{ip, ip, port}, true, false},
+		{setDenyAny, []nftables.SetDatatype{ip, ip}, true, false},
+		{setAcctOut, []nftables.SetDatatype{ip}, false, true},
+		{setAcctIn, []nftables.SetDatatype{ip}, false, true},
+		{setAcctDrop, []nftables.SetDatatype{ip}, false, true},
 	}
 	for _, d := range decl {
-		s := &nftables.Set{Table: fw.table, Name: d.name, KeyType: d.types[0], Interval: d.interval}
+		s := &nftables.Set{Table: fw.table, Name: d.name, KeyType: d.types[0], Interval: d.interval, Counter: d.counter}
 		if len(d.types) > 1 {
 			t, err := nftables.ConcatSetType(d.types...)
 			if err != nil {
@@ -150,34 +158,51 @@ func be32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
 //
 // (jg* stands for the gateway's veth prefix, jgXXXXXX*)
 //
-//	forward (filter):  iifname "jg*" jump tenant_out
+//	forward (filter):  iifname "jg*" ip saddr @acct_out   (counts, no verdict)
+//	                   oifname "jg*" ip daddr @acct_in
+//	                   iifname "jg*" jump tenant_out
 //	                   oifname "jg*" ct state established,related accept
 //	                   oifname "jg*" drop            (nothing dials a tenant)
 //	tenant_out:        ct state established,related accept
 //	                   ipv6 drop; iifname . ip saddr != @tenants drop
+//	                   jump tenant_conns
 //	                   allow (ports for tcp and udp, then any) accept
 //	                   deny (ports, then any) drop; ip daddr @deny drop
+//	dropped:           ip saddr @acct_drop; drop   (every "drop" of hers
+//	                   above and below is a goto dropped, counted)
+//	tenant_conns:      ip saddr HER ct count over N drop  (one per tenant
+//	                   with limits.connections; new connections only)
 //	input (filter):    iifname "jg*" ct state established,related accept
 //	                   iifname "jg*" drop            (no host service)
 //	postrouting (nat): ip saddr POOL oifname != "jg*" masquerade
 func (fw *firewall) addChains(pool netip.Prefix) {
-	accept, drop := expr.Verdict{Kind: expr.VerdictAccept}, expr.Verdict{Kind: expr.VerdictDrop}
+	accept := expr.Verdict{Kind: expr.VerdictAccept}
 	policy := nftables.ChainPolicyAccept
 	forward := fw.conn.AddChain(&nftables.Chain{Name: "forward", Table: fw.table, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &policy})
 	out := fw.conn.AddChain(&nftables.Chain{Name: "tenant_out", Table: fw.table})
+	fw.conns = fw.conn.AddChain(&nftables.Chain{Name: "tenant_conns", Table: fw.table})
+	dropped := fw.conn.AddChain(&nftables.Chain{Name: "dropped", Table: fw.table})
+	fw.rule(dropped, nfproto(unix.NFPROTO_IPV4), ipField(12, 1), fw.lookup(setAcctDrop, 1, false))
+	fw.rule(dropped, verdict(expr.Verdict{Kind: expr.VerdictDrop}))
+	drop := expr.Verdict{Kind: expr.VerdictGoto, Chain: dropped.Name} // hers, counted
 	input := fw.conn.AddChain(&nftables.Chain{Name: "input", Table: fw.table, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &policy})
 	post := fw.conn.AddChain(&nftables.Chain{Name: "postrouting", Table: fw.table, Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &policy})
 
+	fw.rule(forward, fw.ifPrefix(expr.MetaKeyIIFNAME, expr.CmpOpEq), nfproto(unix.NFPROTO_IPV4), ipField(12, 1),
+		fw.lookup(setAcctOut, 1, false))
+	fw.rule(forward, fw.ifPrefix(expr.MetaKeyOIFNAME, expr.CmpOpEq), nfproto(unix.NFPROTO_IPV4), ipField(16, 1),
+		fw.lookup(setAcctIn, 1, false))
 	fw.rule(forward, fw.ifPrefix(expr.MetaKeyIIFNAME, expr.CmpOpEq), verdict(expr.Verdict{Kind: expr.VerdictJump, Chain: out.Name}))
 	fw.rule(forward, fw.ifPrefix(expr.MetaKeyOIFNAME, expr.CmpOpEq), ctEstablished(), verdict(accept))
-	fw.rule(forward, fw.ifPrefix(expr.MetaKeyOIFNAME, expr.CmpOpEq), verdict(drop))
+	fw.rule(forward, fw.ifPrefix(expr.MetaKeyOIFNAME, expr.CmpOpEq), verdict(expr.Verdict{Kind: expr.VerdictDrop}))
 
 	fw.rule(out, ctEstablished(), verdict(accept))
 	fw.rule(out, nfproto(unix.NFPROTO_IPV6), verdict(drop))
 	fw.rule(out, metaTo(expr.MetaKeyIIFNAME, 1), ipField(12, 12), fw.lookup(setTenants, 1, true), verdict(drop))
+	fw.rule(out, verdict(expr.Verdict{Kind: expr.VerdictJump, Chain: fw.conns.Name}))
 	for _, sets := range [][2]string{{setAllowPort, setAllowAny}, {setDenyPort, setDenyAny}} {
 		v := accept
 		if sets[0] == setDenyPort {
@@ -261,8 +286,11 @@ func net4Mask(bits int) []byte { return be32(^uint32(0) << (32 - bits)) }
 
 // addTenant adds one environment's elements: her veth and address, her
 // egress policy and her resolvers (port 53, which a private resolver
-// needs past the default deny list). The returned func removes them.
-func (fw *firewall) addTenant(veth string, addr netip.Addr, eg Egress, dns []netip.Addr) (func() error, error) {
+// needs past the default deny list), her counters (commented with her
+// name) and her rule in tenant_conns if spec sets limits.connections.
+// The returned func removes them.
+func (fw *firewall) addTenant(veth string, addr netip.Addr, spec *EnvSpec, dns []netip.Addr) (func() error, error) {
+	eg, conns := spec.Egress, spec.Limits.Connections
 	allow := slices.Clone(eg.Allow)
 	for _, d := range dns {
 		allow = append(allow, EgressRule{Prefix: netip.PrefixFrom(d, 32), PortLo: 53, PortHi: 53})
@@ -271,6 +299,9 @@ func (fw *firewall) addTenant(veth string, addr netip.Addr, eg Egress, dns []net
 	copy(name, veth)
 	elems := map[string][]nftables.SetElement{
 		setTenants: {{Key: append(name, addr.AsSlice()...)}},
+	}
+	for _, set := range []string{setAcctOut, setAcctIn, setAcctDrop} {
+		elems[set] = []nftables.SetElement{{Key: addr.AsSlice(), Comment: spec.Tenant}}
 	}
 	for _, list := range []struct {
 		rules     []EgressRule
@@ -291,6 +322,9 @@ func (fw *firewall) addTenant(veth string, addr netip.Addr, eg Egress, dns []net
 			return nil, err
 		}
 	}
+	if conns > 0 {
+		fw.limitConns(addr, conns)
+	}
 	if err := fw.conn.Flush(); err != nil {
 		return nil, fmt.Errorf("nftables: add %s's egress policy (do two egress entries overlap?): %w", addr, err)
 	}
@@ -302,8 +336,47 @@ func (fw *firewall) addTenant(veth string, addr netip.Addr, eg Egress, dns []net
 				return err
 			}
 		}
+		if conns > 0 {
+			if err := fw.unlimitConns(addr); err != nil {
+				return err
+			}
+		}
 		return fw.conn.Flush()
 	}, nil
+}
+
+// limitConns adds her rule to tenant_conns, tagged with her address:
+// ip saddr ADDR ct count over n drop. Only a packet that opens a
+// connection gets there (tenant_out accepts the established first); the
+// kernel's connlimit counts her conntrack entries, and forgets those
+// closed (TIME_WAIT, CLOSE) or gone.
+func (fw *firewall) limitConns(addr netip.Addr, n int64) {
+	fw.conn.AddRule(&nftables.Rule{Table: fw.table, Chain: fw.conns, UserData: addr.AsSlice(),
+		Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: addr.AsSlice()},
+			&expr.Connlimit{Count: uint32(min(n, 1<<32-1)), Flags: expr.NFT_CONNLIMIT_F_INV},
+			&expr.Verdict{Kind: expr.VerdictGoto, Chain: "dropped"},
+		}})
+}
+
+// unlimitConns queues the deletion of her rule in tenant_conns (found by
+// its tag: the kernel gives a rule's handle only when listed).
+func (fw *firewall) unlimitConns(addr netip.Addr) error {
+	rules, err := fw.conn.GetRules(fw.table, fw.conns)
+	if err != nil {
+		return fmt.Errorf("nftables: list tenant_conns: %w", err)
+	}
+	for _, r := range rules {
+		if slices.Equal(r.UserData, addr.AsSlice()) {
+			if err := fw.conn.DelRule(r); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // ruleElement is r for the tenant at addr: addr . destination range, and

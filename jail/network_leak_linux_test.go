@@ -21,14 +21,15 @@ const leakCycles = 200
 
 // TestNetworkNATTeardown: nat environments started and ended one after
 // the other, each with a connection to the fake internet, leave no veth of
-// the gateway, no set element but the default deny list, no pair leased
-// and no conntrack entry from the pool.
+// the gateway, no set element but the default deny list, no rule of
+// limits.connections, no pair leased and no conntrack entry from the pool.
 func TestNetworkNATTeardown(t *testing.T) {
 	s, n, name := natSupervisorNamed(t)
 	fakeInternet(t)
 	table, prefix := jail.NetNames(name)
 	base := newSpec(t, "alice")
 	base.Network = jail.NetworkNAT
+	base.Limits.Connections = 8
 	for i := range leakCycles {
 		spec := *base
 		ended := make(chan struct{})
@@ -78,6 +79,10 @@ func TestNetworkNATTeardown(t *testing.T) {
 		if set.Name != "deny" && len(elems) > 0 {
 			t.Errorf("set %s keeps %d elements", set.Name, len(elems))
 		}
+	}
+	tbl := &nftables.Table{Family: nftables.TableFamilyINet, Name: table}
+	if rules, err := conn.GetRules(tbl, &nftables.Chain{Name: "tenant_conns"}); err != nil || len(rules) > 0 {
+		t.Errorf("tenant_conns keeps %d rules (%v)", len(rules), err)
 	}
 	flows, err := netlink.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
 	if err != nil {

@@ -65,7 +65,7 @@ func setupNAT(s *starting) error {
 	if len(dns) == 0 {
 		dns = hostResolvers()
 	}
-	remove, err := n.fw.addTenant(l.veth, l.tenant, s.e.spec.Egress, dns)
+	remove, err := n.fw.addTenant(l.veth, l.tenant, &s.e.spec, dns)
 	if err != nil {
 		end()
 		return err

@@ -32,3 +32,11 @@ func (*Network) Close() error { return nil }
 
 // Pool is the zero Prefix outside Linux.
 func (*Network) Pool() netip.Prefix { return netip.Prefix{} }
+
+// NetStats are a tenant's network counters in nat mode.
+type NetStats struct {
+	BytesIn, BytesOut, Dropped uint64
+}
+
+// TenantNetStats reports that nat needs Linux.
+func TenantNetStats(string) (map[string]NetStats, error) { return nil, errors.ErrUnsupported }

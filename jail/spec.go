@@ -60,6 +60,7 @@ type Limits struct {
 	PTYs         int64   // terminals in her devpts instance (devpts max=); 0: the kernel's one pool
 	Tmp          int64   // bytes of each of /tmp and /dev/shm (tmpfs size=); 0: the tmpfs default (half of RAM)
 	NetRate      int64   // NetworkNAT: bits per second each way on her veth (tc); 0: unlimited
+	Connections  int64   // NetworkNAT: her conntrack entries (new connections beyond are dropped); 0: unlimited
 }
 
 // EnvSpec says how to build an environment.

@@ -223,6 +223,9 @@ func (d *daemon) newProvisioner() error {
 func (d *daemon) newGateway() (err error) {
 	d.metrics = gateway.NewMetrics(func() []string { return d.srv.Config().Names() },
 		func(t string) (jail.Stats, error) { return jail.TenantStats(t, d.cgroup()) })
+	d.metrics.WatchNetwork(func() (map[string]jail.NetStats, error) {
+		return jail.TenantNetStats(statedir.New(d.cfg.StateDir).Hash())
+	})
 	d.srv, err = gateway.New(gateway.Options{
 		Config: d.cfg, Manager: d.sup, HostKey: d.signer, Logger: d.log, Provision: d.prov.Provision, Metrics: d.metrics,
 	})

@@ -13,7 +13,9 @@ import (
 )
 
 // cmdStatus prints each tenant's resource use, read from her cgroup under
-// the state_dir's prefix (the one serve uses).
+// the state_dir's prefix (the one serve uses), and her network counters
+// (network: nat) from the gateway's nftables table ("-" where they cannot
+// be read: no nftables, or not root).
 func cmdStatus(args []string, stdout io.Writer) error {
 	path, _, err := configFlag("status", args)
 	if err != nil {
@@ -23,8 +25,9 @@ func cmdStatus(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	net, netErr := jail.TenantNetStats(statedir.New(c.StateDir).Hash())
 	w := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "TENANT\tENVS\tMEMORY\tPIDS\tCPU\tOOM KILLS\tDISK\tINODES")
+	fmt.Fprintln(w, "TENANT\tENVS\tMEMORY\tPIDS\tCPU\tOOM KILLS\tDISK\tINODES\tNET IN\tNET OUT\tDROPPED")
 	for _, n := range c.Names() {
 		st, err := jail.TenantStats(n, statedir.New(c.StateDir).Cgroup())
 		if err != nil {
@@ -33,9 +36,17 @@ func cmdStatus(args []string, stdout io.Writer) error {
 		fmt.Fprintf(w, "%s\t%d\t%s / %s\t%d / %s\t%s\t%d\t%s\n", n, st.Environments,
 			config.FormatSize(st.MemoryBytes), limitText(st.MemoryMax, true),
 			st.Pids, limitText(st.PidsMax, false),
-			time.Duration(st.CPUNanos).Round(time.Millisecond), st.OOMKills, diskText(c, c.Users[n]))
+			time.Duration(st.CPUNanos).Round(time.Millisecond), st.OOMKills, diskText(c, c.Users[n])+"\t"+netText(net[n], netErr))
 	}
 	return w.Flush()
+}
+
+// netText renders her network counters as three columns.
+func netText(st jail.NetStats, err error) string {
+	if err != nil {
+		return "-\t-\t-"
+	}
+	return fmt.Sprintf("%s\t%s\t%d", config.FormatSize(int64(st.BytesIn)), config.FormatSize(int64(st.BytesOut)), st.Dropped)
 }
 
 // limitText renders a cgroup maximum; -1 is unlimited.

@@ -164,6 +164,13 @@ func (s *Supervisor) Close() error {
 	return nil
 }
 
+// Detach lets go of every environment without ending it: each follows
+// its own linger from now on (a clean stop, or the old side of an
+// upgrade). Close, by contrast, ends them all.
+func (s *Supervisor) Detach() error {
+	return s.Close() // until the init owns its lifetime (issue 17)
+}
+
 // Environment states.
 const (
 	envStarting = iota

@@ -18,6 +18,14 @@ type Options struct {
 	// Network is the host side of NetworkNAT (OpenNetwork: the pool, the
 	// nftables table); nil: nat environments cannot start.
 	Network *Network
+	// RecordDir holds a record and a control socket per live environment
+	// (statedir.Layout.Environments, 0700 root, never inside a jail): what
+	// a later gateway adopts. "": environments are not adoptable.
+	RecordDir string
+	// OrphanGrace is how long an environment with no gateway connected
+	// (a crash, kill -9) waits for one before its linger applies; 0 means
+	// 10 minutes.
+	OrphanGrace time.Duration
 }
 
 // DefaultCaps are the capabilities a tenant's root keeps when EnvSpec.Caps

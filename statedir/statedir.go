@@ -17,6 +17,7 @@
 //	  tenants/<tenant>/disk.img  or her layer in an ext4 image of limits.disk's size (disk_quota image)
 //	  recordings/<tenant>/*.cast her recorded terminal sessions
 //	/run/jailgate/layers/<hash of state_dir>/<tenant>/   her layer's mount points
+//	/run/jailgate/envs/<hash of state_dir>/<env>.{json,sock}  each live environment's record and control socket
 //	/var/lib/jailgate-host/ids.json  every state_dir's id ranges on this host (jail.IDPool)
 //	cgroup jailgate-<hash of state_dir>/<tenant>/<env>    her limits and environments
 //
@@ -115,6 +116,11 @@ func (l Layout) TenantRecordings(tenant string) string {
 // layers, under RuntimeDir. The state directory's hash keeps two gateways
 // (or test runs) apart.
 func (l Layout) LayerMounts() string { return filepath.Join(RuntimeDir, "layers", l.Hash()) }
+
+// Environments holds a record (<env>.json) and the init's control socket
+// (<env>.sock) per live environment, under RuntimeDir (0700 root): what a
+// restarted or upgraded gateway adopts (jail.Options.RecordDir).
+func (l Layout) Environments() string { return filepath.Join(RuntimeDir, "envs", l.Hash()) }
 
 // Cgroup is the parent cgroup, relative to each hierarchy's root, of this
 // state directory's tenant cgroups (jail.Options.CgroupPrefix): two

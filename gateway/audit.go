@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"sync"
 )
@@ -28,6 +29,7 @@ var auditEvents = map[string]string{
 	"disconnect":         "disconnect",
 	"connection refused": "connect.refused",
 	"session timeout":    "session.timeout",
+	"network drop":       "network.drop",
 }
 
 // auditKeys are the attributes an audit event may carry: ids, names,
@@ -38,6 +40,16 @@ var auditKeys = map[string]bool{
 	"reason": true, "method": true, "exit": true, "duration": true, "env": true, "port": true,
 	"bytes_in": true, "bytes_out": true, "kind": true, "command": true, "pty": true, "limit": true,
 	"tenants": true, "config": true, "changes": true, "errors": true, "err": true, "key_id": true, "serial": true, "comment": true,
+	"dst": true, "proto": true,
+}
+
+// NetworkDropLogger is a jail.NetworkOptions.OnDrop that logs to log the
+// audit event network.drop: the tenant, her environment and the
+// destination (ip:port) and protocol policy dropped.
+func NetworkDropLogger(log *slog.Logger) func(tenant, env string, dst netip.AddrPort, proto string) {
+	return func(tenant, env string, dst netip.AddrPort, proto string) {
+		log.Warn("network drop", "tenant", tenant, "env", env, "dst", dst.String(), "proto", proto)
+	}
 }
 
 // AuditHandler is a slog.Handler that writes the audit events among the

@@ -38,27 +38,37 @@ type firewall struct {
 	table  *nftables.Table
 	sets   map[string]*nftables.Set
 	conns  *nftables.Chain // tenant_conns: a rule per tenant with limits.connections
+	group  uint16          // the NFLOG group drops are logged to; 0: none
 }
 
 // openFirewall replaces a stale table of the same name (a dead gateway's
 // of the same state_dir) with a fresh one: the chains, the sets, the
 // default deny list (with the host's addresses and the pool) and
-// masquerade for the pool.
-func openFirewall(names netNames, pool netip.Prefix, hostAddrs []netip.Addr) (*firewall, error) {
+// masquerade for the pool; drops logged to NFLOG group (0: not logged).
+// The kept veths' elements in the stale table are carried into the new
+// one, in the same batch (network_keep_linux.go).
+func openFirewall(names netNames, pool netip.Prefix, hostAddrs []netip.Addr, group uint16, keep []string) (*firewall, error) {
 	conn, err := nftables.New()
 	if err != nil {
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
-	fw := &firewall{prefix: names.veth, conn: conn, sets: map[string]*nftables.Set{}}
+	fw := &firewall{prefix: names.veth, conn: conn, sets: map[string]*nftables.Set{}, group: group}
 	fw.table = &nftables.Table{Family: nftables.TableFamilyINet, Name: names.table}
+	var carry *carried
 	if old, err := conn.ListTableOfFamily(names.table, nftables.TableFamilyINet); err == nil && old != nil {
-		conn.DelTable(fw.table) // a dead gateway's
+		if carry, err = fw.carry(keep); err != nil {
+			return nil, err
+		}
+		conn.DelTable(fw.table) // a dead (or upgraded) gateway's
 	}
 	conn.AddTable(fw.table)
 	if err := fw.addSets(pool, hostAddrs); err != nil {
 		return nil, err
 	}
 	fw.addChains(pool)
+	if err := fw.restore(carry); err != nil {
+		return nil, err
+	}
 	if err := conn.Flush(); err != nil {
 		return nil, fmt.Errorf("nftables: create table inet %s (is nf_tables with inet nat available? CONFIG_NF_TABLES_INET, nft_masq, nft_ct): %w", names.table, err)
 	}
@@ -168,8 +178,9 @@ func be32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
 //	                   jump tenant_conns
 //	                   allow (ports for tcp and udp, then any) accept
 //	                   deny (ports, then any) drop; ip daddr @deny drop
-//	dropped:           ip saddr @acct_drop; drop   (every "drop" of hers
-//	                   above and below is a goto dropped, counted)
+//	dropped:           ip saddr @acct_drop; limit rate 20/second
+//	                   log group G snaplen 64; drop   (every "drop" of
+//	                   hers above and below is a goto dropped, counted)
 //	tenant_conns:      ip saddr HER ct count over N drop  (one per tenant
 //	                   with limits.connections; new connections only)
 //	input (filter):    iifname "jg*" ct state established,related accept
@@ -184,6 +195,9 @@ func (fw *firewall) addChains(pool netip.Prefix) {
 	fw.conns = fw.conn.AddChain(&nftables.Chain{Name: "tenant_conns", Table: fw.table})
 	dropped := fw.conn.AddChain(&nftables.Chain{Name: "dropped", Table: fw.table})
 	fw.rule(dropped, nfproto(unix.NFPROTO_IPV4), ipField(12, 1), fw.lookup(setAcctDrop, 1, false))
+	if fw.group != 0 {
+		fw.rule(dropped, fw.logDrop())
+	}
 	fw.rule(dropped, verdict(expr.Verdict{Kind: expr.VerdictDrop}))
 	drop := expr.Verdict{Kind: expr.VerdictGoto, Chain: dropped.Name} // hers, counted
 	input := fw.conn.AddChain(&nftables.Chain{Name: "input", Table: fw.table, Type: nftables.ChainTypeFilter,
@@ -224,6 +238,16 @@ func (fw *firewall) addChains(pool netip.Prefix) {
 		[]expr.Any{&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: make([]byte, 4)},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: pool.Addr().AsSlice()}},
 		fw.ifPrefix(expr.MetaKeyOIFNAME, expr.CmpOpNeq), []expr.Any{&expr.Masq{}})
+}
+
+// logDrop hands a dropped packet's headers to the gateway's NFLOG group
+// (network_drops_linux.go), dropLogRate a second at most over all tenants.
+func (fw *firewall) logDrop() []expr.Any {
+	return []expr.Any{
+		&expr.Limit{Type: expr.LimitTypePkts, Rate: dropLogRate, Unit: expr.LimitTimeSecond, Burst: dropLogRate},
+		&expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_SNAPLEN | 1<<unix.NFTA_LOG_QTHRESHOLD,
+			Group: fw.group, Snaplen: dropSnaplen, QThreshold: 1},
+	}
 }
 
 // rule appends a rule made of parts to chain.
@@ -290,33 +314,26 @@ func net4Mask(bits int) []byte { return be32(^uint32(0) << (32 - bits)) }
 // name) and her rule in tenant_conns if spec sets limits.connections.
 // The returned func removes them.
 func (fw *firewall) addTenant(veth string, addr netip.Addr, spec *EnvSpec, dns []netip.Addr) (func() error, error) {
-	eg, conns := spec.Egress, spec.Limits.Connections
-	allow := slices.Clone(eg.Allow)
-	for _, d := range dns {
-		allow = append(allow, EgressRule{Prefix: netip.PrefixFrom(d, 32), PortLo: 53, PortHi: 53})
-	}
-	name := make([]byte, 16)
-	copy(name, veth)
-	elems := map[string][]nftables.SetElement{
-		setTenants: {{Key: append(name, addr.AsSlice()...)}},
-	}
-	for _, set := range []string{setAcctOut, setAcctIn, setAcctDrop} {
-		elems[set] = []nftables.SetElement{{Key: addr.AsSlice(), Comment: spec.Tenant}}
-	}
-	for _, list := range []struct {
-		rules     []EgressRule
-		port, any string
-	}{{allow, setAllowPort, setAllowAny}, {eg.Deny, setDenyPort, setDenyAny}} {
-		for _, r := range minimal(list.rules) {
-			set := list.port
-			if r.AnyPort() {
-				set = list.any
-			}
-			elems[set] = append(elems[set], ruleElement(addr, r))
-		}
-	}
+	return fw.putTenant(veth, addr, spec, dns, nil)
+}
+
+// putTenant is addTenant, first deleting old (her elements as they are,
+// and her rule in tenant_conns) in the same batch.
+func (fw *firewall) putTenant(veth string, addr netip.Addr, spec *EnvSpec, dns []netip.Addr,
+	old map[string][]nftables.SetElement) (func() error, error) {
+	elems, conns := tenantElements(veth, addr, spec, dns), spec.Limits.Connections
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
+	if old != nil {
+		for set, e := range old {
+			if err := fw.conn.SetDeleteElements(fw.sets[set], e); err != nil {
+				return nil, err
+			}
+		}
+		if err := fw.unlimitConns(addr); err != nil {
+			return nil, err
+		}
+	}
 	for set, e := range elems {
 		if err := fw.conn.SetAddElements(fw.sets[set], e); err != nil {
 			return nil, err
@@ -343,6 +360,36 @@ func (fw *firewall) addTenant(veth string, addr netip.Addr, spec *EnvSpec, dns [
 		}
 		return fw.conn.Flush()
 	}, nil
+}
+
+// tenantElements are her elements of each set (addTenant).
+func tenantElements(veth string, addr netip.Addr, spec *EnvSpec, dns []netip.Addr) map[string][]nftables.SetElement {
+	eg := spec.Egress
+	allow := slices.Clone(eg.Allow)
+	for _, d := range dns {
+		allow = append(allow, EgressRule{Prefix: netip.PrefixFrom(d, 32), PortLo: 53, PortHi: 53})
+	}
+	name := make([]byte, 16)
+	copy(name, veth)
+	elems := map[string][]nftables.SetElement{
+		setTenants: {{Key: append(name, addr.AsSlice()...)}},
+	}
+	for _, set := range []string{setAcctOut, setAcctIn, setAcctDrop} {
+		elems[set] = []nftables.SetElement{{Key: addr.AsSlice(), Comment: spec.Tenant}}
+	}
+	for _, list := range []struct {
+		rules     []EgressRule
+		port, any string
+	}{{allow, setAllowPort, setAllowAny}, {eg.Deny, setDenyPort, setDenyAny}} {
+		for _, r := range minimal(list.rules) {
+			set := list.port
+			if r.AnyPort() {
+				set = list.any
+			}
+			elems[set] = append(elems[set], ruleElement(addr, r))
+		}
+	}
+	return elems
 }
 
 // limitConns adds her rule to tenant_conns, tagged with her address:

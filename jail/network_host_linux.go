@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 
@@ -48,6 +49,19 @@ type NetworkOptions struct {
 	// Forwarding turns net.ipv4.ip_forward on if it is off
 	// (network_forwarding: auto); false leaves it to the operator.
 	Forwarding bool
+	// OnDrop, if set, hears of an environment's first connection attempt
+	// to each destination that policy drops (at most dropEventsPerEnv
+	// destinations an environment; network_drops_linux.go), from a
+	// goroutine of the Network's: env is the environment's name (the
+	// "env" of its start and end in the log). Drops are attributed to
+	// environments, not sessions: her sessions share her environment.
+	OnDrop func(tenant, env string, dst netip.AddrPort, proto string)
+	// Keep names host-side veths (an environment's, which a new gateway
+	// is to adopt: Network.adopt) that the start-time sweep leaves alone;
+	// if the table exists, their elements are carried into the new one in
+	// the batch that replaces it, so their traffic never meets a table
+	// without them.
+	Keep []string
 }
 
 // Network is the host side of NetworkNAT: the address pool, the uplink
@@ -60,10 +74,13 @@ type Network struct {
 	uplink string // the default route's interface
 	mtu    int    // the uplink's MTU, given to every eth0
 	fw     *firewall
-	fwdErr error // ip_forward is off and may not be turned on
+	fwdErr error    // ip_forward is off and may not be turned on
+	drops  *dropLog // nil: no drop events (no nfnetlink_log)
+	onDrop func(tenant, env string, dst netip.AddrPort, proto string)
 
 	mu    sync.Mutex
-	pairs []bool // pair i (addresses 2i, 2i+1 of the pool) is in use
+	pairs []bool                // pair i (addresses 2i, 2i+1 of the pool) is in use
+	live  map[netip.Addr]*lease // by her address: whose a dropped packet is
 }
 
 // OpenNetwork checks the pool against the host's routes and addresses,
@@ -76,8 +93,8 @@ func OpenNetwork(opts NetworkOptions) (*Network, error) {
 	if opts.Name == "" {
 		return nil, errors.New("network: NetworkOptions.Name is empty")
 	}
-	n := &Network{log: opts.Logger, names: namesFor(opts.Name)}
-	sweepVeths(n.names.veth, n.log)
+	n := &Network{log: opts.Logger, names: namesFor(opts.Name), onDrop: opts.OnDrop, live: map[netip.Addr]*lease{}}
+	sweepVeths(n.names.veth, opts.Keep, n.log)
 	pool, err := choosePool(opts.Pool, n.names.veth)
 	if err != nil {
 		return nil, err
@@ -92,16 +109,39 @@ func OpenNetwork(opts NetworkOptions) (*Network, error) {
 	if err != nil {
 		return nil, err
 	}
-	if n.fw, err = openFirewall(n.names, pool, hostAddrs); err != nil {
+	var group uint16 // 0: no log rule
+	if n.drops, err = openDropLog(opts.Name); err != nil {
+		n.log.Warn("network: no audit events of dropped connections", "err", err)
+	} else {
+		group = n.drops.group
+	}
+	if n.fw, err = openFirewall(n.names, pool, hostAddrs, group, opts.Keep); err != nil {
+		n.Detach()
 		return nil, err
 	}
-	n.log.Info("network ready", "pool", pool, "uplink", n.uplink, "mtu", n.mtu)
+	if n.drops != nil {
+		go n.drops.run(n.reportDrop)
+	}
+	n.log.Info("network ready", "pool", pool, "uplink", n.uplink, "mtu", n.mtu, "nflog_group", group)
 	return n, nil
 }
 
 // Close removes the nftables table. Environments still running lose their
 // egress; call it after the Supervisor's Close.
-func (n *Network) Close() error { return n.fw.close() }
+func (n *Network) Close() error {
+	n.Detach()
+	return n.fw.close()
+}
+
+// Detach lets go of the host network without undoing it: the table and
+// every live environment's veth stay (for a gateway that stops or
+// upgrades with environments lingering, to be adopted by the next one:
+// NetworkOptions.Keep). Only the drop events stop.
+func (n *Network) Detach() {
+	if n.drops != nil {
+		n.drops.close()
+	}
+}
 
 // Pool is the address pool in use.
 func (n *Network) Pool() netip.Prefix { return n.pool }
@@ -245,10 +285,11 @@ func ipForward(allowed bool, log *slog.Logger) error {
 // sweepVeths removes the host-side veths starting with prefix that a dead
 // gateway of the same state_dir left: every environment of that state_dir
 // is this process's. Other gateways' veths are left alone.
-func sweepVeths(prefix string, log *slog.Logger) {
+// Those named in keep (environments to adopt) stay.
+func sweepVeths(prefix string, keep []string, log *slog.Logger) {
 	links, _ := netlink.LinkList()
 	for _, l := range links {
-		if ownVeth(l, prefix) {
+		if ownVeth(l, prefix) && !slices.Contains(keep, l.Attrs().Name) {
 			if err := netlink.LinkDel(l); err != nil {
 				log.Warn("sweep stale veth", "link", l.Attrs().Name, "err", err)
 			}
@@ -256,35 +297,67 @@ func sweepVeths(prefix string, log *slog.Logger) {
 	}
 }
 
-// lease is one environment's point-to-point pair of the pool.
+// lease is one environment's point-to-point pair of the pool, and what
+// goes with her: her veth, her firewall elements, the drops reported.
 type lease struct {
 	n      *Network
 	i      int
 	host   netip.Addr // the host end's address (her gateway)
 	tenant netip.Addr // eth0's
 	veth   string     // the host end's name
+
+	who     string               // her tenant name, for OnDrop
+	env     string               // her environment's name, for OnDrop
+	drops   map[dropKey]struct{} // destinations reported (Network.mu)
+	plugged bool                 // the veth is hers to delete
+	remove  func() error         // her firewall elements, once added
+	once    sync.Once            // end runs once
 }
 
-// lease takes a free pair of the pool.
-func (n *Network) lease() (*lease, error) {
+// pair is the lease of pair i (not taken).
+func (n *Network) pair(i int) *lease {
+	off := u32(n.pool.Addr()) + uint32(2*i)
+	host := netip.AddrFrom4([4]byte(be32(off)))
+	return &lease{n: n, i: i, host: host, tenant: host.Next(), veth: fmt.Sprintf("%s%d", n.names.veth, i)}
+}
+
+// lease takes a free pair of the pool for the tenant's environment env.
+func (n *Network) lease(tenant, env string) (*lease, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for i, used := range n.pairs {
-		if used {
-			continue
+		if !used {
+			return n.take(i, tenant, env), nil
 		}
-		n.pairs[i] = true
-		base := n.pool.Addr().As4()
-		off := uint32(base[0])<<24 | uint32(base[1])<<16 | uint32(base[2])<<8 | uint32(base[3]) + uint32(2*i)
-		host := netip.AddrFrom4([4]byte{byte(off >> 24), byte(off >> 16), byte(off >> 8), byte(off)})
-		return &lease{n: n, i: i, host: host, tenant: host.Next(), veth: fmt.Sprintf("%s%d", n.names.veth, i)}, nil
 	}
 	return nil, fmt.Errorf("network pool %s is exhausted (%d environments)", n.pool, len(n.pairs))
 }
 
-// release returns the pair to the pool.
-func (l *lease) release() {
-	l.n.mu.Lock()
-	l.n.pairs[l.i] = false
-	l.n.mu.Unlock()
+// take marks pair i used for the tenant's environment env (n.mu held).
+func (n *Network) take(i int, tenant, env string) *lease {
+	l := n.pair(i)
+	l.who, l.env = tenant, env
+	n.pairs[i] = true
+	n.live[l.tenant] = l
+	return l
+}
+
+// end undoes what was made for her, last first: her firewall elements,
+// her conntrack entries and veth, her pair. It runs once.
+func (l *lease) end() {
+	l.once.Do(func() {
+		if l.remove != nil {
+			if err := l.remove(); err != nil {
+				l.n.log.Warn("remove environment's firewall elements", "tenant", l.who, "err", err)
+			}
+		}
+		if l.plugged {
+			forgetFlows(l.tenant)
+			l.unplug()
+		}
+		l.n.mu.Lock()
+		l.n.pairs[l.i] = false
+		delete(l.n.live, l.tenant)
+		l.n.mu.Unlock()
+	})
 }

@@ -40,24 +40,18 @@ func setupNAT(s *starting) error {
 	case n.fwdErr != nil:
 		return n.fwdErr
 	}
-	l, err := n.lease()
+	l, err := n.lease(s.e.spec.Tenant, s.e.name)
 	if err != nil {
 		return err
 	}
-	done := []func(){l.release}
-	end := func() {
-		for i := len(done) - 1; i >= 0; i-- {
-			done[i]()
-		}
-	}
 	if err := l.plug(s.e.cmd.Process.Pid, n.mtu); err != nil {
-		end()
+		l.end()
 		return err
 	}
-	done = append(done, l.unplug, func() { forgetFlows(l.tenant) })
+	l.plugged = true
 	if r := s.e.spec.Limits.NetRate; r > 0 {
 		if err := limitRate(l.veth, s.e.cmd.Process.Pid, r); err != nil { // goes with the veth
-			end()
+			l.end()
 			return err
 		}
 	}
@@ -65,22 +59,16 @@ func setupNAT(s *starting) error {
 	if len(dns) == 0 {
 		dns = hostResolvers()
 	}
-	remove, err := n.fw.addTenant(l.veth, l.tenant, &s.e.spec, dns)
-	if err != nil {
-		end()
+	if l.remove, err = n.fw.addTenant(l.veth, l.tenant, &s.e.spec, dns); err != nil {
+		l.end()
 		return err
 	}
-	done = append(done, func() {
-		if err := remove(); err != nil {
-			n.log.Warn("remove environment's firewall elements", "tenant", s.e.spec.Tenant, "err", err)
-		}
-	})
 	s.nat = &natNet{Address: netip.PrefixFrom(l.tenant, 31).String(), Gateway: l.host.String(), MTU: n.mtu,
 		Resolv: resolvConf(dns)}
-	s.undo = append(s.undo, end)
+	s.undo = append(s.undo, l.end)
 	onEnd := s.e.spec.OnEnd
 	s.e.spec.OnEnd = func() {
-		end()
+		l.end()
 		if onEnd != nil {
 			onEnd()
 		}
@@ -152,8 +140,13 @@ func nameservers(path string) []netip.Addr {
 	if err != nil {
 		return nil
 	}
+	return parseNameservers(string(b))
+}
+
+// parseNameservers reads the nameserver lines of a resolv.conf's content.
+func parseNameservers(conf string) []netip.Addr {
 	var out []netip.Addr
-	for line := range strings.SplitSeq(string(b), "\n") {
+	for line := range strings.SplitSeq(conf, "\n") {
 		f := strings.Fields(line)
 		if len(f) >= 2 && f[0] == "nameserver" {
 			if a, err := netip.ParseAddr(f[1]); err == nil {

@@ -65,8 +65,11 @@ func natSupervisorNamed(t *testing.T) (*jail.Supervisor, *jail.Network, string) 
 
 // reaches reports whether a TCP connection from inside env to addr opens
 // (Env.Dial connects from her namespace, as ssh -L does).
-func reaches(env jail.Env, addr string) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+func reaches(env jail.Env, addr string) bool { return reachesWithin(env, addr, 1500*time.Millisecond) }
+
+// reachesWithin is reaches, giving up after d.
+func reachesWithin(env jail.Env, addr string, d time.Duration) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	c, err := env.Dial(ctx, "tcp", addr)
 	if err != nil {

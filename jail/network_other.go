@@ -14,6 +14,8 @@ type NetworkOptions struct {
 	Name       string
 	Pool       netip.Prefix
 	Forwarding bool
+	OnDrop     func(tenant, env string, dst netip.AddrPort, proto string)
+	Keep       []string
 }
 
 // Network is unavailable outside Linux.
@@ -29,6 +31,9 @@ func ChoosePool(netip.Prefix, string) (netip.Prefix, error) {
 
 // Close does nothing outside Linux.
 func (*Network) Close() error { return nil }
+
+// Detach does nothing outside Linux.
+func (*Network) Detach() {}
 
 // Pool is the zero Prefix outside Linux.
 func (*Network) Pool() netip.Prefix { return netip.Prefix{} }

@@ -172,7 +172,8 @@ func (d *daemon) sealInit() error {
 // tenant in the configuration, serve refuses to start instead.
 func (d *daemon) openNetwork() error {
 	n, err := jail.OpenNetwork(jail.NetworkOptions{Logger: d.log, Name: statedir.New(d.cfg.StateDir).Hash(),
-		Pool: d.cfg.NetworkPool, Forwarding: d.cfg.NetworkForwarding == config.ForwardingAuto})
+		Pool: d.cfg.NetworkPool, Forwarding: d.cfg.NetworkForwarding == config.ForwardingAuto,
+		OnDrop: gateway.NetworkDropLogger(d.log)}) // the audit event network.drop
 	if err != nil {
 		for _, name := range d.cfg.Names() {
 			if d.cfg.Users[name].Network == jail.NetworkNAT {

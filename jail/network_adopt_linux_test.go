@@ -1,0 +1,163 @@
+package jail_test
+
+import (
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/jailgate/jailgate/jail"
+	"github.com/jailgate/jailgate/jail/jailtest"
+)
+
+// TestNetworkAdopt: a nat environment outlives its gateway's Network (a
+// Detach, as an upgrade does) and a second Network of the same name with
+// Keep naming her veth: the start-time sweep leaves her veth, the table
+// replaced at start carries her elements (she reaches the upstream before
+// she is adopted), adopt applies the current spec (a new egress.allow
+// opens) and takes her pair (a new environment gets other addresses), and
+// the returned end removes her veth and gives the pair back.
+func TestNetworkAdopt(t *testing.T) {
+	s, n, name := natSupervisorNamed(t)
+	fakeInternet(t)
+	spec := newSpec(t, "alice")
+	spec.Network = jail.NetworkNAT
+	alice := environment(t, s, "adopt-alice", spec)
+	if !reaches(alice, upstreamAddr+":80") {
+		t.Fatal("she does not reach the upstream before the restart")
+	}
+	addr := envAddr(t, alice)
+	_, prefix := jail.NetNames(name)
+	veth := ownVeth(t, prefix)
+
+	n.Detach() // the old gateway lets go; its table and her veth stay
+	n2, err := jail.OpenNetwork(jail.NetworkOptions{Name: name, Forwarding: true, Keep: []string{veth}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n2.Detach() // the first Network's Close removes the table at the end
+	if _, err := netlink.LinkByName(veth); err != nil {
+		t.Fatalf("the sweep removed the kept veth %s: %v", veth, err)
+	}
+	if !reaches(alice, upstreamAddr+":80") {
+		t.Error("she lost the upstream when the new gateway replaced the table")
+	}
+	if reaches(alice, metadataAddr+":80") {
+		t.Error("she reaches the metadata service after the table was replaced")
+	}
+
+	now := *spec // the current configuration opens a destination for her
+	now.Egress.Allow = []jail.EgressRule{{Prefix: netip.MustParsePrefix(private10 + "/32"), PortLo: 8080, PortHi: 8080}}
+	end, err := n2.Adopt(veth, "adopted", addr, nil, &now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n2.Adopt(veth, "adopted", addr, nil, &now); err == nil {
+		t.Error("her pair was adopted twice")
+	}
+	for dst, want := range map[string]bool{upstreamAddr + ":80": true, private10 + ":8080": true,
+		private10 + ":8081": false, metadataAddr + ":80": false} {
+		if got := reaches(alice, dst); got != want {
+			t.Errorf("adopted, she reaches %s: %v, want %v", dst, got, want)
+		}
+	}
+
+	s2, err := jail.New(jail.Options{CgroupPrefix: jailtest.CgroupPrefix(t.TempDir()), KillGrace: 200 * time.Millisecond, Network: n2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	bobSpec := newSpec(t, "bob")
+	bobSpec.Network = jail.NetworkNAT
+	bob := environment(t, s2, "adopt-bob", bobSpec)
+	if got := envAddr(t, bob); got == addr {
+		t.Errorf("a new environment got the adopted one's address %s", got)
+	}
+	if !reaches(bob, upstreamAddr+":80") {
+		t.Error("a new environment next to the adopted one does not reach the upstream")
+	}
+	if got := n2.LeasedPairs(); got != 2 {
+		t.Errorf("%d pairs leased, want 2 (adopted + new)", got)
+	}
+	end()
+	if _, err := netlink.LinkByName(veth); err == nil {
+		t.Errorf("the adopted environment's end left her veth %s", veth)
+	}
+	if got := n2.LeasedPairs(); got != 1 {
+		t.Errorf("%d pairs leased after her end, want 1", got)
+	}
+}
+
+// ownVeth is the one host-side veth starting with prefix.
+func ownVeth(t *testing.T, prefix string) string {
+	t.Helper()
+	links, _ := netlink.LinkList()
+	var names []string
+	for _, l := range links {
+		if l.Type() == "veth" && strings.HasPrefix(l.Attrs().Name, prefix) {
+			names = append(names, l.Attrs().Name)
+		}
+	}
+	if len(names) != 1 {
+		t.Fatalf("veths %v with prefix %s, want one", names, prefix)
+	}
+	return names[0]
+}
+
+// TestNetworkDropEvents: an environment's connection attempts to a
+// destination the policy drops are reported once (OnDrop), however often
+// she tries, with the destination and protocol, and attributed to her.
+func TestNetworkDropEvents(t *testing.T) {
+	type drop struct {
+		tenant, env string
+		dst         netip.AddrPort
+		proto       string
+	}
+	drops := make(chan drop, 100)
+	jailtest.RequireRoot(t)
+	const fwd = "/proc/sys/net/ipv4/ip_forward"
+	if old, err := os.ReadFile(fwd); err == nil {
+		defer os.WriteFile(fwd, old, 0o644)
+	}
+	n, err := jail.OpenNetwork(jail.NetworkOptions{Name: testNetName(), Forwarding: true,
+		OnDrop: func(tenant, env string, dst netip.AddrPort, proto string) { drops <- drop{tenant, env, dst, proto} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	s, err := jail.New(jail.Options{CgroupPrefix: jailtest.CgroupPrefix(t.TempDir()), KillGrace: 200 * time.Millisecond, Network: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	fakeInternet(t)
+	spec := newSpec(t, "alice")
+	spec.Network = jail.NetworkNAT
+	alice := environment(t, s, "drop-alice", spec)
+	for range 20 {
+		if reachesWithin(alice, metadataAddr+":80", 100*time.Millisecond) {
+			t.Fatal("she reaches the metadata service")
+		}
+	}
+	want := drop{tenant: "alice", dst: netip.MustParseAddrPort(metadataAddr + ":80"), proto: "tcp"}
+	select {
+	case d := <-drops:
+		if d.env == "" {
+			t.Errorf("drop event without her environment: %+v", d)
+		}
+		d.env = ""
+		if d != want {
+			t.Errorf("drop event %+v, want %+v", d, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no drop event after 20 dropped connection attempts")
+	}
+	select {
+	case d := <-drops:
+		t.Errorf("a second drop event for the same destination: %+v", d)
+	case <-time.After(2 * time.Second):
+	}
+}

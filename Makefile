@@ -59,7 +59,8 @@ fuzz: ## run each fuzz target for 30s
 	$(GO) test -run '^$$' -fuzz FuzzParseKRL -fuzztime 30s ./keys/
 	$(GO) test -run '^$$' -fuzz FuzzPtyModes -fuzztime 30s ./gateway/
 
-# make bench BENCH_FLAGS="-n 12 -k 20 -size 32" for a quick look; -k1000 adds 1000 sessions.
+# make bench BENCH_FLAGS="-n 12 -k 20 -size 32" for a quick look; -k1000 adds 1000 sessions;
+# -only network for the nat part alone (a 1 GiB transfer tenant → a fake upstream vs the host's own).
 BENCH_FLAGS ?=
 bench: build ## jailgate vs OpenSSH sshd+ChrootDirectory (as root; bench/results/<date>.json), then the Go micro-benchmarks
 	@test -x /usr/sbin/sshd || { echo "installing openssh-server (its service is never started)"; \

@@ -35,6 +35,7 @@ type options struct {
 	rounds     int    // interleaved rounds the logins are split into
 	prompts    int    // first-prompt samples per server
 	sizeMiB    int    // throughput transfer size
+	netMiB     int    // network (nat) transfer size
 	tputRounds int    // throughput repetitions per server, direction and mode
 	ks         []int  // concurrency levels
 	jailgate   string // the jailgate binary
@@ -48,6 +49,10 @@ type options struct {
 }
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == sinkFlag {
+		sinkMain(os.Args[2]) // the network part's upstream (network.go)
+		return
+	}
 	o, err := parseFlags()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -80,6 +85,7 @@ func parseFlags() (*options, error) {
 	flag.IntVar(&o.rounds, "rounds", 5, "interleaved `rounds` (at least 3)")
 	flag.IntVar(&o.prompts, "prompts", 20, "first-prompt `samples` per server")
 	flag.IntVar(&o.sizeMiB, "size", 256, "throughput transfer size in `MiB`")
+	flag.IntVar(&o.netMiB, "net-size", 1024, "network (nat) transfer size in `MiB`")
 	flag.IntVar(&o.tputRounds, "tput-rounds", 3, "throughput repetitions per server, direction and cipher mode")
 	flag.StringVar(&ks, "k", "50,200", "concurrency `levels`, comma-separated")
 	flag.BoolVar(&k1000, "k1000", false, "also hold 1000 simultaneous sessions")
@@ -87,7 +93,7 @@ func parseFlags() (*options, error) {
 	flag.StringVar(&o.workBase, "workdir", "/var/lib/jailgate-bench",
 		"parent `dir` of the run's work dir; every ancestor must be root-owned and not group/world-writable (sshd's ChrootDirectory rule, which /var/tmp fails)")
 	flag.StringVar(&o.outDir, "out", "bench/results", "results `dir`")
-	flag.StringVar(&only, "only", "", "run only these `parts`: latency,prompt,throughput,concurrency (default all)")
+	flag.StringVar(&only, "only", "", "run only these `parts`: latency,prompt,throughput,concurrency,network (default all)")
 	flag.DurationVar(&o.timeout, "timeout", 45*time.Minute, "bound on the whole run")
 	flag.StringVar(&o.user, "user", "jgbench", "sshd test `user` (created if missing, removed at the end if created)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work dir at the end (debugging)")
@@ -102,8 +108,8 @@ func parseFlags() (*options, error) {
 	if o.n < o.rounds {
 		return nil, fmt.Errorf("-n %d: at least one login per round (-rounds %d)", o.n, o.rounds)
 	}
-	if o.sizeMiB < 1 || o.prompts < 1 || o.tputRounds < 1 {
-		return nil, fmt.Errorf("-size, -prompts and -tput-rounds must be positive")
+	if o.sizeMiB < 1 || o.netMiB < 1 || o.prompts < 1 || o.tputRounds < 1 {
+		return nil, fmt.Errorf("-size, -net-size, -prompts and -tput-rounds must be positive")
 	}
 	for _, f := range strings.Split(ks, ",") {
 		if f = strings.TrimSpace(f); f == "" {
@@ -122,7 +128,7 @@ func parseFlags() (*options, error) {
 		o.only = map[string]bool{}
 		for _, p := range strings.Split(only, ",") {
 			switch p = strings.TrimSpace(p); p {
-			case "latency", "prompt", "throughput", "concurrency":
+			case "latency", "prompt", "throughput", "concurrency", "network":
 				o.only[p] = true
 			default:
 				return nil, fmt.Errorf("-only %q: unknown part", p)
@@ -167,6 +173,7 @@ func run(ctx context.Context, o *options) (err error) {
 		{"prompt", measurePrompt},
 		{"throughput", measureThroughput},
 		{"concurrency", measureConcurrency},
+		{"network", measureNetwork},
 	}
 	for _, s := range steps {
 		if !o.want(s.part) {

@@ -94,6 +94,12 @@ func newReport(o *options) *report {
 				"OpenSSH per session = PSS of every sshd process but the listener / K. Tenant processes (sleep) are " +
 				"excluded on both sides. 'cgroup' rows are memory.usage_in_bytes growth / K of the same groups as cpu " +
 				"(they include sleep, page cache and kernel memory)",
+			"network": "nat rows: " + tenantNAT + " (network: nat, a warm environment) sends " + fmt.Sprint(o.netMiB) +
+				" MiB with bash's /dev/tcp and head -c from /dev/zero to a sink in a network namespace behind a veth " +
+				"(the fake upstream " + upstreamAddr + "); the OpenSSH column is the host itself sending the same to the " +
+				"same sink, alternating. Rate: the sink's bytes / (accept to EOF). CPU: cpuacct.usage of the sender's group " +
+				"(the harness's for the host, her tenant group for the tenant, with her ssh command's processes) plus the sink's, " +
+				"per GiB: the kernel forwards her packets in the sender's context",
 			"env_start": "cold: the gateway log's 'environment start' duration (jail.Supervisor: from asking for a new " +
 				"environment to its init being ready) for " + tenantCold + "; joining: jailgate_environment_wait_seconds " +
 				"histogram growth over the warm blocks, interpolated within its buckets (1, 2, 4, … ms)",

@@ -184,9 +184,15 @@ func (tb *testbed) startJailgate(ctx context.Context) error {
 // chacha20-poly1305@openssh.com to the ciphers offered.
 func (tb *testbed) writeJailgateConfig(chacha bool) error {
 	var users strings.Builder
-	for _, t := range []struct{ name, extra string }{
+	tenants := []struct{ name, extra string }{
 		{tenantCold, ""}, {tenantWarm, "    linger: 60s\n"}, {tenantSess, "    environment: session\n"},
-	} {
+	}
+	top := ""
+	if tb.o.want("network") {
+		tenants = append(tenants, struct{ name, extra string }{tenantNAT, "    linger: 60s\n    network: nat\n"})
+		top = "network_forwarding: auto\n"
+	}
+	for _, t := range tenants {
 		fmt.Fprintf(&users, "  %s:\n    keys_file: %s.pub\n    rootfs: %s\n%s", t.name, tb.key,
 			filepath.Join(tb.dir, "rootfs", t.name), t.extra)
 	}
@@ -196,7 +202,7 @@ func (tb *testbed) writeJailgateConfig(chacha bool) error {
 	}
 	cfg := fmt.Sprintf("# Written by jailgate's bench: the defaults, no limits, on loopback.\n"+
 		"listen: 127.0.0.1:%d\nstate_dir: %s/state\nmetrics_listen: 127.0.0.1:%d\nlog: { format: json, level: info }\n"+
-		"server: { ciphers: [%s] }\nusers:\n%s", tb.jgPort, filepath.Dir(tb.jgConfig), tb.metricsPort, ciphers, users.String())
+		"server: { ciphers: [%s] }\n%susers:\n%s", tb.jgPort, filepath.Dir(tb.jgConfig), tb.metricsPort, ciphers, top, users.String())
 	return os.WriteFile(tb.jgConfig, []byte(cfg), 0o600)
 }
 

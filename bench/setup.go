@@ -56,7 +56,8 @@ type testbed struct {
 	jgPort      int
 	jgConfig    string
 	userCreated bool
-	runSSHD     bool // /run/sshd was created by us
+	runSSHD     bool   // /run/sshd was created by us
+	ipForward   []byte // net.ipv4.ip_forward before the run, put back at the end
 	sshdVersion string
 	jgVersion   string
 }
@@ -85,6 +86,7 @@ func setup(ctx context.Context, o *options) (*testbed, error) {
 		return nil, err
 	}
 	tb := &testbed{o: o, dir: dir}
+	tb.ipForward, _ = os.ReadFile(ipForwardPath) // network_forwarding: auto may turn it on
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return tb, err
 	}
@@ -158,7 +160,11 @@ func (tb *testbed) makeRootfs() error {
 	if err := os.Mkdir(filepath.Join(tb.dir, "rootfs"), 0o755); err != nil {
 		return err
 	}
-	for _, t := range []string{tenantCold, tenantWarm, tenantSess, "chroot"} {
+	rootfs := []string{tenantCold, tenantWarm, tenantSess, "chroot"}
+	if tb.o.want("network") {
+		rootfs = append(rootfs, tenantNAT)
+	}
+	for _, t := range rootfs {
 		if err := runCmd(tb.o.jailgate, "rootfs", "from-host", "-q", "--minimal", filepath.Join(tb.dir, "rootfs", t)); err != nil {
 			return err
 		}

@@ -40,6 +40,9 @@ func (tb *testbed) teardown() []error {
 	if tb.runSSHD {
 		os.Remove("/run/sshd")
 	}
+	if tb.ipForward != nil {
+		os.WriteFile(ipForwardPath, tb.ipForward, 0o644)
+	}
 	return errs
 }
 
@@ -96,7 +99,7 @@ func killGroup(d string) error {
 func removeTenantGroups(prefix string) []error {
 	var errs []error
 	for _, ctrl := range []string{"memory", "pids", "cpu", "cpuacct", "freezer", "blkio"} {
-		for _, t := range []string{tenantCold, tenantWarm, tenantSess} {
+		for _, t := range []string{tenantCold, tenantWarm, tenantSess, tenantNAT} {
 			d := filepath.Join(cgroupRoot, ctrl, prefix, t)
 			if ents, err := os.ReadDir(d); err == nil { // env dirs a killed gateway left
 				for _, e := range ents {

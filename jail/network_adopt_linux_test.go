@@ -109,7 +109,8 @@ func ownVeth(t *testing.T, prefix string) string {
 
 // TestNetworkDropEvents: an environment's connection attempts to a
 // destination the policy drops are reported once (OnDrop), however often
-// she tries, with the destination and protocol, and attributed to her.
+// she tries, with the destination and protocol, and attributed to her;
+// another destination is reported on its own.
 func TestNetworkDropEvents(t *testing.T) {
 	type drop struct {
 		tenant, env string
@@ -159,5 +160,14 @@ func TestNetworkDropEvents(t *testing.T) {
 	case d := <-drops:
 		t.Errorf("a second drop event for the same destination: %+v", d)
 	case <-time.After(2 * time.Second):
+	}
+	reachesWithin(alice, private192+":80", 300*time.Millisecond) // another destination: its own event
+	select {
+	case d := <-drops:
+		if d.dst != netip.MustParseAddrPort(private192+":80") {
+			t.Errorf("drop event %+v, want %s:80", d, private192)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("no drop event for a second destination")
 	}
 }

@@ -116,7 +116,10 @@ func (fw *firewall) restore(c *carried) error {
 // elements become those of spec (the current configuration's egress,
 // limits.connections; her resolvers stay those of her resolv.conf). The
 // returned func is what a started environment's end runs: her elements,
-// conntrack entries, veth and pair go.
+// conntrack entries, veth and pair go. Her tc state (limits.net_rate) is
+// the veth's and stays as it was set at her start. Adopt the kept
+// environments before starting new ones: until then a kept pair is not
+// reserved, and a new environment given it fails to make its veth.
 func (n *Network) adopt(veth, env string, nat *natNet, spec *EnvSpec) (func(), error) {
 	rest, ok := strings.CutPrefix(veth, n.names.veth)
 	i, err := strconv.Atoi(rest)

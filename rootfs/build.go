@@ -56,7 +56,7 @@ var baseCommands = []string{
 	"touch", "sleep", "env", "hostname", "stty", "tty", "uname", "head", "tail", "wc",
 	"grep", "sed", "kill", "true", "false", "printf", "test", "readlink", "ln", "chmod",
 	"chown", "whoami", "dirname", "basename", "seq", "sort", "uniq", "tr", "cut", "date",
-	"pwd", "df", "du", "find", "xargs", "stat", "mount", "umount", "tee", "yes", "nproc",
+	"pwd", "df", "du", "find", "xargs", "stat", "mount", "umount", "tee", "yes", "nproc", "nohup",
 }
 
 // optionalCommands are copied when the host has them.

@@ -3,6 +3,7 @@ package provision
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -175,4 +176,85 @@ func (p *Provisioner) applyDisk(u *config.User) (rootfs.Quota, error) {
 		os.Chmod(ch.Tree, 0o700)
 	}
 	return q, rootfs.SetBtrfsLimit(ch.Tree, u.Disk.Bytes)
+}
+
+// DiskUsage reads what u's tree holds against her disk quota: her rootfs:
+// directory's, or her layer's (her disk image or subvolume). ok is false
+// where no quota bounds her tree. It serves gateway.Options.DiskUsage,
+// /metrics and status alike.
+func DiskUsage(stateDir string, u *config.User) (us rootfs.Usage, ok bool, err error) {
+	tree := u.Rootfs
+	if u.Image != "" {
+		tree = "" // her layer: TenantUsage finds her image or subvolume
+	}
+	return rootfs.TenantUsage(stateDir, u.Name, tree)
+}
+
+// DiskUsages reads DiskUsage for every tenant of c under a quota, by
+// tenant (the /metrics gauges).
+func DiskUsages(c *config.Config) map[string]rootfs.Usage {
+	out := map[string]rootfs.Usage{}
+	for _, n := range c.Names() {
+		if us, ok, err := DiskUsage(c.StateDir, c.Users[n]); ok && err == nil {
+			out[n] = us
+		}
+	}
+	return out
+}
+
+// ApplyDiskLimits applies c's disk limits live (a reload that changed
+// limits.disk): a btrfs tree's qgroup takes its new limit at once (none,
+// if her limits are gone); her mounted disk image grows, online where the
+// host allows, and a lowered size is refused with the reason. A tree not
+// made yet, or an image not mounted, takes them at her next login. The
+// errors say, per tenant, what was not applied.
+func (p *Provisioner) ApplyDiskLimits(c *config.Config) error {
+	var errs []error
+	for _, n := range c.Names() {
+		if err := p.applyLive(c, c.Users[n]); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", n, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// applyLive applies u's disk limits to her tree as it is now.
+func (p *Provisioner) applyLive(c *config.Config, u *config.User) error {
+	if !u.Disk.Set() {
+		// Limits gone: a btrfs tree she has keeps no stale limit.
+		if us, ok, _ := DiskUsage(c.StateDir, u); ok && us.Backend == rootfs.QuotaBtrfs && us.BytesLimit > 0 {
+			return p.setBtrfs(u, c.StateDir, 0)
+		}
+		return nil
+	}
+	ch, err := ChooseDisk(c.StateDir, c.DiskQuota, u)
+	switch {
+	case ch.Backend == config.DiskQuotaBtrfs:
+		if _, err := os.Lstat(ch.Tree); err != nil {
+			return nil // made, with her limit, at her next login
+		}
+		return p.setBtrfs(u, c.StateDir, u.Disk.Bytes)
+	case ch.Backend == config.DiskQuotaImage:
+		p.mu.Lock()
+		layers := p.layers
+		p.mu.Unlock()
+		if layers == nil {
+			return nil
+		}
+		return layers.Requota(u.Name, rootfs.Quota{Backend: ch.Backend, Bytes: u.Disk.Bytes, Inodes: u.Disk.Inodes})
+	}
+	return err
+}
+
+// setBtrfs sets u's btrfs tree's qgroup limit to bytes, logging the change.
+func (p *Provisioner) setBtrfs(u *config.User, stateDir string, bytes int64) error {
+	tree := u.Rootfs
+	if u.Image != "" {
+		tree = statedir.New(stateDir).Tenant(u.Name)
+	}
+	if err := rootfs.SetBtrfsLimit(tree, bytes); err != nil {
+		return err
+	}
+	slog.Info("disk quota applied", "tenant", u.Name, "backend", rootfs.QuotaBtrfs, "limit", bytes)
+	return nil
 }

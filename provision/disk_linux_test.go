@@ -8,33 +8,9 @@ import (
 	"testing"
 
 	"github.com/jailgate/jailgate/config"
+	"github.com/jailgate/jailgate/internal/testfs"
 	"github.com/jailgate/jailgate/rootfs"
 )
-
-// mountFS makes a 512 MiB file system with mkfs args on a loop device
-// and mounts it with opts; it is unmounted (and its loop device freed) in
-// t.Cleanup, even on failure.
-func mountFS(t *testing.T, fstype, opts string, mkfs ...string) (string, error) {
-	t.Helper()
-	dir := t.TempDir()
-	img, mnt := filepath.Join(dir, "fs.img"), filepath.Join(dir, "mnt")
-	os.Mkdir(mnt, 0o755)
-	f, _ := os.Create(img)
-	f.Truncate(512 << 20)
-	f.Close()
-	if out, err := exec.Command("mkfs."+fstype, append(mkfs, img)...).CombinedOutput(); err != nil {
-		return "", &os.PathError{Op: "mkfs." + fstype + ": " + strings.TrimSpace(string(out)), Path: img, Err: err}
-	}
-	args := []string{"-o", "loop"}
-	if opts != "" {
-		args = []string{"-o", "loop," + opts}
-	}
-	if out, err := exec.Command("mount", append(args, img, mnt)...).CombinedOutput(); err != nil {
-		return "", &os.PathError{Op: "mount " + strings.TrimSpace(string(out)), Path: img, Err: err}
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
-	return mnt, nil
-}
 
 // TestDiskBackends, on file systems the test makes: btrfs (quotas on)
 // bounds a rootfs: tenant's subvolume (dd of 200 MiB stops near 64 MiB
@@ -43,18 +19,12 @@ func mountFS(t *testing.T, fstype, opts string, mkfs ...string) (string, error) 
 // backend runs where this kernel can mount prjquota; where it cannot, the
 // log says so once.
 func TestDiskBackends(t *testing.T) {
-	if mnt, err := mountFS(t, "ext4", "prjquota", "-q", "-O", "project,quota"); err != nil {
+	if mnt, err := testfs.Loop(t, "ext4", "prjquota", "-q", "-O", "project,quota"); err != nil {
 		t.Logf("project backend: this kernel cannot mount ext4 with prjquota (it needs CONFIG_QUOTA and CONFIG_QFMT_V2): %v", err)
 	} else {
 		t.Logf("project backend: %s mounts with prjquota, but jailgate does not implement the project backend yet", mnt)
 	}
-	mnt, err := mountFS(t, "btrfs", "", "-q")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("btrfs", "quota", "enable", mnt).CombinedOutput(); err != nil {
-		t.Fatalf("btrfs quota enable: %v: %s", err, out)
-	}
+	mnt := testfs.Btrfs(t)
 	alice, bob, plain := filepath.Join(mnt, "alice"), filepath.Join(mnt, "bob"), filepath.Join(mnt, "plain")
 	for _, d := range []string{alice, bob} {
 		if err := rootfs.CreateSubvolume(d); err != nil {

@@ -16,6 +16,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/jailgate/jailgate/gateway/gatewaytest"
+	"github.com/jailgate/jailgate/internal/testfs"
 	"github.com/jailgate/jailgate/jail/jailtest"
 	"github.com/jailgate/jailgate/rootfs"
 	"github.com/jailgate/jailgate/statedir"
@@ -23,29 +24,6 @@ import (
 
 // diskLimit is the quota every tenant of these tests has.
 const diskLimit = "    limits:\n      disk: 64MiB\n"
-
-// loopFS makes a 512 MiB fstype file system (mkfs args) in a file under a
-// searchable temp dir, loop-mounts it and returns its mount point; it is
-// unmounted (its loop device freed) in t.Cleanup, which runs after the
-// cleanups of anything made on it later.
-func loopFS(t *testing.T, fstype string, mkfs ...string) string {
-	t.Helper()
-	dir := jailtest.SearchableTempDir(t)
-	img, mnt := filepath.Join(dir, "fs.img"), filepath.Join(dir, "mnt")
-	os.Mkdir(mnt, 0o755)
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	os.Truncate(img, 512<<20)
-	if out, err := exec.Command("mkfs."+fstype, append(mkfs, img)...).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.%s: %v: %s", fstype, err, out)
-	}
-	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
-		t.Fatalf("mount %s: %v: %s", img, err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
-	return mnt
-}
 
 // diskUsers writes the users: section for tenants (name: extra YAML), each
 // with the lab's keys (made here) and tree(name) as her YAML tree line.
@@ -87,10 +65,7 @@ func installAttack(t *testing.T, tree string) {
 func btrfsLab(t *testing.T) *lab {
 	t.Helper()
 	jailtest.RequireRoot(t)
-	mnt := loopFS(t, "btrfs", "-q")
-	if out, err := exec.Command("btrfs", "quota", "enable", mnt).CombinedOutput(); err != nil {
-		t.Fatalf("btrfs quota enable: %v: %s", err, out)
-	}
+	mnt := testfs.Btrfs(t)
 	l := &lab{stateDir: filepath.Join(mnt, "state"), keys: map[string]gossh.Signer{},
 		rootfs: map[string]string{}, log: &syncBuffer{}}
 	for _, u := range []string{"alice", "bob"} {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jailgate/jailgate/internal/testfs"
 	"github.com/jailgate/jailgate/jail/jailtest"
 	"github.com/jailgate/jailgate/rootfs"
 	"github.com/jailgate/jailgate/statedir"
@@ -45,7 +46,7 @@ func writeDiskConfig(t *testing.T, dir, head string, users ...string) string {
 // it as a warning.
 func TestCheckDiskNoBackend(t *testing.T) {
 	jailtest.RequireRoot(t)
-	mnt := loopFS(t, "ext4", "-q")
+	mnt := testfs.MustLoop(t, "ext4", "", "-q")
 	tree := filepath.Join(mnt, "alice")
 	os.Mkdir(tree, 0o755)
 	dir := t.TempDir()
@@ -81,10 +82,7 @@ func TestCheckDiskNoBackend(t *testing.T) {
 // not serve), and status shows alice's used / limit, blocks and inodes.
 func TestExplainStatusDisk(t *testing.T) {
 	jailtest.RequireRoot(t)
-	bt, ext := loopFS(t, "btrfs", "-q"), loopFS(t, "ext4", "-q")
-	if out, err := exec.Command("btrfs", "quota", "enable", bt).CombinedOutput(); err != nil {
-		t.Fatalf("btrfs quota enable: %v: %s", err, out)
-	}
+	bt, ext := testfs.Btrfs(t), testfs.MustLoop(t, "ext4", "", "-q")
 	tree := filepath.Join(bt, "alice")
 	if err := rootfs.CreateSubvolume(tree); err != nil {
 		t.Fatal(err)

@@ -166,14 +166,10 @@ func (p *Provisioner) applyDisk(u *config.User) (rootfs.Quota, error) {
 	if ch.Backend != config.DiskQuotaBtrfs {
 		return q, nil
 	}
-	if _, err := os.Lstat(ch.Tree); u.Image != "" && errors.Is(err, os.ErrNotExist) {
-		if err := os.MkdirAll(filepath.Dir(ch.Tree), 0o700); err != nil {
+	if u.Image != "" {
+		if err := rootfs.MakeTree(ch.Tree, 0o700); err != nil { // her layer dir: a subvolume (btrfsServes)
 			return q, err
 		}
-		if err := rootfs.CreateSubvolume(ch.Tree); err != nil {
-			return q, err
-		}
-		os.Chmod(ch.Tree, 0o700)
 	}
 	return q, rootfs.SetBtrfsLimit(ch.Tree, u.Disk.Bytes)
 }

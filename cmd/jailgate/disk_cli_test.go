@@ -131,3 +131,27 @@ func TestExplainStatusDisk(t *testing.T) {
 		t.Errorf("status: bob (no image yet) %q, want - - for disk and inodes", bob)
 	}
 }
+
+// TestFromHostSubvolume (issue 19): `rootfs from-host DIR` with DIR on a
+// btrfs with quotas on makes her tree a subvolume, so that a rootfs:
+// tenant on it with disk: 64MiB passes check, served by btrfs (a plain
+// directory there is refused: TestCheckDiskNoBackend).
+func TestFromHostSubvolume(t *testing.T) {
+	jailtest.RequireRoot(t)
+	tree := filepath.Join(testfs.Btrfs(t), "alice")
+	var out, errOut bytes.Buffer
+	if code := run([]string{"rootfs", "from-host", "-q", "--minimal", tree}, &out, &errOut); code != 0 {
+		t.Fatalf("rootfs from-host: exit %d %s", code, errOut.String())
+	}
+	path := writeDiskConfig(t, t.TempDir(), "", "alice: rootfs: "+tree)
+	code := run([]string{"check", "--config", path}, &out, &errOut)
+	t.Logf("check: exit %d\n%s%s", code, out.String(), errOut.String())
+	if code != 0 {
+		t.Errorf("check of a tenant on a tree from-host made on btrfs: exit %d, want 0", code)
+	}
+	out.Reset()
+	run([]string{"explain", "--config", path, "alice"}, &out, &errOut)
+	if want := "disk quota:   btrfs on " + tree + " (disk_quota auto)"; !strings.Contains(out.String(), want) {
+		t.Errorf("explain: %s\nwant %q", out.String(), want)
+	}
+}

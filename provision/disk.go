@@ -44,7 +44,7 @@ func ChooseDisk(stateDir, mode string, u *config.User) (DiskChoice, error) {
 	allows := func(b string) bool { return mode == config.DiskQuotaAuto || mode == b }
 	var tried []string
 	if allows(config.DiskQuotaProject) {
-		tried = append(tried, "project: not implemented yet by this jailgate")
+		tried = append(tried, projectWhy())
 	}
 	if allows(config.DiskQuotaBtrfs) {
 		why, ok := btrfsServes(c.Tree, u.Image != "")
@@ -78,6 +78,17 @@ func ChooseDisk(stateDir, mode string, u *config.User) (DiskChoice, error) {
 	}
 	c.Why = strings.Join(tried, "; ")
 	return c, diskError(u, "limits.disk", c.Tree, "no disk quota backend (disk_quota "+mode+") serves her tree: "+c.Why+"; "+diskFixes)
+}
+
+// projectWhy is why the project backend does not serve a tree: not
+// implemented yet, and what this kernel lacks for it, if anything.
+func projectWhy() string {
+	why := "project: not implemented yet by this jailgate"
+	if gaps := rootfs.ProjectQuotaGaps(); len(gaps) > 0 {
+		why += ", and this kernel lacks " + strings.Join(gaps, ", ") +
+			" (ext4 prjquota needs CONFIG_QUOTA and CONFIG_QFMT_V2; XFS prjquota, CONFIG_XFS_QUOTA)"
+	}
+	return why
 }
 
 // diskError is a *config.Error at her limits, naming her tree's mount.

@@ -17,14 +17,17 @@ import (
 // with EDQUOT, another tenant still writes), says it has no inode quota,
 // and a tree no backend serves is refused with the fixes. The project
 // backend runs where this kernel can mount prjquota; where it cannot, the
-// log says so once.
+// log says so once, and the refusal names the missing kernel option.
 func TestDiskBackends(t *testing.T) {
-	if mnt, err := testfs.Loop(t, "ext4", "prjquota", "-q", "-O", "project,quota"); err != nil {
-		t.Logf("project backend: this kernel cannot mount ext4 with prjquota (it needs CONFIG_QUOTA and CONFIG_QFMT_V2): %v", err)
+	mnt, err := testfs.Loop(t, "ext4", "prjquota", "-q", "-O", "project,quota")
+	noPrjquota := err != nil
+	if noPrjquota {
+		t.Logf("project backend: this kernel cannot mount ext4 with prjquota (it needs CONFIG_QUOTA and CONFIG_QFMT_V2; "+
+			"its config lacks %v): %v", rootfs.ProjectQuotaGaps(), err)
 	} else {
 		t.Logf("project backend: %s mounts with prjquota, but jailgate does not implement the project backend yet", mnt)
 	}
-	mnt := testfs.Btrfs(t)
+	mnt = testfs.Btrfs(t)
 	alice, bob, plain := filepath.Join(mnt, "alice"), filepath.Join(mnt, "bob"), filepath.Join(mnt, "plain")
 	for _, d := range []string{alice, bob} {
 		if err := rootfs.CreateSubvolume(d); err != nil {
@@ -65,5 +68,10 @@ func TestDiskBackends(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("plain dir: %v; want %q in it", err, want)
 		}
+	}
+	// Where prjquota cannot be mounted, the refusal (what check prints)
+	// names the kernel option missing, if the kernel's config says.
+	if noPrjquota && rootfs.ProjectQuotaGaps() != nil && (err == nil || !strings.Contains(err.Error(), "this kernel lacks CONFIG_QFMT_V2")) {
+		t.Errorf("plain dir on a kernel without prjquota: %v; want it to name CONFIG_QFMT_V2", err)
 	}
 }

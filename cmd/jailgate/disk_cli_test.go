@@ -66,6 +66,12 @@ func TestCheckDiskNoBackend(t *testing.T) {
 			t.Errorf("check's message lacks %q", want)
 		}
 	}
+	// A kernel that cannot mount prjquota (TestDiskBackends logs why):
+	// check names the option it lacks.
+	if _, err := testfs.Loop(t, "ext4", "prjquota", "-q", "-O", "project,quota"); err != nil && rootfs.ProjectQuotaGaps() != nil &&
+		!strings.Contains(stderr.String(), "this kernel lacks CONFIG_QFMT_V2") {
+		t.Errorf("check on a kernel without prjquota does not name CONFIG_QFMT_V2")
+	}
 	path = writeDiskConfig(t, dir, "limits_enforcement: best-effort\n", "alice: rootfs: "+tree)
 	stdout.Reset()
 	stderr.Reset()
@@ -74,6 +80,17 @@ func TestCheckDiskNoBackend(t *testing.T) {
 	if code != 0 || !strings.Contains(stdout.String()+stderr.String(), "users.alice.limits.disk") {
 		t.Errorf("check with best-effort: exit %d, want 0 and the warning", code)
 	}
+}
+
+// projectWhyText is why explain says the project backend does not serve
+// a tree on this host: not implemented, and the kernel options it lacks.
+func projectWhyText() string {
+	why := "project: not implemented yet by this jailgate"
+	if gaps := rootfs.ProjectQuotaGaps(); gaps != nil {
+		why += ", and this kernel lacks " + strings.Join(gaps, ", ") +
+			" (ext4 prjquota needs CONFIG_QUOTA and CONFIG_QFMT_V2; XFS prjquota, CONFIG_XFS_QUOTA)"
+	}
+	return why
 }
 
 // TestExplainStatusDisk: explain says which disk backend serves each
@@ -94,7 +111,7 @@ func TestExplainStatusDisk(t *testing.T) {
 	for tenant, want := range map[string]string{
 		"alice": "disk quota:   btrfs on " + tree + " (disk_quota auto), because a btrfs subvolume with a qgroup limit",
 		"bob": "disk quota:   image on " + filepath.Join(ext, "state/tenants/bob") + " (disk_quota auto), because her layer lives in an ext4 image " +
-			"of limits.disk's size under state_dir (project: not implemented yet by this jailgate; btrfs: not on btrfs)",
+			"of limits.disk's size under state_dir (" + projectWhyText() + "; btrfs: not on btrfs)",
 	} {
 		var out, errOut bytes.Buffer
 		code := run([]string{"explain", "--config", path, tenant}, &out, &errOut)

@@ -253,11 +253,14 @@ func (p *Provisioner) applyLive(c *config.Config, u *config.User) error {
 	return err
 }
 
-// setBtrfs sets u's btrfs tree's qgroup limit to bytes, logging the change.
+// setBtrfs sets u's btrfs tree's qgroup limit to bytes, logging a change.
 func (p *Provisioner) setBtrfs(u *config.User, stateDir string, bytes int64) error {
 	tree := u.Rootfs
 	if u.Image != "" {
 		tree = statedir.New(stateDir).Tenant(u.Name)
+	}
+	if us, ok, _ := DiskUsage(stateDir, u); ok && us.BytesLimit == bytes {
+		return nil // in force already: nothing to say
 	}
 	if err := rootfs.SetBtrfsLimit(tree, bytes); err != nil {
 		return err

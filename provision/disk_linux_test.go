@@ -14,7 +14,8 @@ import (
 
 // TestDiskBackends, on file systems the test makes: btrfs (quotas on)
 // bounds a rootfs: tenant's subvolume (dd of 200 MiB stops near 64 MiB
-// with EDQUOT, another tenant still writes), says it has no inode quota,
+// with EDQUOT, another tenant still writes; a reload's lowered limit, then
+// none, applies live, past her quota as she is), says it has no inode quota,
 // and a tree no backend serves is refused with the fixes. The project
 // backend runs where this kernel can mount prjquota; where it cannot, the
 // log says so once, and the refusal names the missing kernel option.
@@ -54,6 +55,18 @@ func TestDiskBackends(t *testing.T) {
 	}
 	if out, err := exec.Command("dd", "if=/dev/zero", "of="+filepath.Join(bob, "f"), "bs=1M", "count=100").CombinedOutput(); err != nil {
 		t.Errorf("bob, on the same file system, cannot write: %s", out)
+	}
+	// A reload's limits, applied live: lowered, then gone.
+	state := t.TempDir()
+	for _, want := range []int64{32 << 20, 0} {
+		c := &config.Config{StateDir: state, DiskQuota: config.DiskQuotaAuto,
+			Users: map[string]*config.User{"alice": {Name: "alice", Rootfs: alice, Disk: config.Disk{Bytes: want}}}}
+		if err := p.ApplyDiskLimits(c); err != nil {
+			t.Errorf("ApplyDiskLimits, disk %d: %v", want, err)
+		}
+		if us, ok, err := DiskUsage(state, c.Users["alice"]); err != nil || !ok || us.BytesLimit != want {
+			t.Errorf("after ApplyDiskLimits, disk %d: %+v ok %v err %v", want, us, ok, err)
+		}
 	}
 	// btrfs has no inode quota: said.
 	u.Disk.Inodes = 3000

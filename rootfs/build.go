@@ -267,7 +267,7 @@ func (b *builder) installLocale() error {
 // foreign non-empty directory, and opens it as a Root.
 func openTarget(dir string) (*os.Root, *unix.Stat_t, error) {
 	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := MakeTree(dir, 0o755); err != nil { // a subvolume on btrfs: her disk quota's tree
 			return nil, nil, err
 		}
 		if err := os.Chmod(dir, 0o755); err != nil { // undo the umask

@@ -367,7 +367,9 @@ func (l *Layers) Close() error {
 // shared flock(2) on it, waiting for a RemoveLayer under way.
 func lockShared(dir string) (*os.File, error) {
 	for range 10 {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
+		// A subvolume on btrfs: her layer's tree, which the btrfs disk
+		// quota backend bounds.
+		if err := MakeTree(dir, 0o700); err != nil {
 			return nil, err
 		}
 		f, err := os.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)

@@ -12,22 +12,24 @@ import (
 // auditEvents maps the log's messages to the audit log's stable event
 // names (README "Audit log"). Everything else stays out of the audit log.
 var auditEvents = map[string]string{
-	"connection":         "connect",
-	"auth ok":            "auth.success",
-	"auth failed":        "auth.failure",
-	"session exec":       "session.start",
-	"session end":        "session.end",
-	"forward open":       "forward.open",
-	"forward close":      "forward.close",
-	"forward refused":    "forward.refused",
-	"environment start":  "env.start",
-	"environment end":    "env.end",
-	"limit.oom":          "limit.oom",
-	"reloaded":           "config.reload",
-	"reload rejected":    "config.reload",
-	"disconnect":         "disconnect",
-	"connection refused": "connect.refused",
-	"session timeout":    "session.timeout",
+	"connection":          "connect",
+	"auth ok":             "auth.success",
+	"auth failed":         "auth.failure",
+	"session exec":        "session.start",
+	"session end":         "session.end",
+	"forward open":        "forward.open",
+	"forward close":       "forward.close",
+	"forward refused":     "forward.refused",
+	"environment start":   "env.start",
+	"environment end":     "env.end",
+	"limit.oom":           "limit.oom",
+	"limit.disk":          "limit.disk",
+	"environment adopted": "env.adopt",
+	"reloaded":            "config.reload",
+	"reload rejected":     "config.reload",
+	"disconnect":          "disconnect",
+	"connection refused":  "connect.refused",
+	"session timeout":     "session.timeout",
 }
 
 // auditKeys are the attributes an audit event may carry: ids, names,
@@ -38,6 +40,7 @@ var auditKeys = map[string]bool{
 	"reason": true, "method": true, "exit": true, "duration": true, "env": true, "port": true,
 	"bytes_in": true, "bytes_out": true, "kind": true, "command": true, "pty": true, "limit": true,
 	"tenants": true, "config": true, "changes": true, "errors": true, "err": true, "key_id": true, "serial": true, "comment": true,
+	"used": true, "inodes": true, "inodes_limit": true, "backend": true, "age": true, "sessions": true,
 }
 
 // AuditHandler is a slog.Handler that writes the audit events among the

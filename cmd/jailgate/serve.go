@@ -230,15 +230,17 @@ func (d *daemon) newGateway() (err error) {
 	d.metrics.WatchNetwork(func() (map[string]jail.NetStats, error) {
 		return jail.TenantNetStats(statedir.New(d.cfg.StateDir).Hash())
 	})
+	d.watchDisk()
 	d.srv, err = gateway.New(gateway.Options{
 		Config: d.cfg, Manager: d.sup, HostKey: d.signer, Logger: d.log, Provision: d.prov.Provision, Metrics: d.metrics,
+		DiskUsage: d.diskUsage,
 	})
 	return err
 }
 
 // serveAdmin answers the admin socket with the reloader SIGHUP uses too.
 func (d *daemon) serveAdmin() error {
-	d.rl = &reloader{srv: d.srv, sup: d.sup, path: d.path, log: d.log}
+	d.rl = &reloader{srv: d.srv, sup: d.sup, prov: d.prov, path: d.path, log: d.log}
 	if d.admin != nil {
 		go admin.Serve(d.admin, d.rl.answer)
 	}

@@ -54,6 +54,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 		d.checkLimits,    // cgroups can enforce what the tenants are given
 		d.newProvisioner, // tenant -> ids -> rootfs or layer -> EnvSpec
 		d.newGateway,     // the SSH server
+		d.adopt,          // the environments that outlived the last gateway (adopt.go)
 		d.serveAdmin,     // jailgate reload reaches the reloader from here
 		d.listen,         // the SSH port
 		d.serveMetrics,   // metrics_listen, if set
@@ -195,11 +196,14 @@ func (d *daemon) openNetwork() error {
 // startJail starts the supervisor of the environments.
 func (d *daemon) startJail() (err error) {
 	d.sup, err = jail.New(jail.Options{Logger: d.log, InitPath: d.initPath, CgroupPrefix: d.cgroup(),
-		BestEffort: d.cfg.LimitsEnforcement == "best-effort", Network: d.net})
+		BestEffort: d.cfg.LimitsEnforcement == "best-effort", Network: d.net,
+		RecordDir: statedir.New(d.cfg.StateDir).Environments()})
 	if err != nil {
 		return err
 	}
-	d.onClose(func() { d.sup.Close() })
+	// The environments outlive the gateway: each follows its linger (and
+	// the next gateway adopts it). `jailgate env stop` ends them.
+	d.onClose(func() { d.sup.Detach() })
 	return nil
 }
 
@@ -216,7 +220,7 @@ func (d *daemon) newProvisioner() error {
 	d.prov = provision.New(provision.Options{StateDir: d.cfg.StateDir,
 		Layers:  rootfs.NewLayers(d.cfg.StateDir, rootfs.LayerOptions{Logger: d.log}),
 		Current: func() *config.Config { return d.srv.Config() }})
-	d.onClose(func() { d.prov.Close() })
+	d.onClose(func() { d.prov.Detach() })
 	return nil
 }
 
@@ -227,15 +231,17 @@ func (d *daemon) newGateway() (err error) {
 	d.metrics.WatchNetwork(func() (map[string]jail.NetStats, error) {
 		return jail.TenantNetStats(statedir.New(d.cfg.StateDir).Hash())
 	})
+	d.watchDisk()
 	d.srv, err = gateway.New(gateway.Options{
 		Config: d.cfg, Manager: d.sup, HostKey: d.signer, Logger: d.log, Provision: d.prov.Provision, Metrics: d.metrics,
+		DiskUsage: d.diskUsage,
 	})
 	return err
 }
 
 // serveAdmin answers the admin socket with the reloader SIGHUP uses too.
 func (d *daemon) serveAdmin() error {
-	d.rl = &reloader{srv: d.srv, sup: d.sup, path: d.path, log: d.log}
+	d.rl = &reloader{srv: d.srv, sup: d.sup, prov: d.prov, path: d.path, log: d.log}
 	if d.admin != nil {
 		go admin.Serve(d.admin, d.rl.answer)
 	}
@@ -328,13 +334,14 @@ func (d *daemon) reopenAudit() {
 	}
 }
 
-// shutdown drains the sessions, then ends the environments and unmounts
-// the tenant layers before close runs, to log the outcome.
+// shutdown drains the sessions, then lets go of the environments (each
+// follows its linger: linger 0 ends at once) and unmounts the tenant layers
+// no environment uses before close runs, to log the outcome.
 func (d *daemon) shutdown(sig os.Signal, sigs <-chan os.Signal) {
 	d.log.Info("shutting down", "signal", sig.String(), "grace", d.srv.Config().Server.ShutdownGrace)
 	drain(d.srv, sigs, d.log)
-	d.sup.Close()
-	if err := d.prov.Close(); err != nil {
+	d.sup.Detach()
+	if err := d.prov.Detach(); err != nil {
 		d.log.Warn("unmount tenant layers", "err", err)
 	}
 	d.log.Info("stopped")

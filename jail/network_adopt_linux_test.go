@@ -1,6 +1,7 @@
 package jail_test
 
 import (
+	"context"
 	"net/netip"
 	"os"
 	"strings"
@@ -169,5 +170,82 @@ func TestNetworkDropEvents(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Error("no drop event for a second destination")
+	}
+}
+
+// TestNetworkAdoptAfterDetach is TestNetworkAdopt through the
+// Supervisor, as serve restarts: her environment (linger) outlives the
+// Supervisor and the Network, both Detached; the next gateway keeps the
+// veth her record names, its Supervisor adopts her with the current spec
+// (a new egress.allow), and she reaches what it allows and no more; its
+// Close ends her and leaves no veth and no leased pair.
+func TestNetworkAdoptAfterDetach(t *testing.T) {
+	opts := durableOptions(t)
+	const fwd = "/proc/sys/net/ipv4/ip_forward"
+	if old, err := os.ReadFile(fwd); err == nil {
+		t.Cleanup(func() { os.WriteFile(fwd, old, 0o644) })
+	}
+	fakeInternet(t)
+	name := testNetName()
+	n1, err := jail.OpenNetwork(jail.NetworkOptions{Name: name, Forwarding: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Network = n1
+	s1, err := jail.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := newSpec(t, "gail")
+	spec.Network, spec.Linger = jail.NetworkNAT, time.Hour
+	e, err := s1.Environment(context.Background(), "tenant/gail", spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reaches(e, upstreamAddr+":80") {
+		t.Fatal("she does not reach the upstream before the restart")
+	}
+	e.Release()
+	s1.Detach()
+	n1.Detach()
+
+	recs, _ := jail.ReadRecords(opts.RecordDir)
+	if len(recs) != 1 || recs[0].Veth == "" {
+		t.Fatalf("records %+v, want one naming her veth", recs)
+	}
+	veth := recs[0].Veth
+	n2, err := jail.OpenNetwork(jail.NetworkOptions{Name: name, Forwarding: true, Keep: []string{veth}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n2.Close() })
+	opts.Network = n2
+	s2, err := jail.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s2.Close() })
+	now := *spec
+	now.Egress.Allow = []jail.EgressRule{{Prefix: netip.MustParsePrefix(private10 + "/32"), PortLo: 8080, PortHi: 8080}}
+	if n := s2.Adopt(context.Background(), func(context.Context, *jail.EnvRecord) (*jail.EnvSpec, error) {
+		c := now
+		return &c, nil
+	}); n != 1 {
+		t.Fatalf("adopted %d environments, want 1", n)
+	}
+	e2 := environment(t, s2, "tenant/gail", &now)
+	for dst, want := range map[string]bool{upstreamAddr + ":80": true, private10 + ":8080": true,
+		private10 + ":8081": false, metadataAddr + ":80": false} {
+		if got := reaches(e2, dst); got != want {
+			t.Errorf("adopted, she reaches %s: %v, want %v", dst, got, want)
+		}
+	}
+	e2.Release()
+	s2.Close()
+	if _, err := netlink.LinkByName(veth); err == nil {
+		t.Errorf("her veth %s outlived the Supervisor's Close", veth)
+	}
+	if got := n2.LeasedPairs(); got != 0 {
+		t.Errorf("%d pairs leased after Close, want 0", got)
 	}
 }

@@ -63,6 +63,7 @@ func setupNAT(s *starting) error {
 		l.end()
 		return err
 	}
+	s.veth = l.veth // for her record: the next gateway adopts it (Network.adopt)
 	s.nat = &natNet{Address: netip.PrefixFrom(l.tenant, 31).String(), Gateway: l.host.String(), MTU: n.mtu,
 		Resolv: resolvConf(dns)}
 	s.undo = append(s.undo, l.end)

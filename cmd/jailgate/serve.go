@@ -168,13 +168,31 @@ func (d *daemon) sealInit() error {
 }
 
 // openNetwork checks the network pool against the host's routes and
-// creates jailgate's nftables table. A host that cannot (no nf_tables, the
-// pool overlaps a route) still serves network: none tenants; with a nat
-// tenant in the configuration, serve refuses to start instead.
+// creates jailgate's nftables table, carrying over the elements of the
+// live environments the last gateway left (their veths are kept for
+// Supervisor.Adopt). A host that cannot (no nf_tables, the pool overlaps a
+// route) still serves network: none tenants; with a nat tenant in the
+// configuration, serve refuses to start instead. At the stop the table
+// goes only if no environment lives on: one that lingers keeps her policy
+// (and the next gateway adopts her), never forwarding without it.
 func (d *daemon) openNetwork() error {
+	records := statedir.New(d.cfg.StateDir).Environments()
+	live := func() []string {
+		recs, errs := jail.ReadRecords(records) // and removes what it skips
+		for _, err := range errs {
+			d.log.Warn("environment record skipped and removed", "err", err)
+		}
+		var veths []string
+		for _, r := range recs {
+			if r.Veth != "" {
+				veths = append(veths, r.Veth)
+			}
+		}
+		return veths
+	}
 	n, err := jail.OpenNetwork(jail.NetworkOptions{Logger: d.log, Name: statedir.New(d.cfg.StateDir).Hash(),
 		Pool: d.cfg.NetworkPool, Forwarding: d.cfg.NetworkForwarding == config.ForwardingAuto,
-		OnDrop: gateway.NetworkDropLogger(d.log)}) // the audit event network.drop
+		OnDrop: gateway.NetworkDropLogger(d.log), Keep: live()}) // OnDrop: the audit event network.drop
 	if err != nil {
 		for _, name := range d.cfg.Names() {
 			if d.cfg.Users[name].Network == jail.NetworkNAT {
@@ -186,6 +204,11 @@ func (d *daemon) openNetwork() error {
 	}
 	d.net = n
 	d.onClose(func() {
+		if veths := live(); len(veths) > 0 {
+			n.Detach()
+			d.log.Info("nftables table left for the environments that live on", "veths", len(veths))
+			return
+		}
 		if err := n.Close(); err != nil {
 			d.log.Warn("remove the nftables table", "err", err)
 		}

@@ -26,7 +26,7 @@ import (
 // around each transfer), since the cost of nat is in the kernel's
 // forwarding, conntrack and masquerade, not in any one process.
 const (
-	tenantNAT    = "jgbnat"       // network: nat, linger 60s
+	tenantNAT    = "jgbnat"       // network: nat, linger 0 (none lives on to keep the table at the stop)
 	upstreamAddr = "203.0.113.10" // TEST-NET-3 (the nat tests use TEST-NET-2), in the upstream namespace
 	upstreamHost = "203.0.113.1"  // the host's end of the upstream veth
 	sinkPort     = 5201
@@ -183,7 +183,7 @@ func measureNetwork(ctx context.Context, tb *testbed, r *report) error {
 		return err
 	}
 	if out, err := tb.ssh(ctx, tb.jg, tenantNAT, defaults, false, "true").CombinedOutput(); err != nil {
-		return fmt.Errorf("first login of %s: %v: %s", tenantNAT, err, out) // her environment lingers from here
+		return fmt.Errorf("first login of %s: %v: %s", tenantNAT, err, out)
 	}
 	rate := map[bool][]float64{}
 	cpu := map[bool][]float64{}

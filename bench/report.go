@@ -94,7 +94,7 @@ func newReport(o *options) *report {
 				"OpenSSH per session = PSS of every sshd process but the listener / K. Tenant processes (sleep) are " +
 				"excluded on both sides. 'cgroup' rows are memory.usage_in_bytes growth / K of the same groups as cpu " +
 				"(they include sleep, page cache and kernel memory)",
-			"network": "nat rows: " + tenantNAT + " (network: nat, a warm environment) sends " + fmt.Sprint(o.netMiB) +
+			"network": "nat rows: " + tenantNAT + " (network: nat, linger 0: an environment per transfer, started before the sink times it) sends " + fmt.Sprint(o.netMiB) +
 				" MiB with bash's /dev/tcp and head -c from /dev/zero to a sink in a network namespace behind a veth " +
 				"(the fake upstream " + upstreamAddr + "); the OpenSSH column is the host itself sending the same to the " +
 				"same sink, alternating. Rate: the sink's bytes / (accept to EOF). CPU: cpuacct.usage of the sender's group " +

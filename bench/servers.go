@@ -189,7 +189,7 @@ func (tb *testbed) writeJailgateConfig(chacha bool) error {
 	}
 	top := ""
 	if tb.o.want("network") {
-		tenants = append(tenants, struct{ name, extra string }{tenantNAT, "    linger: 60s\n    network: nat\n"})
+		tenants = append(tenants, struct{ name, extra string }{tenantNAT, "    network: nat\n"})
 		top = "network_forwarding: auto\n"
 	}
 	for _, t := range tenants {

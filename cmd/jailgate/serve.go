@@ -204,7 +204,12 @@ func (d *daemon) openNetwork() error {
 	}
 	d.net = n
 	d.onClose(func() {
-		if veths := live(); len(veths) > 0 {
+		// Those with linger 0 end as the Supervisor lets go: give them a moment.
+		veths := live()
+		for deadline := time.Now().Add(time.Second); len(veths) > 0 && time.Now().Before(deadline); veths = live() {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if len(veths) > 0 {
 			n.Detach()
 			d.log.Info("nftables table left for the environments that live on", "veths", len(veths))
 			return

@@ -10,7 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
+
+	"github.com/jailgate/jailgate/jail"
 	"github.com/jailgate/jailgate/jail/jailtest"
+	"github.com/jailgate/jailgate/statedir"
 )
 
 // TestE2ENetworkDropAudit: a network: nat tenant's shell tries the cloud
@@ -67,5 +72,62 @@ func TestE2ENetworkDropAudit(t *testing.T) {
 		if !strings.Contains(drops[0], want) {
 			t.Errorf("the network.drop event lacks %s: %s", want, drops[0])
 		}
+	}
+}
+
+// TestE2ENetworkAdopt: a nat tenant's environment (linger 1h) outlives a
+// clean stop of serve, which leaves its nftables table for her (never
+// forwarding her without her policy); the next serve adopts her: she
+// reaches the upstream and still not the metadata service.
+func TestE2ENetworkAdopt(t *testing.T) {
+	jailtest.RequireRoot(t)
+	const fwd = "/proc/sys/net/ipv4/ip_forward"
+	if old, err := os.ReadFile(fwd); err == nil {
+		t.Cleanup(func() { os.WriteFile(fwd, old, 0o644) })
+	}
+	jailtest.FakeInternet(t)
+	g := startServeFull(t, "", "network_forwarding: auto\n", "  linger: 1h\n  network: nat\n")
+	name := statedir.New(g.stateDir).Hash()
+	t.Cleanup(func() { dropTable(name) }) // runs after the gateway's stop: the environment lingered
+	// Her shell connects (bash's /dev/tcp) and reads, given 2 seconds.
+	read := func(addr string) string {
+		t.Helper()
+		out, errs, code := g.ssh(t, "alice", "",
+			"(exec 3<>/dev/tcp/"+addr+"/80 && cat <&3) 2>/dev/null & p=$!; sleep 2; kill $p 2>/dev/null; wait $p; true")
+		if code != 0 {
+			t.Fatalf("ssh alice: exit %d: %s", code, errs)
+		}
+		return out
+	}
+	if got := read(jailtest.UpstreamAddr); got != "upstream\n" {
+		t.Fatalf("before the restart she read %q from the upstream", got)
+	}
+	g.cmd.Process.Signal(unix.SIGTERM)
+	g.cmd.Process.Signal(unix.SIGTERM)
+	g.cmd.Wait()
+	if st, err := jail.TenantNetStats(name); err != nil || st["alice"].BytesOut == 0 {
+		t.Errorf("after the stop her table has %+v (%v); want it left, with her elements", st, err)
+	}
+	g.start(t, filepath.Join(g.dir, "jailgate.yaml"))
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(g.log.String(), "environment adopted") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no environment adopted; log:\n%s", g.log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := read(jailtest.UpstreamAddr); got != "upstream\n" {
+		t.Errorf("adopted, she read %q from the upstream", got)
+	}
+	if got := read(jailtest.MetadataAddr); got != "" {
+		t.Errorf("adopted, she read %q from the metadata service", got)
+	}
+}
+
+// dropTable deletes the nftables table of the gateway named name, if any.
+func dropTable(name string) {
+	if conn, err := nftables.New(); err == nil { // README: inet jailgate-HASH
+		conn.DelTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: "jailgate-" + name})
+		conn.Flush()
 	}
 }

@@ -22,9 +22,13 @@ func (tb *testbed) teardown() []error {
 		}
 		errs = append(errs, s.stop()...)
 	}
-	// jailgate leaves its tenants' cgroups (<prefix>/<tenant>) in place;
-	// these tenants are the harness's own, so remove them once empty.
+	// jailgate leaves its tenants' cgroups (<prefix>/<tenant>) in place,
+	// and environments with a linger live on past its stop; these are the
+	// harness's own: end them, then remove the groups once empty.
 	if tb.jg != nil {
+		if err := runCmd(tb.o.jailgate, "env", "stop", "--all", "--grace", "2s", "--config", tb.jgConfig); err != nil {
+			errs = append(errs, err)
+		}
 		errs = append(errs, removeTenantGroups(tb.jgCgroup())...)
 	}
 	if tb.dir != "" && !tb.o.keep {

@@ -3,7 +3,6 @@ package jail_test
 import (
 	"context"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -120,10 +119,7 @@ func TestNetworkDropEvents(t *testing.T) {
 	}
 	drops := make(chan drop, 100)
 	jailtest.RequireRoot(t)
-	const fwd = "/proc/sys/net/ipv4/ip_forward"
-	if old, err := os.ReadFile(fwd); err == nil {
-		defer os.WriteFile(fwd, old, 0o644)
-	}
+	restoreIPForward(t)
 	n, err := jail.OpenNetwork(jail.NetworkOptions{Name: testNetName(), Forwarding: true,
 		OnDrop: func(tenant, env string, dst netip.AddrPort, proto string) { drops <- drop{tenant, env, dst, proto} }})
 	if err != nil {
@@ -181,10 +177,7 @@ func TestNetworkDropEvents(t *testing.T) {
 // Close ends her and leaves no veth and no leased pair.
 func TestNetworkAdoptAfterDetach(t *testing.T) {
 	opts := durableOptions(t)
-	const fwd = "/proc/sys/net/ipv4/ip_forward"
-	if old, err := os.ReadFile(fwd); err == nil {
-		t.Cleanup(func() { os.WriteFile(fwd, old, 0o644) })
-	}
+	restoreIPForward(t)
 	fakeInternet(t)
 	name := testNetName()
 	n1, err := jail.OpenNetwork(jail.NetworkOptions{Name: name, Forwarding: true})

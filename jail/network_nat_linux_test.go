@@ -41,10 +41,7 @@ func natSupervisor(t *testing.T) (*jail.Supervisor, *jail.Network) {
 func natSupervisorNamed(t *testing.T) (*jail.Supervisor, *jail.Network, string) {
 	t.Helper()
 	jailtest.RequireRoot(t)
-	const fwd = "/proc/sys/net/ipv4/ip_forward"
-	if old, err := os.ReadFile(fwd); err == nil {
-		t.Cleanup(func() { os.WriteFile(fwd, old, 0o644) })
-	}
+	restoreIPForward(t)
 	name := testNetName()
 	n, err := jail.OpenNetwork(jail.NetworkOptions{Name: name, Forwarding: true})
 	if err != nil {
@@ -184,6 +181,15 @@ func primaryHostAddr(t *testing.T) string {
 	}
 	t.Fatal("no default route with an address on this host")
 	return ""
+}
+
+// restoreIPForward puts net.ipv4.ip_forward back when the test ends (the
+// networks it opens turn it on).
+func restoreIPForward(t *testing.T) {
+	const fwd = "/proc/sys/net/ipv4/ip_forward"
+	if old, err := os.ReadFile(fwd); err == nil {
+		t.Cleanup(func() { os.WriteFile(fwd, old, 0o644) })
+	}
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }

@@ -24,10 +24,7 @@ import (
 // network.drop event, naming her and that destination.
 func TestE2ENetworkDropAudit(t *testing.T) {
 	jailtest.RequireRoot(t)
-	const fwd = "/proc/sys/net/ipv4/ip_forward"
-	if old, err := os.ReadFile(fwd); err == nil {
-		t.Cleanup(func() { os.WriteFile(fwd, old, 0o644) })
-	}
+	restoreIPForward(t)
 	jailtest.FakeInternet(t)
 	g := &e2eGateway{dir: jailtest.SearchableTempDir(t), port: freePort(t), log: &syncBuffer{}, rootfs: map[string]string{}}
 	g.stateDir = filepath.Join(g.dir, "state")
@@ -81,10 +78,7 @@ func TestE2ENetworkDropAudit(t *testing.T) {
 // reaches the upstream and still not the metadata service.
 func TestE2ENetworkAdopt(t *testing.T) {
 	jailtest.RequireRoot(t)
-	const fwd = "/proc/sys/net/ipv4/ip_forward"
-	if old, err := os.ReadFile(fwd); err == nil {
-		t.Cleanup(func() { os.WriteFile(fwd, old, 0o644) })
-	}
+	restoreIPForward(t)
 	jailtest.FakeInternet(t)
 	g := startServeFull(t, "", "network_forwarding: auto\n", "  linger: 1h\n  network: nat\n")
 	name := statedir.New(g.stateDir).Hash()

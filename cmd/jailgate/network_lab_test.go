@@ -27,10 +27,7 @@ func labNetwork(t *testing.T, cfg *config.Config, log *slog.Logger) *jail.Networ
 	if !nat {
 		return nil
 	}
-	const fwd = "/proc/sys/net/ipv4/ip_forward"
-	if old, err := os.ReadFile(fwd); err == nil {
-		t.Cleanup(func() { os.WriteFile(fwd, old, 0o644) })
-	}
+	restoreIPForward(t)
 	n, err := jail.OpenNetwork(jail.NetworkOptions{Logger: log, Name: jailtest.NetName(), Pool: cfg.NetworkPool,
 		Forwarding: true})
 	if err != nil {
@@ -38,6 +35,15 @@ func labNetwork(t *testing.T, cfg *config.Config, log *slog.Logger) *jail.Networ
 	}
 	t.Cleanup(func() { n.Close() }) // registered first: runs after the Supervisor's Close
 	return n
+}
+
+// restoreIPForward puts net.ipv4.ip_forward back when the test ends
+// (network_forwarding: auto turns it on).
+func restoreIPForward(t *testing.T) {
+	const fwd = "/proc/sys/net/ipv4/ip_forward"
+	if old, err := os.ReadFile(fwd); err == nil {
+		t.Cleanup(func() { os.WriteFile(fwd, old, 0o644) })
+	}
 }
 
 // TestIntegrationNAT: through the whole gateway, alice (network: nat)

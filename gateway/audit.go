@@ -28,6 +28,8 @@ var auditEvents = map[string]string{
 	"disconnect":         "disconnect",
 	"connection refused": "connect.refused",
 	"session timeout":    "session.timeout",
+	"upgrade":            "gateway.upgrade",
+	"upgrade failed":     "gateway.upgrade",
 }
 
 // auditKeys are the attributes an audit event may carry: ids, names,
@@ -38,6 +40,7 @@ var auditKeys = map[string]bool{
 	"reason": true, "method": true, "exit": true, "duration": true, "env": true, "port": true,
 	"bytes_in": true, "bytes_out": true, "kind": true, "command": true, "pty": true, "limit": true,
 	"tenants": true, "config": true, "changes": true, "errors": true, "err": true, "key_id": true, "serial": true, "comment": true,
+	"old_pid": true, "new_pid": true, "old_version": true, "new_version": true,
 }
 
 // AuditHandler is a slog.Handler that writes the audit events among the
@@ -76,9 +79,10 @@ func (h *AuditHandler) Handle(_ context.Context, r slog.Record) error {
 		return nil
 	}
 	ev := map[string]any{"time": r.Time.UTC().Format("2006-01-02T15:04:05.000Z07:00"), "event": event}
-	if r.Message == "reload rejected" {
+	switch r.Message {
+	case "reload rejected", "upgrade failed":
 		ev["result"] = "error"
-	} else if r.Message == "reloaded" {
+	case "reloaded", "upgrade":
 		ev["result"] = "ok"
 	}
 	r.Attrs(func(a slog.Attr) bool {

@@ -163,6 +163,16 @@ func startServeWith(t *testing.T, extra string) *e2eGateway {
 // build builds it).
 func startServeBin(t *testing.T, bin, extra string) *e2eGateway {
 	t.Helper()
+	g, path := newE2EGateway(t, bin, extra)
+	g.start(t, path)
+	return g
+}
+
+// newE2EGateway writes a config for alice and bob (with extra top-level
+// YAML) for the jailgate binary bin and returns the gateway, not started,
+// and the config's path.
+func newE2EGateway(t *testing.T, bin, extra string) (*e2eGateway, string) {
+	t.Helper()
 	jailtest.RequireRoot(t)
 	g := &e2eGateway{bin: bin, dir: jailtest.SearchableTempDir(t), port: freePort(t), log: &syncBuffer{}, rootfs: map[string]string{}}
 	g.stateDir = filepath.Join(g.dir, "state")
@@ -179,8 +189,7 @@ func startServeBin(t *testing.T, bin, extra string) *e2eGateway {
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	g.start(t, path)
-	return g
+	return g, path
 }
 
 // start runs `jailgate serve --config path` and waits until it listens on
@@ -216,6 +225,12 @@ func (g *e2eGateway) start(t *testing.T, path string) {
 			t.Logf("gateway log:\n%s", g.log.String())
 		}
 	})
+	g.waitListening(t)
+}
+
+// waitListening waits until the gateway listens on g.port.
+func (g *e2eGateway) waitListening(t *testing.T) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", g.port))

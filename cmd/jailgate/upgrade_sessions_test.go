@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/pkg/sftp"
 	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 
 	"github.com/jailgate/jailgate/gateway/gatewaytest"
 	"github.com/jailgate/jailgate/jail/jailtest"
@@ -121,15 +123,27 @@ func TestE2EUpgradeLoginLoop(t *testing.T) {
 }
 
 // TestE2EUpgradeStream: an interactive session streaming a counter goes
-// on across an upgrade with no gap and no duplicate for 2s after it.
+// on across an upgrade (by SIGUSR2, as systemctl kill -s USR2 sends it)
+// with no gap and no duplicate for 2s after it. The audit log, /readyz and
+// /metrics record the handover.
 func TestE2EUpgradeStream(t *testing.T) {
-	u := startUpgradable(t, "")
+	audit, metrics := filepath.Join(t.TempDir(), "audit.log"), fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	u := startUpgradable(t, "audit_log: "+audit+"\nmetrics_listen: "+metrics+"\n")
 	_, _, lines := u.streamLines(t, "alice", "i=0; while :; do echo $i; i=$((i+1)); sleep 0.05; done")
 	var got []string
 	for len(got) < 10 {
 		got = append(got, <-lines)
 	}
-	u.upgraded(t)
+	unix.Kill(u.oldPID, unix.SIGUSR2)
+	deadline := time.Now().Add(20 * time.Second)
+	for u.servingPID(t) == u.oldPID {
+		if time.Now().After(deadline) {
+			t.Fatal("SIGUSR2: no new process serves after 20s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	newPID := u.servingPID(t)
+	handover := len(got)
 	after := time.After(2 * time.Second)
 	for collecting := true; collecting; {
 		select {
@@ -147,9 +161,30 @@ func TestE2EUpgradeStream(t *testing.T) {
 			t.Fatalf("line %d of the stream is %q, want %d (a gap, a duplicate or a notice); stream %q", i, l, i, got)
 		}
 	}
-	if len(got) < 40 {
-		t.Errorf("only %d lines in the stream; want 10 before and 2s after the upgrade", len(got))
+	if len(got)-handover < 10 { // a line per 50ms and a fork: 20 a second at most
+		t.Errorf("only %d lines in the 2s after the upgrade; the stream stalled", len(got)-handover)
 	}
+	if b := readFile(t, audit); !strings.Contains(string(b), fmt.Sprintf(`"event":"gateway.upgrade","new_pid":%d,"new_version":"dev","old_pid":%d`, newPID, u.oldPID)) {
+		t.Errorf("the audit log lacks the handover:\n%s", b)
+	}
+	for path, want := range map[string]string{"/readyz": fmt.Sprintf("upgraded from pid %d (version dev)", u.oldPID),
+		"/metrics": `jailgate_upgrades_total{result="ok"} 1`} {
+		if body := httpGet(t, "http://"+metrics+path); !strings.Contains(body, want) {
+			t.Errorf("%s lacks %q:\n%s", path, want, body)
+		}
+	}
+}
+
+// httpGet returns url's body.
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
 
 // slowHash hashes what it reads, pausing now and then: a slow reader, so

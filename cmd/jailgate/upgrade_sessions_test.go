@@ -19,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pkg/sftp"
 	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 
@@ -101,7 +100,9 @@ func TestE2EUpgradeLoginLoop(t *testing.T) {
 	if n, o := established(t, newPID, u.port), established(t, u.oldPID, u.port); n != 1 || o != 1 {
 		t.Errorf("established connections: new pid %d holds %d, old pid %d holds %d; want 1 each (the login after the upgrade, the session held from before)", newPID, n, u.oldPID, o)
 	}
-	time.Sleep(300 * time.Millisecond)
+	if _, errOut, code := u.upgrade(t); code != 1 || !strings.Contains(errOut, "still drains") {
+		t.Errorf("a second upgrade while the first old process drains: exit %d %q; want 1, refused", code, errOut)
+	}
 	if !alive(u.oldPID) {
 		t.Fatal("the old process exited while it still had a session")
 	}
@@ -214,16 +215,7 @@ func TestE2EUpgradeSFTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := sha256.Sum256(data)
-	conn, err := gatewaytest.Dial(t, fmt.Sprintf("127.0.0.1:%d", u.port), "alice", u.signer(t, "alice"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := sftp.NewClient(conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	f, err := c.Open("/big")
+	f, err := u.sftpClient(t, "alice").Open("/big")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -82,12 +82,19 @@ func (d *daemon) reopenAudit() {
 // upgrade still draining its connections stops too.
 func (d *daemon) shutdown(sig os.Signal, sigs <-chan os.Signal) {
 	d.log.Info("shutting down", "signal", sig.String(), "grace", d.srv.Config().Server.ShutdownGrace)
+	if d.up.close(d.upgraded) {
+		d.handedOver = true // an upgrade finished as the stop came: the new process serves
+	}
 	if pid := d.up.oldPID(); pid > 0 {
 		d.log.Info("stopping the gateway this one took over from", "pid", pid)
 		unix.Kill(pid, unix.SIGTERM)
 	}
 	drain(d.srv, sigs, d.log)
 	d.detach()
+	if d.sharing() {
+		d.log.Info("stopped; the new process serves")
+		return
+	}
 	if err := d.prov.Close(); err != nil {
 		d.log.Warn("unmount tenant layers", "err", err)
 	}

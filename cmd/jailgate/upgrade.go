@@ -62,6 +62,7 @@ type startReport struct {
 type upgrades struct {
 	up     *tableflip.Upgrader
 	mu     sync.Mutex // one upgrade at a time
+	closed bool       // under mu: the server is stopping, no upgrade starts
 	report *os.File   // in a new process until it has reported; else nil
 	from   string     // in a new process: "PID VERSION" of the old one
 	// oldGone is closed when the old process has exited (tableflip sees
@@ -155,6 +156,9 @@ func (u *upgrades) oldPID() int {
 func (u *upgrades) start() (startReport, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	if u.closed {
+		return startReport{}, errors.New("the server is stopping")
+	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		return startReport{}, err
@@ -180,6 +184,22 @@ func (u *upgrades) start() (startReport, error) {
 		return rep, err
 	}
 	return rep, nil
+}
+
+// close refuses every upgrade from now on, once one in progress has
+// finished, and reports whether that one handed over (done holds its new
+// process): a stop that raced an upgrade must then leave what the new
+// process uses.
+func (u *upgrades) close(done <-chan startReport) bool {
+	u.mu.Lock()
+	u.closed = true
+	u.mu.Unlock()
+	select {
+	case <-done:
+		return true
+	default:
+		return false
+	}
 }
 
 // readReport reads what the new process reported: it wrote it before it

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -42,5 +43,20 @@ func TestSystemdUnit(t *testing.T) {
 	os.WriteFile(path, []byte(strings.ReplaceAll(unit, "/usr/local/bin/jailgate", binary(t))), 0o644)
 	if out, err := exec.Command(analyze, "verify", path).CombinedOutput(); err != nil || len(out) > 0 {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+// TestLifetimeSettingsDiff: orphan_grace and upgrade_drain are among the
+// server-wide settings a reload's changes and `check --diff` show, with
+// when a change applies.
+func TestLifetimeSettingsDiff(t *testing.T) {
+	old := parseConfig(t, "users: {}\n")
+	cur := parseConfig(t, "orphan_grace: 1h\nupgrade_drain: 30m\nusers: {}\n")
+	want := []string{
+		"~ orphan_grace: 10m0s -> 1h0m0s (applies at the next start or upgrade: serve hands it to the jail once)",
+		"~ upgrade_drain: none -> 30m0s (applies at the next upgrade)",
+	}
+	if got := diffConfigs(old, cur); !slices.Equal(got, want) {
+		t.Errorf("diffConfigs:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

@@ -344,3 +344,32 @@ func idleSession(c *gossh.Client) error {
 	}
 	return nil
 }
+
+// TestE2EUpgradeDrainLimit: with upgrade_drain set, the old process ends
+// the connections it still has once it passes, as a stop does (told, then
+// shutdown_grace), and exits.
+func TestE2EUpgradeDrainLimit(t *testing.T) {
+	u := startUpgradable(t, "upgrade_drain: 1s\nserver:\n  shutdown_grace: 1s\n")
+	cmd := exec.Command("ssh", append(append(u.clientOpts("alice", "-p"), "alice@127.0.0.1"), "echo held; exec sleep 1000")...)
+	var errb syncBuffer
+	out, _ := cmd.StdoutPipe()
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	gatewaytest.Expect(t, out, "held", 10*time.Second)
+	u.upgraded(t)
+	select {
+	case <-u.oldExited:
+	case <-time.After(8 * time.Second):
+		t.Fatal("the old process still runs 8s after an upgrade with upgrade_drain 1s, shutdown_grace 1s")
+	}
+	cmd.Wait()
+	if !strings.Contains(errb.String(), "jailgate: the server is shutting down") {
+		t.Errorf("the session past upgrade_drain was not told: stderr %q", errb.String())
+	}
+	if out, _, code := u.ssh(t, "alice", "", "echo new"); code != 0 || out != "new\n" {
+		t.Errorf("login on the new process: %q %d", out, code)
+	}
+}

@@ -222,7 +222,10 @@ func TestGarbageAndStalledClients(t *testing.T) {
 	}
 }
 
-func TestClientDisconnectKillsProcess(t *testing.T) {
+// TestClientDisconnectHangsUp: a client that leaves closes her pipes (sshd's
+// rule), it does not kill her processes; the fake environment's end (its
+// linger is 0) takes them.
+func TestClientDisconnectHangsUp(t *testing.T) {
 	m := &jailtest.HostManager{}
 	l := newLab(t, m, config.EnvTenant)
 	c := l.client(t, "alice")
@@ -236,8 +239,11 @@ func TestClientDisconnectKillsProcess(t *testing.T) {
 	}
 	gatewaytest.Expect(t, out, "started", wait)
 	c.Close()
-	if !m.WaitFor(wait, func() bool { p := m.Procs()[0]; return p.Killed && p.Exited }) {
+	if !m.WaitFor(wait, func() bool { return m.Procs()[0].Exited }) {
 		t.Fatalf("process after the client left: %+v", m.Procs()[0])
+	}
+	if m.Procs()[0].Killed {
+		t.Error("the gateway killed the session's processes; it must only close her pipes")
 	}
 	if st := m.Procs()[0].Status; st.Signal == 0 {
 		t.Errorf("status %+v, want ended by a signal", st)
@@ -271,10 +277,18 @@ func TestCloseEndsSessions(t *testing.T) {
 	if m.Live() != 0 {
 		t.Errorf("Live = %d after Close", m.Live())
 	}
-	for _, p := range m.Procs() {
-		if !p.Killed || !p.Exited {
-			t.Errorf("after Close: %+v", p)
+	// Her sessions were hung up; her environment's end (linger 0) ends
+	// what ran in them.
+	allExited := func() bool {
+		for _, p := range m.Procs() {
+			if !p.Exited {
+				return false
+			}
 		}
+		return true
+	}
+	if !m.WaitFor(wait, allExited) {
+		t.Errorf("after Close: %+v", m.Procs())
 	}
 	if !closedWithin(stalled, wait) {
 		t.Error("a connection still in its handshake survived Close")

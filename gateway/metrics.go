@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/jailgate/jailgate/jail"
+	"github.com/jailgate/jailgate/rootfs"
 )
 
 // Metrics are the gateway's Prometheus metrics. Labels are bounded: result
@@ -229,5 +230,46 @@ func (c netCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descNetBytes, prometheus.CounterValue, float64(st.BytesIn), t, "in")
 		ch <- prometheus.MustNewConstMetric(descNetBytes, prometheus.CounterValue, float64(st.BytesOut), t, "out")
 		ch <- prometheus.MustNewConstMetric(descNetDropped, prometheus.CounterValue, float64(st.Dropped), t)
+	}
+}
+
+// Per-tenant disk quota gauges (limits.disk, limits.inodes), read at
+// scrape time from each tenant's quota backend.
+var (
+	descDiskBytes = prometheus.NewDesc("jailgate_tenant_disk_bytes",
+		"Bytes the tenant's tree holds against her disk quota.", []string{"tenant"}, nil)
+	descDiskMax = prometheus.NewDesc("jailgate_tenant_disk_max_bytes",
+		"The tenant's disk quota in bytes (0: none).", []string{"tenant"}, nil)
+	descDiskInodes = prometheus.NewDesc("jailgate_tenant_disk_inodes",
+		"Files the tenant's tree holds against her inode quota (0 where the backend does not count them: btrfs).", []string{"tenant"}, nil)
+	descDiskInodesMax = prometheus.NewDesc("jailgate_tenant_disk_inodes_max",
+		"The tenant's inode quota (0: none).", []string{"tenant"}, nil)
+)
+
+// WatchDisk adds the per-tenant disk gauges, read at scrape time through
+// usage: what each tenant under a disk quota holds, by tenant.
+func (m *Metrics) WatchDisk(usage func() map[string]rootfs.Usage) {
+	if m != nil {
+		m.Registry.MustRegister(diskCollector(usage))
+	}
+}
+
+// diskCollector reports the disk use of every tenant it returns.
+type diskCollector func() map[string]rootfs.Usage
+
+// Describe implements prometheus.Collector.
+func (c diskCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descDiskBytes, descDiskMax, descDiskInodes, descDiskInodesMax} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c diskCollector) Collect(ch chan<- prometheus.Metric) {
+	for t, u := range c() {
+		ch <- prometheus.MustNewConstMetric(descDiskBytes, prometheus.GaugeValue, float64(u.Bytes), t)
+		ch <- prometheus.MustNewConstMetric(descDiskMax, prometheus.GaugeValue, float64(u.BytesLimit), t)
+		ch <- prometheus.MustNewConstMetric(descDiskInodes, prometheus.GaugeValue, float64(u.Inodes), t)
+		ch <- prometheus.MustNewConstMetric(descDiskInodesMax, prometheus.GaugeValue, float64(u.InodesLimit), t)
 	}
 }

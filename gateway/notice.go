@@ -156,13 +156,21 @@ func (n *connNotes) take() []string {
 func (s *Server) tellConn(st *connState, msg string) {
 	st.notes.add(msg)
 	for _, ss := range s.sessions.on(st) {
-		ss.showNotes()
+		ss.connNotes()
 	}
 }
 
-// showNotes writes the connection's pending lines in ss, once its command
-// started.
+// showNotes writes the lines a session shows once its command started
+// (run calls it once): her disk quota's (diskNotice), then the
+// connection's pending lines.
 func (ss *session) showNotes() {
+	ss.diskNotice()
+	ss.connNotes()
+}
+
+// connNotes writes the connection's pending lines in ss, once its command
+// started.
+func (ss *session) connNotes() {
 	ss.mu.Lock()
 	started := ss.started
 	ss.mu.Unlock()

@@ -23,6 +23,7 @@ import (
 
 	"github.com/jailgate/jailgate/config"
 	"github.com/jailgate/jailgate/jail"
+	"github.com/jailgate/jailgate/rootfs"
 )
 
 // DefaultLoginGraceTime is how long a client has for the handshake and
@@ -45,6 +46,10 @@ type Options struct {
 	LoginGraceTime time.Duration
 	// Metrics, if set, are kept up to date (see NewMetrics).
 	Metrics *Metrics
+	// DiskUsage, if set, reads what a tenant's tree holds against her disk
+	// quota (provision.DiskUsage; ok false: no quota bounds it): past it,
+	// her next login in a terminal says so, and limit.disk is logged.
+	DiskUsage func(u *config.User) (rootfs.Usage, bool)
 }
 
 // Server is the SSH gateway. Its methods are safe for concurrent use. It
@@ -60,6 +65,7 @@ type Server struct {
 	adm      *admission     // which connections may start
 	sessions *registry      // the live session channels
 	channels *channels      // open channels per connection and tenant
+	disk     diskWatch      // tenants past their disk quota (own lock)
 
 	mu        sync.Mutex
 	closing   bool

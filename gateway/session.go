@@ -183,7 +183,7 @@ func sessionStreams(act *activity, out io.Writer, in io.Reader, rec *recorder) (
 
 // attach copies between the channel and proc until proc ended and its
 // output is drained (then the exit is sent), or until the client went away
-// (then proc is killed). Bytes pass unchanged in both directions: no
+// (then her terminal is hung up, or her pipes closed). Bytes pass unchanged in both directions: no
 // newline translation, unlike gliderlabs' session.Write (#129).
 func (ss *session) attach(proc jail.Process, tty *jail.TTY, gone <-chan struct{}) {
 	exited := false
@@ -251,12 +251,13 @@ func (ss *session) attach(proc jail.Process, tty *jail.TTY, gone <-chan struct{}
 		ss.ch.CloseWrite()
 		ss.ch.Close()
 	case <-gone:
-		// The client closed the channel or the connection first: hang up
-		// the session's processes (the jail sends SIGHUP, then SIGKILL).
-		proc.Kill()
-		st := <-waited
+		// The client closed the channel or the connection first. As with
+		// sshd, that hangs up her terminal (the deferred close of the PTY
+		// master: the kernel's SIGHUP to the terminal's session) or closes
+		// her pipes, and nothing more: what she detached from the session
+		// (nohup, setsid, disown, tmux) lives as long as her environment.
 		exited = true
-		ss.exit = "hangup (" + describeExit(st) + ")"
+		ss.exit = "hangup"
 	}
 }
 

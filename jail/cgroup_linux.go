@@ -23,8 +23,12 @@ type cgroupManager interface {
 	Version() string
 	// Create makes the environment's cgroup and writes the tenant's limits.
 	Create(tenant, env string, l Limits) (cgroupHandle, error)
-	// Sweep kills and removes environment cgroups left behind by a crash.
-	Sweep() error
+	// Open returns a live environment's existing cgroup (an adopted one)
+	// and writes the tenant's limits as now configured.
+	Open(tenant, env string, l Limits) (cgroupHandle, error)
+	// Sweep kills and removes environment cgroups left behind by a crash,
+	// except those named in keep: live environments a gateway adopts.
+	Sweep(keep map[string]bool) error
 	// Release removes the tenant cgroups left empty and the prefix, if
 	// empty, when the gateway ends: a prefix is per state_dir (and per
 	// test), so nothing else would remove it.
@@ -105,15 +109,19 @@ func removeCgroup(dir string, kill func() error) error {
 // noCgroups is used where no cgroup hierarchy is usable and no limit is set.
 type noCgroups struct{}
 
-func (noCgroups) Version() string { return "none" }
-func (noCgroups) Sweep() error    { return nil }
-func (noCgroups) Release()        {}
+func (noCgroups) Version() string             { return "none" }
+func (noCgroups) Sweep(map[string]bool) error { return nil }
+func (noCgroups) Release()                    {}
 func (noCgroups) Check(l Limits) error {
 	if l != (Limits{}) {
 		return fmt.Errorf("no usable cgroup hierarchy under /sys/fs/cgroup; mount one or unset limits")
 	}
 	return nil
 }
+func (n noCgroups) Open(tenant, env string, l Limits) (cgroupHandle, error) {
+	return n.Create(tenant, env, l)
+}
+
 func (n noCgroups) Create(tenant, _ string, l Limits) (cgroupHandle, error) {
 	if err := n.Check(l); err != nil {
 		return nil, fmt.Errorf("cgroup for %s: %w", tenant, err)
@@ -180,7 +188,7 @@ func removeEmpty(base string) {
 
 // staleEnvDirs lists the environment cgroups under base (one dir per
 // tenant, one per environment below it) that belong to no running gateway.
-func staleEnvDirs(base string) []string {
+func staleEnvDirs(base string, keep map[string]bool) []string {
 	tenants, _ := os.ReadDir(base)
 	var dirs []string
 	for _, t := range tenants {
@@ -189,7 +197,7 @@ func staleEnvDirs(base string) []string {
 		}
 		envs, _ := os.ReadDir(filepath.Join(base, t.Name()))
 		for _, e := range envs {
-			if e.IsDir() && stale(e.Name()) {
+			if e.IsDir() && !keep[e.Name()] && stale(e.Name()) {
 				dirs = append(dirs, filepath.Join(base, t.Name(), e.Name()))
 			}
 		}

@@ -94,6 +94,16 @@ func (m *cgroupV1) Check(l Limits) error {
 }
 
 func (m *cgroupV1) Create(tenant, env string, l Limits) (cgroupHandle, error) {
+	return m.make(tenant, env, l, false)
+}
+
+func (m *cgroupV1) Open(tenant, env string, l Limits) (cgroupHandle, error) {
+	return m.make(tenant, env, l, true)
+}
+
+// make writes the tenant's limits and makes the environment's cgroup, or
+// finds it (exists: an adopted environment).
+func (m *cgroupV1) make(tenant, env string, l Limits, exists bool) (cgroupHandle, error) {
 	if err := m.Check(l); err != nil {
 		return nil, err
 	}
@@ -111,7 +121,11 @@ func (m *cgroupV1) Create(tenant, env string, l Limits) (cgroupHandle, error) {
 			return nil, err
 		}
 		edir := filepath.Join(tdir, env)
-		if err := os.Mkdir(edir, 0o755); err != nil {
+		if exists {
+			if _, err := os.Stat(edir); err != nil {
+				return nil, fmt.Errorf("open cgroup: %w", err)
+			}
+		} else if err := os.Mkdir(edir, 0o755); err != nil {
 			return nil, fmt.Errorf("create cgroup: %w", err)
 		}
 		h.dirs = append(h.dirs, edir)
@@ -175,10 +189,10 @@ func writeV1Limits(ctrl, dir string, l Limits) error {
 	return nil
 }
 
-func (m *cgroupV1) Sweep() error {
+func (m *cgroupV1) Sweep(keep map[string]bool) error {
 	var errs []error
 	for _, mnt := range m.mounts {
-		for _, d := range staleEnvDirs(filepath.Join(mnt, m.prefix)) {
+		for _, d := range staleEnvDirs(filepath.Join(mnt, m.prefix), keep) {
 			errs = append(errs, removeCgroup(d, func() error { return killPids(d) }))
 		}
 	}

@@ -71,6 +71,16 @@ func (m *cgroupV2) Check(l Limits) error {
 }
 
 func (m *cgroupV2) Create(tenant, env string, l Limits) (cgroupHandle, error) {
+	return m.make(tenant, env, l, false)
+}
+
+func (m *cgroupV2) Open(tenant, env string, l Limits) (cgroupHandle, error) {
+	return m.make(tenant, env, l, true)
+}
+
+// make writes the tenant's limits and makes the environment's cgroup, or
+// finds it (exists: an adopted environment).
+func (m *cgroupV2) make(tenant, env string, l Limits, exists bool) (cgroupHandle, error) {
 	ctrls := m.controllers(l)
 	base := filepath.Join(m.root, m.prefix)
 	tdir := filepath.Join(base, tenant)
@@ -107,15 +117,19 @@ func (m *cgroupV2) Create(tenant, env string, l Limits) (cgroupHandle, error) {
 		}
 	}
 	edir := filepath.Join(tdir, env)
-	if err := os.Mkdir(edir, 0o755); err != nil {
+	if exists {
+		if _, err := os.Stat(edir); err != nil {
+			return nil, fmt.Errorf("open cgroup: %w", err)
+		}
+	} else if err := os.Mkdir(edir, 0o755); err != nil {
 		return nil, fmt.Errorf("create cgroup: %w", err)
 	}
 	return &v2Handle{dir: edir}, nil
 }
 
-func (m *cgroupV2) Sweep() error {
+func (m *cgroupV2) Sweep(keep map[string]bool) error {
 	var errs []error
-	for _, d := range staleEnvDirs(filepath.Join(m.root, m.prefix)) {
+	for _, d := range staleEnvDirs(filepath.Join(m.root, m.prefix), keep) {
 		errs = append(errs, (&v2Handle{dir: d}).Destroy())
 	}
 	return errors.Join(errs...)

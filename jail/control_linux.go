@@ -55,6 +55,15 @@ const (
 	opListen    = "listen"
 	opListening = "listening"
 	opUnlisten  = "unlisten"
+
+	// The environment's lifetime (init_peers_linux.go).
+	opHello   = "hello"   // an adopting gateway's first message: the record's token, its pid
+	opWelcome = "welcome" // the init's answer: Code = sessions held by every gateway
+	opHold    = "hold"    // Code: +1 a session more, -1 one fewer; linger and orphan grace as now configured
+	opHeld    = "held"    // the answer to a hold with an ID: Code = sessions in all; Err "ending" if too late
+	opBye     = "bye"     // a clean detach (stop, the old side of an upgrade): linger applies, not orphan grace
+	opStatus  = "status"  // asked with an ID; answered with Code = sessions, Peers = gateway pids
+	opStop    = "stop"    // end the environment: SIGTERM to everything inside, the end after Code ms
 )
 
 // maxMsg bounds one control datagram; maxFds the fds riding on it.
@@ -71,10 +80,13 @@ type initConfig struct {
 	KillGrace int64             `json:"kill_grace_ms"`
 	Seccomp   string            `json:"seccomp,omitempty"`
 	Rlimits   map[string]uint64 `json:"rlimits,omitempty"`
-	Network   string            `json:"network"`        // a key of networkModes, never ""
-	NAT       *natNet           `json:"nat,omitempty"`  // NetworkNAT: eth0's address, route, MTU, resolv.conf
-	PTYs      int64             `json:"ptys,omitempty"` // Limits.PTYs
-	Tmp       int64             `json:"tmp,omitempty"`  // Limits.Tmp
+	Network   string            `json:"network"`             // a key of networkModes, never ""
+	NAT       *natNet           `json:"nat,omitempty"`       // NetworkNAT: eth0's address, route, MTU, resolv.conf
+	PTYs      int64             `json:"ptys,omitempty"`      // Limits.PTYs
+	Tmp       int64             `json:"tmp,omitempty"`       // Limits.Tmp
+	Token     string            `json:"token,omitempty"`     // what an adopting gateway's hello must show
+	Linger    int64             `json:"linger_ms,omitempty"` // EnvSpec.Linger
+	Orphan    int64             `json:"orphan_ms,omitempty"` // Options.OrphanGrace
 }
 
 // message is every control datagram; unused fields stay empty.
@@ -90,6 +102,10 @@ type message struct {
 	Code    int         `json:"code,omitempty"`
 	Step    *StepError  `json:"step,omitempty"`
 	Err     string      `json:"err,omitempty"`
+	Token   string      `json:"token,omitempty"`     // hello
+	Linger  *int64      `json:"linger_ms,omitempty"` // hold: the environment's linger now
+	Orphan  *int64      `json:"orphan_ms,omitempty"` // hold: the orphan grace now
+	Peers   []int       `json:"peers,omitempty"`     // status: the connected gateways' pids
 }
 
 // ctlConn is one end of the control socket.
@@ -161,6 +177,9 @@ func (c *ctlConn) recv() (*message, []*os.File, error) {
 
 // close closes the socket.
 func (c *ctlConn) close() error { return c.c.Close() }
+
+// closeWrite says this end sends nothing more; the other end reads EOF.
+func (c *ctlConn) closeWrite() error { return c.c.CloseWrite() }
 
 // parseRights turns SCM_RIGHTS control data into files.
 func parseRights(oob []byte) ([]*os.File, error) {

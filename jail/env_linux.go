@@ -20,6 +20,7 @@ type Supervisor struct {
 	mu     sync.Mutex
 	envs   map[string]*environment
 	ending sync.WaitGroup // environments being torn down
+	found  []*EnvRecord   // live environments recorded at New, for Adopt
 }
 
 // New returns a Supervisor. It picks the cgroup hierarchy and sweeps the
@@ -45,11 +46,32 @@ func New(opts Options) (*Supervisor, error) {
 		return nil, fmt.Errorf("cgroups: %w", err)
 	}
 	s := &Supervisor{opts: opts, log: opts.Logger, cg: cg, envs: map[string]*environment{}}
-	if err := cg.Sweep(); err != nil {
+	// Live environments a crashed or upgrading gateway left are adopted
+	// (Adopt), never swept.
+	keep := map[string]bool{}
+	if opts.RecordDir != "" {
+		recs, errs := ReadRecords(opts.RecordDir)
+		for _, err := range errs {
+			s.log.Warn("environment record skipped and removed", "err", err)
+		}
+		for _, r := range recs {
+			keep[r.Name] = true
+		}
+		s.found = recs
+	}
+	if err := cg.Sweep(keep); err != nil {
 		s.log.Warn("sweep stale cgroups", "err", err)
 	}
 	s.log.Info("jail ready", "cgroup", cg.Version())
 	return s, nil
+}
+
+// orphanGrace is Options.OrphanGrace, 10 minutes when unset.
+func (s *Supervisor) orphanGrace() time.Duration {
+	if s.opts.OrphanGrace > 0 {
+		return s.opts.OrphanGrace
+	}
+	return 10 * time.Minute
 }
 
 // enforceable drops, with a warning, each limit the hierarchy cannot
@@ -92,41 +114,21 @@ func (s *Supervisor) Environment(ctx context.Context, key string, spec *EnvSpec)
 			spec.OnEnd()
 		}
 	}()
-	for {
-		s.mu.Lock()
-		e := s.envs[key]
-		if e == nil {
-			break
-		}
-		if e.state == envStarting {
-			s.mu.Unlock()
-			select {
-			case <-e.started:
-				continue
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-		}
-		if e.state == envLive {
-			e.refs++
-			if e.linger != nil {
-				e.linger.Stop()
-				e.linger = nil
-			}
-			s.mu.Unlock()
-			return &handle{environment: e}, nil
-		}
-		s.mu.Unlock() // closing: wait for it to go away
-		<-e.done
+	e, err := s.join(ctx, key, spec.Linger)
+	if err != nil {
+		return nil, err
 	}
-	e := &environment{sup: s, key: key, spec: *spec, state: envStarting,
+	if e != nil {
+		return &handle{environment: e}, nil
+	}
+	e = &environment{sup: s, key: key, spec: *spec, state: envStarting,
 		started: make(chan struct{}), done: make(chan struct{}),
-		procs: map[uint64]*process{}, dials: map[uint64]chan dialReply{}}
+		procs: map[uint64]*process{}, dials: map[uint64]chan dialReply{}, replies: map[uint64]chan *message{}}
 	s.envs[key] = e
 	s.mu.Unlock()
 
 	t0 := time.Now()
-	err := e.start(ctx)
+	err = e.start(ctx)
 	s.mu.Lock()
 	if err != nil {
 		delete(s.envs, key)
@@ -137,13 +139,85 @@ func (s *Supervisor) Environment(ctx context.Context, key string, spec *EnvSpec)
 		return nil, fmt.Errorf("jail: start %s: %w", spec.Tenant, err)
 	}
 	e.state = envLive
-	e.refs = 1
+	e.refs = 1 // the init counts the starting gateway's first session itself
 	adopted = true
 	close(e.started)
 	s.mu.Unlock()
 	s.log.Info("environment start", "tenant", spec.Tenant, "env", e.name, "duration", time.Since(t0))
 	go e.readLoop()
 	return &handle{environment: e}, nil
+}
+
+// join holds a session in the live environment of key, waiting for one
+// that is starting or ending; linger is her linger as now configured. It
+// returns with s.mu held and a nil environment when there is none: the
+// caller starts it.
+func (s *Supervisor) join(ctx context.Context, key string, linger time.Duration) (*environment, error) {
+	for {
+		s.mu.Lock()
+		e := s.envs[key]
+		if e == nil {
+			return nil, nil
+		}
+		switch e.state {
+		case envStarting:
+			s.mu.Unlock()
+			select {
+			case <-e.started:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		case envLive:
+			e.refs++
+			s.mu.Unlock()
+			// The init decides whether she may still join: it may be
+			// ending right now (no session for its linger), and then a
+			// new environment starts once this one is gone.
+			err := e.hold(ctx, 1, linger)
+			if err == nil {
+				return e, nil
+			}
+			s.mu.Lock()
+			e.refs--
+			s.mu.Unlock()
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+		default:
+			s.mu.Unlock()
+		}
+		select { // closing: wait for it to go away
+		case <-e.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Detach lets go of every environment without ending it: each init is told
+// the gateway leaves cleanly and follows its own linger from now on (a
+// stop, or the old side of an upgrade). Close, by contrast, ends them all.
+func (s *Supervisor) Detach() error {
+	s.mu.Lock()
+	var all []*environment
+	for _, e := range s.envs {
+		if e.state == envLive {
+			e.detached = true
+			all = append(all, e)
+		}
+	}
+	s.mu.Unlock()
+	for _, e := range all {
+		e.request(&message{Op: opBye})
+		e.ctl.closeWrite() // the init drops us; readLoop sees whether it ends
+	}
+	for _, e := range all {
+		<-e.done
+	}
+	s.ending.Wait()
+	s.cg.Release()
+	return nil
 }
 
 // Close ends every environment.
@@ -162,13 +236,6 @@ func (s *Supervisor) Close() error {
 	s.ending.Wait()
 	s.cg.Release()
 	return nil
-}
-
-// Detach lets go of every environment without ending it: each follows
-// its own linger from now on (a clean stop, or the old side of an
-// upgrade). Close, by contrast, ends them all.
-func (s *Supervisor) Detach() error {
-	return s.Close() // until the init owns its lifetime (issue 17)
 }
 
 // Environment states.
@@ -190,17 +257,20 @@ type environment struct {
 	cg   cgroupHandle
 	sent sync.Mutex // one request datagram at a time
 
+	token string // what an adopting gateway's hello shows the init (EnvRecord.Token)
+
 	// Guarded by sup.mu.
-	state   int
-	refs    int
-	linger  *time.Timer
-	started chan struct{}
-	done    chan struct{}
+	state    int
+	refs     int  // sessions this gateway holds; the init counts every gateway's
+	detached bool // let go of (Detach): ending it is not this gateway's business
+	started  chan struct{}
+	done     chan struct{}
 
 	pmu     sync.Mutex // guards the tables below
 	nextID  uint64
 	procs   map[uint64]*process
 	dials   map[uint64]chan dialReply
+	replies map[uint64]chan *message // hold and status requests awaiting the init's answer
 	dead    bool
 	oomSeen int // the cgroup's OOM kill count already reported
 }
@@ -219,5 +289,20 @@ func (e *environment) readLoop() {
 		}
 		e.dispatch(m, files)
 	}
+	e.sup.mu.Lock()
+	detached := e.detached
+	e.sup.mu.Unlock()
+	// Let go of (Detach): the init drops this gateway and lives on, unless
+	// that left it with nothing to wait for (linger 0): then this gateway
+	// cleans up after it as after any end.
+	if detached && !e.cmd.exitedWithin(detachWait) {
+		e.cmd.release()
+		e.forget()
+		return
+	}
 	e.close()
 }
+
+// detachWait is how long Detach waits to see whether an environment ends
+// when this gateway lets go of it.
+const detachWait = 500 * time.Millisecond

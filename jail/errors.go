@@ -8,6 +8,10 @@ import (
 // ErrClosed is returned by an environment that has ended.
 var ErrClosed = errors.New("environment closed")
 
+// ErrEnding is a join refused by an init that is ending its environment
+// (no session for its linger): the session starts a new one.
+var ErrEnding = errors.New("environment ending")
+
 // RequestTooLargeError is a request too large for one control message
 // (the command, its arguments and its environment together). That one
 // request fails; the environment goes on. Its text says nothing of the

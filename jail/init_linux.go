@@ -2,6 +2,7 @@ package jail
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"runtime"
@@ -75,7 +76,9 @@ func InitMain() {
 		for range drop {
 		}
 	}()
+	listen := inheritedListener() // before closeFds makes it close-on-exec
 	os.Unsetenv("_JAILGATE_INIT")
+	os.Unsetenv("_JAILGATE_LISTEN")
 	os.Unsetenv("GOMAXPROCS")
 
 	ctl, err := newCtlConn(os.NewFile(initCtlFd, "control"))
@@ -104,8 +107,24 @@ func InitMain() {
 	if err := ctl.send(&message{Op: opReady}); err != nil {
 		os.Exit(1)
 	}
-	serve(ctl, cfg)
-	os.Exit(0)
+	serve(ctl, listen, cfg)
+}
+
+// inheritedListener is the listening control socket at initListenFd, or
+// nil when the gateway passed none (no Options.RecordDir).
+func inheritedListener() *net.UnixListener {
+	if !hasListener() {
+		return nil
+	}
+	f := os.NewFile(initListenFd, "listen")
+	l, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "jailgate init: listening socket:", err)
+		return nil
+	}
+	ul, _ := l.(*net.UnixListener)
+	return ul
 }
 
 // setup runs every step that turns a process in fresh namespaces into a

@@ -51,17 +51,17 @@ func ptyRefusal(ptys int64) string {
 // once. The gateway's session copies that line to her screen like any
 // output, so the reason reaches her without a new kind of reply; the
 // operator's log gets it through the init's stderr.
-func (s *initServer) refuseTTY(id uint64) {
+func (s *initServer) refuseTTY(p *peer, id uint64) {
 	msg := ptyRefusal(s.ptys)
 	fmt.Fprintln(os.Stderr, "terminal refused:", msg)
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		s.send(&message{Op: opSpawned, ID: id, Err: "allocate a terminal: " + msg})
+		p.send(&message{Op: opSpawned, ID: id, Err: "allocate a terminal: " + msg})
 		return
 	}
 	unix.Write(fds[1], []byte(msg+"\r\n"))
 	unix.Close(fds[1])
-	s.send(&message{Op: opSpawned, ID: id}, fds[0])
+	p.send(&message{Op: opSpawned, ID: id}, fds[0])
 	unix.Close(fds[0])
-	s.send(&message{Op: opExit, ID: id, Code: 1})
+	p.send(&message{Op: opExit, ID: id, Code: 1})
 }

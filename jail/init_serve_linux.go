@@ -15,72 +15,117 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// initServer is the init's side of the control protocol, as PID 1.
+// initServer is the init's side of the control protocol, as PID 1. It
+// serves every connected gateway (peer): the one that started it, and any
+// that adopted it since (init_peers_linux.go), each with its own request ids.
 type initServer struct {
-	ctl   *ctlConn
 	grace time.Duration
-	ptys  int64 // her terminal pool (limits.ptys), for the refusal's text
+	ptys  int64  // her terminal pool (limits.ptys), for the refusal's text
+	token string // what an adopting gateway's hello must show
 
-	mu    sync.Mutex     // held from fork to registration, so the reaper never misses a pid
-	procs map[int]uint64 // pid -> request id
-	pids  map[uint64]int // request id -> pid
-	sendM sync.Mutex     // one datagram at a time
-
-	smu     sync.Mutex        // guards sockets
-	sockets map[uint64]string // listen request id -> unix socket path, until unlisten
+	mu    sync.Mutex         // held from fork to registration, so the reaper never misses a pid
+	procs map[int]procRef    // pid -> who spawned it
+	pids  map[procRef]int    // who spawned it -> pid
+	smu   sync.Mutex         // guards sockets
+	socks map[procRef]string // listen request -> unix socket path, until unlisten
+	life  lifetime           // peers, sessions, linger (init_peers_linux.go)
 }
 
-// serve answers the gateway until the control socket closes, then returns;
-// PID 1 exiting takes every process of the environment with it.
-func serve(ctl *ctlConn, cfg *initConfig) {
-	s := &initServer{ctl: ctl, grace: time.Duration(cfg.KillGrace) * time.Millisecond, ptys: cfg.PTYs,
-		procs: map[int]uint64{}, pids: map[uint64]int{}, sockets: map[uint64]string{}}
+// procRef names a request: the gateway connection it came on and its id there.
+type procRef struct {
+	p  *peer
+	id uint64
+}
+
+// serve answers the gateways for the environment's whole life: the one that
+// started it on the control socket, later ones through the listening socket
+// (nil without Options.RecordDir). It never returns: the init ends the
+// environment itself (lifetime.end).
+func serve(ctl *ctlConn, ln *net.UnixListener, cfg *initConfig) {
+	s := &initServer{grace: time.Duration(cfg.KillGrace) * time.Millisecond, ptys: cfg.PTYs, token: cfg.Token,
+		procs: map[int]procRef{}, pids: map[procRef]int{}, socks: map[procRef]string{}}
 	if s.grace <= 0 {
 		s.grace = 2 * time.Second
 	}
+	s.life.init(cfg)
 	sigc := make(chan os.Signal, 64)
 	signal.Notify(sigc, unix.SIGCHLD)
 	go s.reap(sigc)
+	if ln != nil {
+		go s.accept(ln)
+	}
+	creator := &peer{ctl: ctl, sessions: 1} // the gateway that started it holds the first session
+	s.life.join(creator)
+	s.servePeer(creator)
+	select {} // the init ends in lifetime.end
+}
+
+// servePeer answers one gateway until its connection closes.
+func (s *initServer) servePeer(p *peer) {
+	defer s.leave(p)
 	for {
-		m, files, err := ctl.recv()
+		m, files, err := p.ctl.recv()
 		if err != nil {
-			return // EOF: the gateway is gone or closed the environment
+			return // EOF: that gateway is gone or let go
+		}
+		if m.Op != opSpawn {
+			closeAll(files)
 		}
 		switch m.Op {
 		case opSpawn:
-			s.spawn(m, files)
+			s.spawn(p, m, files)
 		case opSignal:
-			closeAll(files)
-			s.signal(m.ID, unix.Signal(m.Sig))
+			s.signal(procRef{p, m.ID}, unix.Signal(m.Sig))
 		case opKill:
-			closeAll(files)
-			s.kill(m.ID)
+			s.kill(procRef{p, m.ID})
 		case opDial:
-			closeAll(files)
-			go s.dial(m)
+			go s.dial(p, m)
 		case opListen:
-			closeAll(files)
-			go s.listen(m)
+			go s.listen(p, m)
 		case opUnlisten:
-			closeAll(files)
-			s.unlisten(m.ID)
-		default:
-			closeAll(files)
+			s.unlisten(procRef{p, m.ID})
+		case opHold:
+			s.hold(p, m)
+		case opStatus:
+			n, gws := s.life.status()
+			p.send(&message{Op: opStatus, ID: m.ID, Code: n, Peers: gws})
+		case opBye:
+			s.life.bye(p)
+		case opStop:
+			s.life.stop(time.Duration(m.Code) * time.Millisecond)
 		}
 	}
 }
 
-// send writes one message to the gateway; failures end the init.
-func (s *initServer) send(m *message, fds ...int) {
-	s.sendM.Lock()
-	defer s.sendM.Unlock()
-	if err := s.ctl.send(m, fds...); err != nil {
-		os.Exit(0)
+// leave forgets a gateway that went away: what it spawned runs on (its
+// terminals were hung up and its pipes closed by the gateway's end), but
+// nobody is told of their exit; its agent sockets are removed.
+func (s *initServer) leave(p *peer) {
+	p.ctl.close()
+	s.mu.Lock()
+	for ref, pid := range s.pids {
+		if ref.p == p {
+			delete(s.pids, ref)
+			delete(s.procs, pid)
+		}
 	}
+	s.mu.Unlock()
+	s.smu.Lock()
+	var gone []procRef
+	for ref := range s.socks {
+		if ref.p == p {
+			gone = append(gone, ref)
+		}
+	}
+	s.smu.Unlock()
+	for _, ref := range gone {
+		s.unlisten(ref)
+	}
+	s.life.leave(p)
 }
 
 // reap collects every child, ours or orphaned, as an init must, and reports
-// the ones the gateway spawned.
+// the ones a gateway spawned to that gateway.
 func (s *initServer) reap(sigc <-chan os.Signal) {
 	for range sigc {
 		for {
@@ -93,20 +138,20 @@ func (s *initServer) reap(sigc <-chan os.Signal) {
 				break
 			}
 			s.mu.Lock()
-			id, ok := s.procs[pid]
+			ref, ok := s.procs[pid]
 			delete(s.procs, pid)
-			delete(s.pids, id)
+			delete(s.pids, ref)
 			s.mu.Unlock()
 			if !ok {
 				continue
 			}
-			m := &message{Op: opExit, ID: id}
+			m := &message{Op: opExit, ID: ref.id}
 			if ws.Signaled() {
 				m.Sig = int(ws.Signal())
 			} else {
 				m.Code = ws.ExitStatus()
 			}
-			s.send(m)
+			ref.p.send(m)
 		}
 	}
 }
@@ -114,25 +159,25 @@ func (s *initServer) reap(sigc <-chan os.Signal) {
 // spawn starts a process. Without a TTY its stdio are the three fds that
 // came with the request; with one, a PTY is allocated from the
 // environment's own devpts and its master goes back to the gateway.
-func (s *initServer) spawn(m *message, files []*os.File) {
+func (s *initServer) spawn(p *peer, m *message, files []*os.File) {
+	ps := m.Proc
 	defer closeAll(files)
-	p := m.Proc
-	if p == nil || len(p.Argv) == 0 {
-		s.send(&message{Op: opSpawned, ID: m.ID, Err: "empty command"})
+	if ps == nil || len(ps.Argv) == 0 {
+		p.send(&message{Op: opSpawned, ID: m.ID, Err: "empty command"})
 		return
 	}
 	var stdio []*os.File
 	var master *os.File
-	if p.TTY != nil {
+	if ps.TTY != nil {
 		var slave *os.File
 		var err error
-		master, slave, err = openPTY(p.TTY)
+		master, slave, err = openPTY(ps.TTY)
 		if errors.Is(err, unix.ENOSPC) {
-			s.refuseTTY(m.ID)
+			s.refuseTTY(p, m.ID)
 			return
 		}
 		if err != nil {
-			s.send(&message{Op: opSpawned, ID: m.ID, Err: "allocate a terminal: " + err.Error()})
+			p.send(&message{Op: opSpawned, ID: m.ID, Err: "allocate a terminal: " + err.Error()})
 			return
 		}
 		defer master.Close()
@@ -140,50 +185,50 @@ func (s *initServer) spawn(m *message, files []*os.File) {
 		stdio = []*os.File{slave, slave, slave}
 	} else {
 		if len(files) != 3 {
-			s.send(&message{Op: opSpawned, ID: m.ID, Err: "spawn without a terminal needs 3 fds"})
+			p.send(&message{Op: opSpawned, ID: m.ID, Err: "spawn without a terminal needs 3 fds"})
 			return
 		}
 		stdio = files
 	}
-	path, argv, env := "", p.Argv, p.Env
-	switch p.Subsystem {
+	path, argv, env := "", ps.Argv, ps.Env
+	switch ps.Subsystem {
 	case "":
 		var err error
-		if path, err = lookPath(p.Argv[0], p.Env); err != nil {
-			s.send(&message{Op: opSpawned, ID: m.ID, Err: err.Error()})
+		if path, err = lookPath(ps.Argv[0], ps.Env); err != nil {
+			p.send(&message{Op: opSpawned, ID: m.ID, Err: err.Error()})
 			return
 		}
 	case "sftp":
 		// This very binary, reached through the forked child's own
 		// /proc/self/exe (the host path is not visible in the jail).
-		path, argv, env = "/proc/self/exe", []string{"jailgate", sftpArg}, append(append([]string(nil), p.Env...), sftpEnv)
+		path, argv, env = "/proc/self/exe", []string{"jailgate", sftpArg}, append(append([]string(nil), ps.Env...), sftpEnv)
 	default:
-		s.send(&message{Op: opSpawned, ID: m.ID, Err: "unknown subsystem " + p.Subsystem})
+		p.send(&message{Op: opSpawned, ID: m.ID, Err: "unknown subsystem " + ps.Subsystem})
 		return
 	}
-	dir := p.Dir
+	dir := ps.Dir
 	if fi, err := os.Stat(dir); dir == "" || err != nil || !fi.IsDir() {
 		dir = "/"
 	}
 	attr := &os.ProcAttr{Dir: dir, Env: env, Files: stdio,
-		Sys: &unix.SysProcAttr{Setsid: true, Setctty: p.TTY != nil, Ctty: 0}}
+		Sys: &unix.SysProcAttr{Setsid: true, Setctty: ps.TTY != nil, Ctty: 0}}
 	s.mu.Lock()
 	proc, err := os.StartProcess(path, argv, attr)
 	if err != nil {
 		s.mu.Unlock()
-		s.send(&message{Op: opSpawned, ID: m.ID, Err: err.Error()})
+		p.send(&message{Op: opSpawned, ID: m.ID, Err: err.Error()})
 		return
 	}
 	pid := proc.Pid
-	s.procs[pid] = m.ID
-	s.pids[m.ID] = pid
+	s.procs[pid] = procRef{p, m.ID}
+	s.pids[procRef{p, m.ID}] = pid
 	proc.Release() // the reaper waits for it with wait4(-1)
 	// Reply before unlocking: the gateway must learn of the process before
 	// it can learn of its exit.
 	if master != nil {
-		s.send(&message{Op: opSpawned, ID: m.ID, Pid: pid}, int(master.Fd()))
+		p.send(&message{Op: opSpawned, ID: m.ID, Pid: pid}, int(master.Fd()))
 	} else {
-		s.send(&message{Op: opSpawned, ID: m.ID, Pid: pid})
+		p.send(&message{Op: opSpawned, ID: m.ID, Pid: pid})
 	}
 	s.mu.Unlock()
 }
@@ -213,7 +258,7 @@ func lookPath(name string, env []string) (string, error) {
 }
 
 // signal delivers sig to a spawned process.
-func (s *initServer) signal(id uint64, sig unix.Signal) {
+func (s *initServer) signal(id procRef, sig unix.Signal) {
 	s.mu.Lock()
 	pid, ok := s.pids[id]
 	s.mu.Unlock()
@@ -224,7 +269,7 @@ func (s *initServer) signal(id uint64, sig unix.Signal) {
 
 // kill hangs up a spawned process's group, then kills it after the grace
 // period: a session's end, as a terminal hangup would do.
-func (s *initServer) kill(id uint64) {
+func (s *initServer) kill(id procRef) {
 	s.mu.Lock()
 	pid, ok := s.pids[id]
 	s.mu.Unlock()
@@ -246,46 +291,46 @@ func (s *initServer) kill(id uint64) {
 
 // dial connects from inside the environment's network namespace and hands
 // the socket to the gateway.
-func (s *initServer) dial(m *message) {
+func (s *initServer) dial(p *peer, m *message) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var d net.Dialer
 	c, err := d.DialContext(ctx, m.Network, m.Addr)
 	if err != nil {
-		s.send(&message{Op: opDialed, ID: m.ID, Err: err.Error()})
+		p.send(&message{Op: opDialed, ID: m.ID, Err: err.Error()})
 		return
 	}
 	defer c.Close()
 	sc, ok := c.(interface{ File() (*os.File, error) })
 	if !ok {
-		s.send(&message{Op: opDialed, ID: m.ID, Err: "not a socket"})
+		p.send(&message{Op: opDialed, ID: m.ID, Err: "not a socket"})
 		return
 	}
 	f, err := sc.File()
 	if err != nil {
-		s.send(&message{Op: opDialed, ID: m.ID, Err: err.Error()})
+		p.send(&message{Op: opDialed, ID: m.ID, Err: err.Error()})
 		return
 	}
 	defer f.Close()
-	s.send(&message{Op: opDialed, ID: m.ID}, int(f.Fd()))
+	p.send(&message{Op: opDialed, ID: m.ID}, int(f.Fd()))
 }
 
 // listen makes a listening socket inside the environment and hands it to
 // the gateway, which accepts on it: "tcp" in the network namespace (ssh
 // -R), "unix" in the jail's filesystem (ssh -A's SSH_AUTH_SOCK).
-func (s *initServer) listen(m *message) {
+func (s *initServer) listen(p *peer, m *message) {
 	var l net.Listener
 	var err error
 	switch m.Network {
 	case "tcp", "tcp4", "tcp6":
 		l, err = net.Listen(m.Network, m.Addr)
 	case "unix":
-		l, err = s.listenUnix(m.ID, m.Addr)
+		l, err = s.listenUnix(procRef{p, m.ID}, m.Addr)
 	default:
 		err = fmt.Errorf("network %q not supported", m.Network)
 	}
 	if err != nil {
-		s.send(&message{Op: opListening, ID: m.ID, Err: "listen: " + err.Error()})
+		p.send(&message{Op: opListening, ID: m.ID, Err: "listen: " + err.Error()})
 		return
 	}
 	if ul, ok := l.(*net.UnixListener); ok {
@@ -294,19 +339,19 @@ func (s *initServer) listen(m *message) {
 	f, err := l.(interface{ File() (*os.File, error) }).File()
 	l.Close()
 	if err != nil {
-		s.unlisten(m.ID)
-		s.send(&message{Op: opListening, ID: m.ID, Err: "listen: " + err.Error()})
+		s.unlisten(procRef{p, m.ID})
+		p.send(&message{Op: opListening, ID: m.ID, Err: "listen: " + err.Error()})
 		return
 	}
 	defer f.Close()
-	s.send(&message{Op: opListening, ID: m.ID}, int(f.Fd()))
+	p.send(&message{Op: opListening, ID: m.ID}, int(f.Fd()))
 }
 
 // listenUnix listens at path, in a directory it makes for the socket alone:
 // mode 0700 and owned by the tenant's root (the init's own ids), so only
 // she can connect, as sshd makes ssh-agent sockets. The directory must not
 // exist yet, so nothing she placed there beforehand is used.
-func (s *initServer) listenUnix(id uint64, path string) (net.Listener, error) {
+func (s *initServer) listenUnix(id procRef, path string) (net.Listener, error) {
 	if !filepath.IsAbs(path) || filepath.Clean(path) != path || len(path) >= 108 {
 		return nil, fmt.Errorf("bad socket path %q", path)
 	}
@@ -321,17 +366,17 @@ func (s *initServer) listenUnix(id uint64, path string) (net.Listener, error) {
 	}
 	os.Chmod(path, 0o600)
 	s.smu.Lock()
-	s.sockets[id] = path
+	s.socks[id] = path
 	s.smu.Unlock()
 	return l, nil
 }
 
 // unlisten removes a unix socket listen made, and its directory; the
 // gateway sends it when it closes the listener.
-func (s *initServer) unlisten(id uint64) {
+func (s *initServer) unlisten(id procRef) {
 	s.smu.Lock()
-	path, ok := s.sockets[id]
-	delete(s.sockets, id)
+	path, ok := s.socks[id]
+	delete(s.socks, id)
 	s.smu.Unlock()
 	if ok {
 		os.Remove(path)

@@ -35,6 +35,13 @@ const (
 // ID mappings"; stageStart, unprivileged, could map only its own uid).
 const initMapsFd = 5
 
+// listenEnv tells each stage that fd initListenFd is the listening control
+// socket (an adoptable environment); without it that fd is nothing of ours.
+const listenEnv = "_JAILGATE_LISTEN=1"
+
+// hasListener reports whether this stage was given the listening socket.
+func hasListener() bool { return os.Getenv("_JAILGATE_LISTEN") == "1" }
+
 // initCloneflags are the init's namespaces: user, mount, pid, UTS, IPC,
 // network (every network mode gets its own) and cgroup.
 const initCloneflags = unix.CLONE_NEWUSER | unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS |
@@ -82,12 +89,18 @@ func startInit() error {
 		nproc.Cur = nproc.Max
 		unix.Setrlimit(unix.RLIMIT_NPROC, &nproc)
 	}
+	files := []*os.File{os.NewFile(initCtlFd, "control"), os.NewFile(initRootfsFd, "rootfs"), os.NewFile(initMapsFd, "maps")}
+	env := []string{"_JAILGATE_INIT=" + stageMaps, "GOMAXPROCS=1"}
+	if hasListener() {
+		files = append(files, os.NewFile(initListenFd, "listen")) // fd 6: an adoptable environment's socket
+		env = append(env, listenEnv)
+	}
 	cmd := &exec.Cmd{
 		Path:       "/proc/self/exe",
 		Args:       os.Args,
-		Env:        []string{"_JAILGATE_INIT=" + stageMaps, "GOMAXPROCS=1"},
+		Env:        env,
 		Stderr:     os.Stderr,
-		ExtraFiles: []*os.File{os.NewFile(initCtlFd, "control"), os.NewFile(initRootfsFd, "rootfs"), os.NewFile(initMapsFd, "maps")},
+		ExtraFiles: files,
 		// Her namespaces are created first, then the others in them
 		// (clone(2)): they are all owned by her user namespace.
 		SysProcAttr: &unix.SysProcAttr{Cloneflags: initCloneflags | unix.CLONE_PARENT},
@@ -121,5 +134,8 @@ func awaitMaps() error {
 		return fmt.Errorf("no id maps from the gateway (uid %d in the new namespace)", uid)
 	}
 	env := []string{"_JAILGATE_INIT=" + stageInit, "GOMAXPROCS=1"}
+	if hasListener() {
+		env = append(env, listenEnv)
+	}
 	return fmt.Errorf("exec the init: %w", unix.Exec("/proc/self/exe", os.Args, env))
 }

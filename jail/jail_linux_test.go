@@ -25,6 +25,12 @@ func TestMain(m *testing.M) {
 	if jail.IsInit() {
 		jail.InitMain()
 	}
+	if path := os.Getenv(dialEnv); path != "" { // TestControlSocketRefusesStrangers' non-root dialer
+		if dialRefused(nil, path, "garbage from a stranger") {
+			fmt.Println("refused")
+		}
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"sync"
@@ -29,49 +30,28 @@ type dialReply struct {
 	err  error
 }
 
-// release drops one reference; the last one ends the environment now or
-// after its linger time.
+// release drops one of this gateway's sessions; the init ends the
+// environment when no gateway holds one for its linger.
 func (e *environment) release() {
-	s := e.sup
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	e.sup.mu.Lock()
 	e.refs--
-	if e.refs > 0 || e.state != envLive {
-		return
+	live := e.state == envLive
+	e.sup.mu.Unlock()
+	if live {
+		e.hold(context.Background(), -1, e.linger())
 	}
-	if e.spec.Linger <= 0 {
-		// Out of the table before the lock is released: a login racing
-		// this end must start a new environment, not join the dying one.
-		e.markClosedLocked()
-		go e.teardown()
-		return
-	}
-	e.linger = time.AfterFunc(e.spec.Linger, func() {
-		s.mu.Lock()
-		idle := e.refs == 0 && e.state == envLive
-		if idle {
-			e.markClosedLocked()
-		}
-		s.mu.Unlock()
-		if idle {
-			e.teardown()
-		}
-	})
 }
 
 // markClosedLocked takes the environment out of service; sup.mu is held.
 func (e *environment) markClosedLocked() {
 	e.state = envClosed
 	e.sup.ending.Add(1) // teardown, which always follows, says Done
-	if e.linger != nil {
-		e.linger.Stop()
-	}
 	if e.sup.envs[e.key] == e {
 		delete(e.sup.envs, e.key)
 	}
 }
 
-// close ends the environment (the init died, or the Supervisor closes),
+// close ends the environment (the init ended it, or the Supervisor closes),
 // or waits for an end already under way.
 func (e *environment) close() {
 	s := e.sup
@@ -96,20 +76,13 @@ func (e *environment) teardown() {
 	e.cmd.Process.Kill()
 	e.ctl.close()
 	e.cmd.Wait()
-	if err := e.cg.Destroy(); err != nil {
+	removeRecord(s.opts.RecordDir, e.name)
+	// Another gateway connected to it (an upgrade's other side) may have
+	// removed the cgroup already.
+	if err := e.cg.Destroy(); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		s.log.Warn("environment cgroup", "tenant", e.spec.Tenant, "env", e.name, "err", err)
 	}
-	e.pmu.Lock()
-	e.dead = true
-	procs, dials := e.procs, e.dials
-	e.procs, e.dials = map[uint64]*process{}, map[uint64]chan dialReply{}
-	e.pmu.Unlock()
-	for _, p := range procs {
-		p.finish(ExitStatus{Signal: unix.SIGKILL})
-	}
-	for _, c := range dials {
-		c <- dialReply{err: ErrClosed}
-	}
+	e.failPending()
 	s.log.Info("environment end", "tenant", e.spec.Tenant, "env", e.name)
 	if e.spec.OnEnd != nil {
 		e.spec.OnEnd()
@@ -188,6 +161,12 @@ func (e *environment) dispatch(m *message, files []*os.File) {
 			}
 		}
 		p.finish(st)
+	case opHeld, opStatus:
+		closeAll(files)
+		if c := e.replies[m.ID]; c != nil {
+			delete(e.replies, m.ID)
+			c <- m
+		}
 	case opDialed, opListening:
 		c := e.dials[m.ID]
 		if c == nil {

@@ -33,6 +33,8 @@ type starting struct {
 	nat     *natNet  // NetworkNAT: eth0 as the network step made it
 	rootfs  *os.File // the rootfs, O_PATH: fd 4 in the init
 	child   *os.File // the init's end of the control socket: fd 3 in the init
+	listen  *os.File // the socket later gateways reach it on: fd 6 in the init (nil: not adoptable)
+	veth    string   // NetworkNAT: the host end's name, for the record
 	undo    []func() // each step's cleanup, run last first if a later step fails
 }
 
@@ -61,6 +63,7 @@ func (e *environment) start(ctx context.Context) error {
 		{"network", setupNetwork}, // the mode's setup from outside the new netns (none: nothing)
 		{"config", sendConfig},    // what the init needs to build the jail from inside
 		{"ready", awaitReady},     // the init's setup() ran, or it names the step that failed
+		{"record", writeRecord},   // what a later gateway adopts it by (records_linux.go)
 	}
 	s := &starting{ctx: ctx, e: e}
 	defer s.closeFiles()
@@ -87,7 +90,7 @@ func asStepError(step string, err error) *StepError {
 
 // closeFiles closes the gateway's copies of what the init inherits.
 func (s *starting) closeFiles() {
-	for _, f := range []*os.File{s.rootfs, s.child} {
+	for _, f := range []*os.File{s.rootfs, s.child, s.listen} {
 		if f != nil {
 			f.Close()
 		}
@@ -145,7 +148,7 @@ func openControl(s *starting) error {
 	}
 	s.e.ctl = ctl
 	s.undo = append(s.undo, func() { ctl.close() })
-	return nil
+	return listenControl(s)
 }
 
 // createCgroup makes the environment's cgroup with the tenant's limits,
@@ -176,7 +179,7 @@ func cloneInit(s *starting) error {
 	if err := p.open(e); err != nil {
 		return err
 	}
-	starter := starterCmd(e, s.child, s.rootfs, &p)
+	starter := starterCmd(e, s.child, s.rootfs, s.listen, &p)
 	if err := e.cg.Start(starter); err != nil {
 		return fmt.Errorf("start init: %w", err)
 	}
@@ -203,22 +206,17 @@ func cloneInit(s *starting) error {
 	if err != nil {
 		return fmt.Errorf("init %d: %w", pid, err)
 	}
-	e.cmd = &initProc{Process: proc}
+	pidfd, err := unix.PidfdOpen(pid, 0) // before the maps: it is stopped until then, never gone
+	if err != nil {
+		proc.Kill()
+		return fmt.Errorf("init %d: pidfd: %w", pid, err)
+	}
+	e.cmd = &initProc{Process: proc, child: true, pidfd: pidfd}
 	s.undo = append(s.undo, func() {
 		e.cmd.Process.Kill()
 		e.cmd.Wait()
 	})
 	return writeIDMaps(pid, e.spec.IDMap)
-}
-
-// initProc is the running init: the gateway's child (CLONE_PARENT), though
-// the starter cloned it.
-type initProc struct{ Process *os.Process }
-
-// Wait waits for the init to exit.
-func (p *initProc) Wait() error {
-	_, err := p.Process.Wait()
-	return err
 }
 
 // stagePipes are the pipes between the gateway and the init's stages.
@@ -326,15 +324,15 @@ func resetOOMScore(s *starting) error {
 // kernel.unprivileged_userns_clone=0) allow them to a holder of it, and in
 // the new namespace it means nothing on the host. The creator's euid, not
 // its capabilities, is what the kernel charges her counts to.
-func starterCmd(e *environment, child, rootfs *os.File, p *stagePipes) *exec.Cmd {
+func starterCmd(e *environment, child, rootfs, listen *os.File, p *stagePipes) *exec.Cmd {
 	spec := &e.spec
 	return &exec.Cmd{
 		Path: e.sup.opts.InitPath,
 		Args: []string{"jailgate", "init"},
 		// One P: the init mostly waits, and each P costs it heap caches
 		// and a GC worker (≈ 250 KiB of its resident memory).
-		Env:        []string{"_JAILGATE_INIT=" + stageStart, "GOMAXPROCS=1"},
-		ExtraFiles: []*os.File{child, rootfs, p.mapsR}, // fds 3, 4 and 5
+		Env:        starterEnv(listen != nil),
+		ExtraFiles: extraFiles(child, rootfs, p.mapsR, listen), // fds 3, 4, 5 and 6
 		Stdin:      p.holdR,
 		Stdout:     p.pidW,
 		Stderr:     p.errW,
@@ -343,6 +341,16 @@ func starterCmd(e *environment, child, rootfs *os.File, p *stagePipes) *exec.Cmd
 			AmbientCaps: []uintptr{unix.CAP_SYS_ADMIN},
 		},
 	}
+}
+
+// starterEnv is the starter's environment; adoptable says fd 6 is the
+// listening control socket.
+func starterEnv(adoptable bool) []string {
+	env := []string{"_JAILGATE_INIT=" + stageStart, "GOMAXPROCS=1"}
+	if adoptable {
+		env = append(env, listenEnv)
+	}
+	return env
 }
 
 // sendConfig gives the init what it needs to build the jail from inside.
@@ -354,7 +362,8 @@ func sendConfig(s *starting) error {
 	}
 	cfg := &initConfig{Rootfs: e.spec.Rootfs, Hostname: e.spec.Hostname, Caps: caps,
 		KillGrace: e.sup.opts.KillGrace.Milliseconds(), Seccomp: e.spec.Seccomp,
-		Rlimits: e.spec.Rlimits, Network: s.network, NAT: s.nat, PTYs: e.spec.Limits.PTYs, Tmp: e.spec.Limits.Tmp}
+		Rlimits: e.spec.Rlimits, Network: s.network, NAT: s.nat, PTYs: e.spec.Limits.PTYs, Tmp: e.spec.Limits.Tmp,
+		Token: e.token, Linger: e.spec.Linger.Milliseconds(), Orphan: e.sup.orphanGrace().Milliseconds()}
 	if err := e.ctl.send(&message{Op: opConfig, Config: cfg}); err != nil {
 		return fmt.Errorf("send config: %w", err)
 	}

@@ -3,6 +3,7 @@ package provision
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,7 +44,7 @@ func ChooseDisk(stateDir, mode string, u *config.User) (DiskChoice, error) {
 	allows := func(b string) bool { return mode == config.DiskQuotaAuto || mode == b }
 	var tried []string
 	if allows(config.DiskQuotaProject) {
-		tried = append(tried, "project: not implemented yet by this jailgate")
+		tried = append(tried, projectWhy())
 	}
 	if allows(config.DiskQuotaBtrfs) {
 		why, ok := btrfsServes(c.Tree, u.Image != "")
@@ -77,6 +78,17 @@ func ChooseDisk(stateDir, mode string, u *config.User) (DiskChoice, error) {
 	}
 	c.Why = strings.Join(tried, "; ")
 	return c, diskError(u, "limits.disk", c.Tree, "no disk quota backend (disk_quota "+mode+") serves her tree: "+c.Why+"; "+diskFixes)
+}
+
+// projectWhy is why the project backend does not serve a tree: not
+// implemented yet, and what this kernel lacks for it, if anything.
+func projectWhy() string {
+	why := "project: not implemented yet by this jailgate"
+	if gaps := rootfs.ProjectQuotaGaps(); len(gaps) > 0 {
+		why += ", and this kernel lacks " + strings.Join(gaps, ", ") +
+			" (ext4 prjquota needs CONFIG_QUOTA and CONFIG_QFMT_V2; XFS prjquota, CONFIG_XFS_QUOTA)"
+	}
+	return why
 }
 
 // diskError is a *config.Error at her limits, naming her tree's mount.
@@ -165,14 +177,94 @@ func (p *Provisioner) applyDisk(u *config.User) (rootfs.Quota, error) {
 	if ch.Backend != config.DiskQuotaBtrfs {
 		return q, nil
 	}
-	if _, err := os.Lstat(ch.Tree); u.Image != "" && errors.Is(err, os.ErrNotExist) {
-		if err := os.MkdirAll(filepath.Dir(ch.Tree), 0o700); err != nil {
+	if u.Image != "" {
+		if err := rootfs.MakeTree(ch.Tree, 0o700); err != nil { // her layer dir: a subvolume (btrfsServes)
 			return q, err
 		}
-		if err := rootfs.CreateSubvolume(ch.Tree); err != nil {
-			return q, err
-		}
-		os.Chmod(ch.Tree, 0o700)
 	}
 	return q, rootfs.SetBtrfsLimit(ch.Tree, u.Disk.Bytes)
+}
+
+// DiskUsage reads what u's tree holds against her disk quota: her rootfs:
+// directory's, or her layer's (her disk image or subvolume). ok is false
+// where no quota bounds her tree. It serves gateway.Options.DiskUsage,
+// /metrics and status alike.
+func DiskUsage(stateDir string, u *config.User) (us rootfs.Usage, ok bool, err error) {
+	tree := u.Rootfs
+	if u.Image != "" {
+		tree = "" // her layer: TenantUsage finds her image or subvolume
+	}
+	return rootfs.TenantUsage(stateDir, u.Name, tree)
+}
+
+// DiskUsages reads DiskUsage for every tenant of c under a quota, by
+// tenant (the /metrics gauges).
+func DiskUsages(c *config.Config) map[string]rootfs.Usage {
+	out := map[string]rootfs.Usage{}
+	for _, n := range c.Names() {
+		if us, ok, err := DiskUsage(c.StateDir, c.Users[n]); ok && err == nil {
+			out[n] = us
+		}
+	}
+	return out
+}
+
+// ApplyDiskLimits applies c's disk limits live (a reload that changed
+// limits.disk): a btrfs tree's qgroup takes its new limit at once (none,
+// if her limits are gone); her mounted disk image grows, online where the
+// host allows, and a lowered size is refused with the reason. A tree not
+// made yet, or an image not mounted, takes them at her next login. The
+// errors say, per tenant, what was not applied.
+func (p *Provisioner) ApplyDiskLimits(c *config.Config) error {
+	var errs []error
+	for _, n := range c.Names() {
+		if err := p.applyLive(c, c.Users[n]); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", n, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// applyLive applies u's disk limits to her tree as it is now.
+func (p *Provisioner) applyLive(c *config.Config, u *config.User) error {
+	if !u.Disk.Set() {
+		// Limits gone: a btrfs tree she has keeps no stale limit.
+		if us, ok, _ := DiskUsage(c.StateDir, u); ok && us.Backend == rootfs.QuotaBtrfs && us.BytesLimit > 0 {
+			return p.setBtrfs(u, c.StateDir, 0)
+		}
+		return nil
+	}
+	ch, err := ChooseDisk(c.StateDir, c.DiskQuota, u)
+	switch {
+	case ch.Backend == config.DiskQuotaBtrfs:
+		if _, err := os.Lstat(ch.Tree); err != nil {
+			return nil // made, with her limit, at her next login
+		}
+		return p.setBtrfs(u, c.StateDir, u.Disk.Bytes)
+	case ch.Backend == config.DiskQuotaImage:
+		p.mu.Lock()
+		layers := p.layers
+		p.mu.Unlock()
+		if layers == nil {
+			return nil
+		}
+		return layers.Requota(u.Name, rootfs.Quota{Backend: ch.Backend, Bytes: u.Disk.Bytes, Inodes: u.Disk.Inodes})
+	}
+	return err
+}
+
+// setBtrfs sets u's btrfs tree's qgroup limit to bytes, logging a change.
+func (p *Provisioner) setBtrfs(u *config.User, stateDir string, bytes int64) error {
+	tree := u.Rootfs
+	if u.Image != "" {
+		tree = statedir.New(stateDir).Tenant(u.Name)
+	}
+	if us, ok, _ := DiskUsage(stateDir, u); ok && us.BytesLimit == bytes {
+		return nil // in force already: nothing to say
+	}
+	if err := rootfs.SetBtrfsLimit(tree, bytes); err != nil {
+		return err
+	}
+	slog.Info("disk quota applied", "tenant", u.Name, "backend", rootfs.QuotaBtrfs, "limit", bytes)
+	return nil
 }

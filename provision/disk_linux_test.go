@@ -8,53 +8,27 @@ import (
 	"testing"
 
 	"github.com/jailgate/jailgate/config"
+	"github.com/jailgate/jailgate/internal/testfs"
 	"github.com/jailgate/jailgate/rootfs"
 )
 
-// mountFS makes a 512 MiB file system with mkfs args on a loop device
-// and mounts it with opts; it is unmounted (and its loop device freed) in
-// t.Cleanup, even on failure.
-func mountFS(t *testing.T, fstype, opts string, mkfs ...string) (string, error) {
-	t.Helper()
-	dir := t.TempDir()
-	img, mnt := filepath.Join(dir, "fs.img"), filepath.Join(dir, "mnt")
-	os.Mkdir(mnt, 0o755)
-	f, _ := os.Create(img)
-	f.Truncate(512 << 20)
-	f.Close()
-	if out, err := exec.Command("mkfs."+fstype, append(mkfs, img)...).CombinedOutput(); err != nil {
-		return "", &os.PathError{Op: "mkfs." + fstype + ": " + strings.TrimSpace(string(out)), Path: img, Err: err}
-	}
-	args := []string{"-o", "loop"}
-	if opts != "" {
-		args = []string{"-o", "loop," + opts}
-	}
-	if out, err := exec.Command("mount", append(args, img, mnt)...).CombinedOutput(); err != nil {
-		return "", &os.PathError{Op: "mount " + strings.TrimSpace(string(out)), Path: img, Err: err}
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
-	return mnt, nil
-}
-
 // TestDiskBackends, on file systems the test makes: btrfs (quotas on)
 // bounds a rootfs: tenant's subvolume (dd of 200 MiB stops near 64 MiB
-// with EDQUOT, another tenant still writes), says it has no inode quota,
+// with EDQUOT, another tenant still writes; a reload's lowered limit, then
+// none, applies live, past her quota as she is), says it has no inode quota,
 // and a tree no backend serves is refused with the fixes. The project
 // backend runs where this kernel can mount prjquota; where it cannot, the
-// log says so once.
+// log says so once, and the refusal names the missing kernel option.
 func TestDiskBackends(t *testing.T) {
-	if mnt, err := mountFS(t, "ext4", "prjquota", "-q", "-O", "project,quota"); err != nil {
-		t.Logf("project backend: this kernel cannot mount ext4 with prjquota (it needs CONFIG_QUOTA and CONFIG_QFMT_V2): %v", err)
+	mnt, err := testfs.Loop(t, "ext4", "prjquota", "-q", "-O", "project,quota")
+	noPrjquota := err != nil
+	if noPrjquota {
+		t.Logf("project backend: this kernel cannot mount ext4 with prjquota (it needs CONFIG_QUOTA and CONFIG_QFMT_V2; "+
+			"its config lacks %v): %v", rootfs.ProjectQuotaGaps(), err)
 	} else {
 		t.Logf("project backend: %s mounts with prjquota, but jailgate does not implement the project backend yet", mnt)
 	}
-	mnt, err := mountFS(t, "btrfs", "", "-q")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("btrfs", "quota", "enable", mnt).CombinedOutput(); err != nil {
-		t.Fatalf("btrfs quota enable: %v: %s", err, out)
-	}
+	mnt = testfs.Btrfs(t)
 	alice, bob, plain := filepath.Join(mnt, "alice"), filepath.Join(mnt, "bob"), filepath.Join(mnt, "plain")
 	for _, d := range []string{alice, bob} {
 		if err := rootfs.CreateSubvolume(d); err != nil {
@@ -82,6 +56,18 @@ func TestDiskBackends(t *testing.T) {
 	if out, err := exec.Command("dd", "if=/dev/zero", "of="+filepath.Join(bob, "f"), "bs=1M", "count=100").CombinedOutput(); err != nil {
 		t.Errorf("bob, on the same file system, cannot write: %s", out)
 	}
+	// A reload's limits, applied live: lowered, then gone.
+	state := t.TempDir()
+	for _, want := range []int64{32 << 20, 0} {
+		c := &config.Config{StateDir: state, DiskQuota: config.DiskQuotaAuto,
+			Users: map[string]*config.User{"alice": {Name: "alice", Rootfs: alice, Disk: config.Disk{Bytes: want}}}}
+		if err := p.ApplyDiskLimits(c); err != nil {
+			t.Errorf("ApplyDiskLimits, disk %d: %v", want, err)
+		}
+		if us, ok, err := DiskUsage(state, c.Users["alice"]); err != nil || !ok || us.BytesLimit != want {
+			t.Errorf("after ApplyDiskLimits, disk %d: %+v ok %v err %v", want, us, ok, err)
+		}
+	}
 	// btrfs has no inode quota: said.
 	u.Disk.Inodes = 3000
 	if _, err := ChooseDisk(t.TempDir(), config.DiskQuotaAuto, u); err == nil || !strings.Contains(err.Error(), "btrfs has no inode quota") {
@@ -95,5 +81,10 @@ func TestDiskBackends(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("plain dir: %v; want %q in it", err, want)
 		}
+	}
+	// Where prjquota cannot be mounted, the refusal (what check prints)
+	// names the kernel option missing, if the kernel's config says.
+	if noPrjquota && rootfs.ProjectQuotaGaps() != nil && (err == nil || !strings.Contains(err.Error(), "this kernel lacks CONFIG_QFMT_V2")) {
+		t.Errorf("plain dir on a kernel without prjquota: %v; want it to name CONFIG_QFMT_V2", err)
 	}
 }

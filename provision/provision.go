@@ -104,6 +104,16 @@ func newPool(stateDir, hostIDs string) *jail.IDPool {
 // id range, and her rootfs prepared, or her layer mounted (the spec's
 // OnEnd releases it). It implements gateway.Options.Provision.
 func (p *Provisioner) Provision(_ context.Context, u *config.User) (*jail.EnvSpec, error) {
+	return p.provision(u, false)
+}
+
+// Adopt is Provision for an environment that outlived the gateway which
+// started it: her layer, mounted and in use inside it, is taken as it is.
+func (p *Provisioner) Adopt(_ context.Context, u *config.User) (*jail.EnvSpec, error) {
+	return p.provision(u, true)
+}
+
+func (p *Provisioner) provision(u *config.User, adopt bool) (*jail.EnvSpec, error) {
 	spec := SpecFor(u)
 	ids, err := p.idMap(u)
 	if err != nil {
@@ -130,7 +140,11 @@ func (p *Provisioner) Provision(_ context.Context, u *config.User) (*jail.EnvSpe
 	// Her layer is one mount for all her environments (whatever their
 	// mode); the jail calls OnEnd when the environment this spec starts
 	// has ended, or at once if it joins a live one.
-	merged, release, err := layers.AcquireQuota(u.Name, u.Image, ids.UID, ids.Size, quota)
+	acquire := layers.AcquireQuota
+	if adopt {
+		acquire = layers.Adopt
+	}
+	merged, release, err := acquire(u.Name, u.Image, ids.UID, ids.Size, quota)
 	if err != nil {
 		return nil, err
 	}
@@ -161,6 +175,30 @@ func (p *Provisioner) idMap(u *config.User) (jail.IDMap, error) {
 		}
 	}
 	return jail.IDMap{UID: base, GID: base, Size: size}, nil
+}
+
+// Detach unmounts the tenants' layers no environment uses, and leaves the
+// others to the environments that outlive the gateway.
+func (p *Provisioner) Detach() error {
+	p.mu.Lock()
+	layers := p.layers
+	p.mu.Unlock()
+	if layers == nil {
+		return nil
+	}
+	return layers.Detach()
+}
+
+// SweepMounts unmounts the layers an earlier gateway left mounted for
+// tenants without a live environment (keep names those with one).
+func (p *Provisioner) SweepMounts(keep map[string]bool) error {
+	p.mu.Lock()
+	if p.layers == nil {
+		p.layers = rootfs.NewLayers(p.stateDir, rootfs.LayerOptions{})
+	}
+	layers := p.layers
+	p.mu.Unlock()
+	return layers.SweepMounts(keep)
 }
 
 // Close unmounts the tenants' layers this Provisioner mounted.

@@ -118,18 +118,34 @@ func CreateSubvolume(dir string) error {
 }
 
 // SetBtrfsLimit limits the data the subvolume dir references to bytes (0:
-// no limit).
+// no limit). A limit already in force is left alone. The ioctl runs a
+// transaction on the subvolume of the fd it is called on, which btrfs
+// refuses with EDQUOT once that subvolume is past its limit; so it is
+// called on the parent's subvolume with her qgroup named, where a tenant
+// past her quota (who must still log in), or one whose limit is lowered
+// below what she holds, does not block it.
 func SetBtrfsLimit(dir string, bytes int64) error {
+	if u, err := btrfsUsage(dir); err == nil && u.BytesLimit == bytes {
+		return nil
+	}
+	id, err := btrfsSubvolID(dir)
+	if err != nil {
+		return err
+	}
 	var args struct {
-		qgroupid                                  uint64 // 0: the subvolume of the fd
+		qgroupid                                  uint64 // her subvolume's level-0 qgroup, 0/id
 		flags, maxRfer, maxExcl, rsvRfer, rsvExcl uint64
 	}
-	args.flags = qgroupLimitMaxRfer
+	args.qgroupid, args.flags = id, qgroupLimitMaxRfer
 	args.maxRfer = uint64(bytes)
 	if bytes == 0 {
 		args.maxRfer = ^uint64(0) // the kernel's "no limit"
 	}
-	if err := btrfsIoctl(dir, iocQgroupLimit, unsafe.Pointer(&args)); err != nil {
+	at := filepath.Dir(dir)
+	if t, err := ProbeBtrfs(at); err != nil || !t.Btrfs {
+		at = dir // her tree is a mount of its own: its own subvolume it is
+	}
+	if err := btrfsIoctl(at, iocQgroupLimit, unsafe.Pointer(&args)); err != nil {
 		if errors.Is(err, unix.ENOTCONN) {
 			err = fmt.Errorf("%w: quotas are off on this file system (btrfs quota enable MOUNT)", err)
 		}

@@ -56,7 +56,7 @@ var baseCommands = []string{
 	"touch", "sleep", "env", "hostname", "stty", "tty", "uname", "head", "tail", "wc",
 	"grep", "sed", "kill", "true", "false", "printf", "test", "readlink", "ln", "chmod",
 	"chown", "whoami", "dirname", "basename", "seq", "sort", "uniq", "tr", "cut", "date",
-	"pwd", "df", "du", "find", "xargs", "stat", "mount", "umount", "tee", "yes", "nproc",
+	"pwd", "df", "du", "find", "xargs", "stat", "mount", "umount", "tee", "yes", "nproc", "nohup",
 }
 
 // optionalCommands are copied when the host has them.
@@ -267,7 +267,7 @@ func (b *builder) installLocale() error {
 // foreign non-empty directory, and opens it as a Root.
 func openTarget(dir string) (*os.Root, *unix.Stat_t, error) {
 	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := MakeTree(dir, 0o755); err != nil { // a subvolume on btrfs: her disk quota's tree
 			return nil, nil, err
 		}
 		if err := os.Chmod(dir, 0o755); err != nil { // undo the umask

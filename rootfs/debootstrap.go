@@ -122,6 +122,11 @@ func debootstrap(ctx context.Context, dir string, opts DebootstrapOptions) error
 	if err != nil {
 		return err
 	}
+	// debootstrap makes a missing target a plain directory: made here, a
+	// subvolume on btrfs (her disk quota's tree, if a tenant's).
+	if err := MakeTree(dir, 0o755); err != nil {
+		return err
+	}
 	cmd := exec.CommandContext(ctx, bin, args...)
 	// Plain English lines to parse; dpkg must not ask anything.
 	cmd.Env = append(os.Environ(), "LC_ALL=C", "DEBIAN_FRONTEND=noninteractive")

@@ -132,39 +132,80 @@ func (l *Layers) mountDisk(ly *layer, q Quota) error {
 
 // requota applies q to ly's mounted image: a larger size grows it online;
 // a smaller one, or another inode count, is refused (logged once per
-// value) and the image keeps what it has.
+// value) and the image keeps what it has. Neither fails her login.
 func (l *Layers) requota(ly *layer, q Quota) error {
+	_, err := l.requotaWhy(ly, q)
+	return err
+}
+
+// ErrQuotaRefused is what a live change of a disk image's quota that the
+// image cannot take wraps (see Requota).
+var ErrQuotaRefused = errors.New("disk quota change refused")
+
+// requotaWhy is requota, saying why a change is refused or deferred (an
+// error wrapping ErrQuotaRefused), or nil if q is in force.
+func (l *Layers) requotaWhy(ly *layer, q Quota) (refused, err error) {
 	defer func() { ly.quota = q }()
 	img, mnt, _, _ := diskPaths(l.stateDir, ly.tenant, ly.p)
 	if !mounted(mnt) || q.Backend != QuotaImage {
-		return nil
+		return nil, nil
 	}
 	fi, err := os.Stat(img)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	switch {
 	case q.Bytes > fi.Size():
 		if err := growImage(img, mnt, q.Bytes); err != nil {
-			// Online resizing needs CAP_SYS_RESOURCE, which a gateway
-			// in a container may lack: offline, at her next mount.
+			// Online resizing needs CAP_SYS_RESOURCE (EXT4_IOC_RESIZE_FS),
+			// which a gateway in a container may lack: offline, at her
+			// next mount.
 			l.log.Warn("her disk image could not grow while mounted; it grows at her next login",
 				"tenant", ly.tenant, "to", q.Bytes, "err", err)
-			return nil
+			return fmt.Errorf("%w: %s's disk image could not grow while mounted (%v); it grows to %d bytes at her next login",
+				ErrQuotaRefused, ly.tenant, err, q.Bytes), nil
 		}
 		l.log.Info("tenant disk image grown", "tenant", ly.tenant, "from", fi.Size(), "to", q.Bytes)
-	case q.Bytes < fi.Size() && q.Bytes != ly.quota.Bytes:
-		l.log.Warn("limits.disk lowered below her disk image's size: refused, her quota stays as it is "+
-			"(an ext4 file system cannot shrink while mounted, and what she keeps may not fit); "+
-			"jailgate tenant reset discards her layer, and the new size applies to the next image",
-			"tenant", ly.tenant, "image_size", fi.Size(), "limit", q.Bytes)
+	case q.Bytes < fi.Size():
+		refused = fmt.Errorf("%w: limits.disk %d is below %s's disk image of %d bytes: an ext4 file system cannot shrink "+
+			"while mounted, and what she keeps may not fit; her quota stays %d bytes (jailgate tenant reset discards her layer, "+
+			"and the new size applies to her next image)", ErrQuotaRefused, q.Bytes, ly.tenant, fi.Size(), fi.Size())
+		if q.Bytes != ly.quota.Bytes {
+			l.log.Warn("limits.disk lowered below her disk image's size: refused, her quota stays as it is "+
+				"(an ext4 file system cannot shrink while mounted, and what she keeps may not fit); "+
+				"jailgate tenant reset discards her layer, and the new size applies to the next image",
+				"tenant", ly.tenant, "image_size", fi.Size(), "limit", q.Bytes)
+		}
 	}
 	if q.Inodes != ly.quota.Inodes && ly.quota.Backend == QuotaImage {
 		l.log.Warn("limits.inodes changed: her disk image keeps the inode count it was made with "+
 			"(ext4 fixes it at mkfs; growing the image adds inodes in proportion); jailgate tenant reset applies the new one",
 			"tenant", ly.tenant, "inodes", q.Inodes)
 	}
-	return nil
+	return refused, nil
+}
+
+// Requota applies q live to tenant's layer if it is mounted (a reload
+// that changed her limits): her disk image grows, online where the host
+// allows; a lowered size is refused, the error wrapping ErrQuotaRefused
+// and saying why. An unmounted layer takes q at her next login.
+func (l *Layers) Requota(tenant string, q Quota) error {
+	l.mu.Lock()
+	ly := l.tenants[tenant]
+	l.mu.Unlock()
+	if ly == nil {
+		return nil
+	}
+	ly.mu.Lock()
+	defer ly.mu.Unlock()
+	if !ly.mounted {
+		return nil
+	}
+	refused, err := l.requotaWhy(ly, q)
+	if err != nil {
+		return err
+	}
+	return refused
 }
 
 // makeImage makes the sparse ext4 image img of q's size, moving into it

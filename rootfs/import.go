@@ -93,7 +93,7 @@ type extractor struct {
 }
 
 func newExtractor(dir string, opts ImportOptions) (*extractor, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := MakeTree(dir, 0o755); err != nil { // a subvolume on btrfs: her disk quota's tree
 		return nil, fmt.Errorf("import: %w", err)
 	}
 	root, err := os.OpenRoot(dir)

@@ -91,6 +91,18 @@ func (l *Layers) Acquire(tenant, image string, base, size uint32) (merged string
 // a smaller one is refused (logged, the image keeps its size). Her layer
 // stays in her image once she has one, whatever q says.
 func (l *Layers) AcquireQuota(tenant, image string, base, size uint32, q Quota) (merged string, release func(), err error) {
+	return l.acquire(tenant, image, base, size, q, false)
+}
+
+// Adopt is AcquireQuota for an environment a gateway adopts (it outlived
+// the gateway that mounted her layer): a layer mounted already is hers,
+// in use inside it, and is taken as it is, never mounted again (two
+// overlays on one upper dir corrupt it).
+func (l *Layers) Adopt(tenant, image string, base, size uint32, q Quota) (merged string, release func(), err error) {
+	return l.acquire(tenant, image, base, size, q, true)
+}
+
+func (l *Layers) acquire(tenant, image string, base, size uint32, q Quota, adopt bool) (merged string, release func(), err error) {
 	if err := checkTenant(tenant); err != nil {
 		return "", nil, fmt.Errorf("rootfs: layer: %w", err)
 	}
@@ -118,7 +130,7 @@ func (l *Layers) AcquireQuota(tenant, image string, base, size uint32, q Quota) 
 
 	ly.mu.Lock()
 	defer ly.mu.Unlock()
-	if err := l.ensure(ly, tenant, image, base, size, q); err != nil {
+	if err := l.ensure(ly, tenant, image, base, size, q, adopt); err != nil {
 		release()
 		return "", nil, fmt.Errorf("rootfs: image %s for %s: %w", image, tenant, err)
 	}
@@ -126,7 +138,7 @@ func (l *Layers) AcquireQuota(tenant, image string, base, size uint32, q Quota) 
 }
 
 // ensure mounts ly unless it is mounted as asked; ly.mu is held.
-func (l *Layers) ensure(ly *layer, tenant, image string, base, size uint32, q Quota) error {
+func (l *Layers) ensure(ly *layer, tenant, image string, base, size uint32, q Quota, adopt bool) error {
 	if ly.mounted {
 		if ly.image == image && ly.base == base && ly.size == size {
 			if q != ly.quota {
@@ -156,6 +168,9 @@ func (l *Layers) ensure(ly *layer, tenant, image string, base, size uint32, q Qu
 	l.mu.Unlock()
 	if closed { // Close has been here, or waits for ly.mu: mount nothing more
 		return errClosed
+	}
+	if mounted(ly.p.merged) && adopt {
+		return l.mounted(ly, image, base, size)
 	}
 	if mounted(ly.p.merged) {
 		// Left by a gateway that is gone, and its environments with it:
@@ -352,7 +367,9 @@ func (l *Layers) Close() error {
 // shared flock(2) on it, waiting for a RemoveLayer under way.
 func lockShared(dir string) (*os.File, error) {
 	for range 10 {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
+		// A subvolume on btrfs: her layer's tree, which the btrfs disk
+		// quota backend bounds.
+		if err := MakeTree(dir, 0o700); err != nil {
 			return nil, err
 		}
 		f, err := os.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)

@@ -28,3 +28,6 @@ func (*Layers) Close() error { return nil }
 
 // RemoveLayer needs Linux.
 func RemoveLayer(string, string) error { return errors.ErrUnsupported }
+
+// Requota does nothing off Linux.
+func (*Layers) Requota(string, Quota) error { return nil }

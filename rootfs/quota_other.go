@@ -24,3 +24,6 @@ func MountOf(string) (point, fstype, source string) { return "", "", "" }
 
 // TenantUsage knows no quota off Linux.
 func TenantUsage(string, string, string) (Usage, bool, error) { return Usage{}, false, nil }
+
+// ProjectQuotaGaps knows no kernel config off Linux.
+func ProjectQuotaGaps() []string { return nil }

@@ -16,6 +16,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/jailgate/jailgate/gateway/gatewaytest"
+	"github.com/jailgate/jailgate/internal/testfs"
 	"github.com/jailgate/jailgate/jail/jailtest"
 	"github.com/jailgate/jailgate/rootfs"
 	"github.com/jailgate/jailgate/statedir"
@@ -23,29 +24,6 @@ import (
 
 // diskLimit is the quota every tenant of these tests has.
 const diskLimit = "    limits:\n      disk: 64MiB\n"
-
-// loopFS makes a 512 MiB fstype file system (mkfs args) in a file under a
-// searchable temp dir, loop-mounts it and returns its mount point; it is
-// unmounted (its loop device freed) in t.Cleanup, which runs after the
-// cleanups of anything made on it later.
-func loopFS(t *testing.T, fstype string, mkfs ...string) string {
-	t.Helper()
-	dir := jailtest.SearchableTempDir(t)
-	img, mnt := filepath.Join(dir, "fs.img"), filepath.Join(dir, "mnt")
-	os.Mkdir(mnt, 0o755)
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	os.Truncate(img, 512<<20)
-	if out, err := exec.Command("mkfs."+fstype, append(mkfs, img)...).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.%s: %v: %s", fstype, err, out)
-	}
-	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
-		t.Fatalf("mount %s: %v: %s", img, err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
-	return mnt
-}
 
 // diskUsers writes the users: section for tenants (name: extra YAML), each
 // with the lab's keys (made here) and tree(name) as her YAML tree line.
@@ -87,10 +65,7 @@ func installAttack(t *testing.T, tree string) {
 func btrfsLab(t *testing.T) *lab {
 	t.Helper()
 	jailtest.RequireRoot(t)
-	mnt := loopFS(t, "btrfs", "-q")
-	if out, err := exec.Command("btrfs", "quota", "enable", mnt).CombinedOutput(); err != nil {
-		t.Fatalf("btrfs quota enable: %v: %s", err, out)
-	}
+	mnt := testfs.Btrfs(t)
 	l := &lab{stateDir: filepath.Join(mnt, "state"), keys: map[string]gossh.Signer{},
 		rootfs: map[string]string{}, log: &syncBuffer{}}
 	for _, u := range []string{"alice", "bob"} {
@@ -161,7 +136,8 @@ func usageOf(t *testing.T, l *lab, tenant, tree string) func() int64 {
 // nested subvolume takes 100 MiB past his 64 MiB. Changing a file's
 // project id (FS_IOC_FSSETXATTR, chattr -p) is refused by the kernel
 // outside the host's user namespace. After her attempts, dd still stops
-// at her quota.
+// at her quota. Hard links across trees fail (projectAttacks), and across
+// subvolumes even for Bob.
 func TestDiskQuotaBtrfsAttacks(t *testing.T) {
 	l := btrfsLab(t)
 	alice, bob := l.client(t, "alice"), l.client(t, "bob")
@@ -183,15 +159,35 @@ func TestDiskQuotaBtrfsAttacks(t *testing.T) {
 		"dd if=/dev/zero of=/root/escape-shell/big bs=1M count=100 2>&1"); !ok {
 		t.Errorf("control: bob's nested subvolume is under his quota after all: %s", out)
 	}
+	// Even with his nested subvolume, a hard link cannot carry a file of
+	// his tree into it (or out): btrfs refuses links across subvolumes.
+	must(t, bob, "echo x > /root/f")
+	if out, ok := tryAttack(t, bob, "bob (control)", "hard link into his nested subvolume", "ln /root/f /root/escape-shell/f"); ok ||
+		!strings.Contains(out, "Invalid cross-device link") {
+		t.Errorf("control: bob hard-linked a file across subvolumes: ok=%v %q, want EXDEV", ok, out)
+	}
 	projectAttacks(t, alice, "alice")
 	ddStops(t, alice, "alice", "/root/big", usageOf(t, l, "alice", l.rootfs["alice"]))
 }
 
 // projectAttacks tries to move a file of hers to another project: the
-// raw FS_IOC_FSSETXATTR and chattr -p either fail or change nothing.
+// raw FS_IOC_FSSETXATTR and chattr -p either fail or change nothing. Then
+// hard links across trees, which would let a file be charged to a tree
+// other than the one that holds it: from her tree into the tmpfs trees she
+// can write (/tmp, /dev/shm), and from them into hers; each fails with
+// EXDEV.
 func projectAttacks(t *testing.T, c *gossh.Client, who string) {
 	t.Helper()
 	must(t, c, "echo x > /root/f")
+	for _, a := range []struct{ what, cmd string }{
+		{"hard link from her tree into /tmp", "ln /root/f /tmp/f-link"},
+		{"hard link from her tree into /dev/shm", "ln /root/f /dev/shm/f-link"},
+		{"hard link from /tmp into her tree", "echo y > /tmp/g && ln /tmp/g /root/g-link"},
+	} {
+		if out, ok := tryAttack(t, c, who, a.what, a.cmd); ok || !strings.Contains(out, "Invalid cross-device link") {
+			t.Errorf("%s, %s: ok=%v %q, want EXDEV (Invalid cross-device link)", who, a.what, ok, out)
+		}
+	}
 	if v, _ := tryAttack(t, c, who, "FS_IOC_FSSETXATTR project id 4242", "attack fssetxattr /root/f"); strings.HasPrefix(v, "ESCAPED") || v == "" {
 		t.Errorf("%s, FS_IOC_FSSETXATTR: %q, want BLOCKED or CONTAINED", who, v)
 	}

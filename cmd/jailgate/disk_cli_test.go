@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jailgate/jailgate/internal/testfs"
 	"github.com/jailgate/jailgate/jail/jailtest"
 	"github.com/jailgate/jailgate/rootfs"
 	"github.com/jailgate/jailgate/statedir"
@@ -45,7 +46,7 @@ func writeDiskConfig(t *testing.T, dir, head string, users ...string) string {
 // it as a warning.
 func TestCheckDiskNoBackend(t *testing.T) {
 	jailtest.RequireRoot(t)
-	mnt := loopFS(t, "ext4", "-q")
+	mnt := testfs.MustLoop(t, "ext4", "", "-q")
 	tree := filepath.Join(mnt, "alice")
 	os.Mkdir(tree, 0o755)
 	dir := t.TempDir()
@@ -65,6 +66,12 @@ func TestCheckDiskNoBackend(t *testing.T) {
 			t.Errorf("check's message lacks %q", want)
 		}
 	}
+	// A kernel that cannot mount prjquota (TestDiskBackends logs why):
+	// check names the option it lacks.
+	if _, err := testfs.Loop(t, "ext4", "prjquota", "-q", "-O", "project,quota"); err != nil && rootfs.ProjectQuotaGaps() != nil &&
+		!strings.Contains(stderr.String(), "this kernel lacks CONFIG_QFMT_V2") {
+		t.Errorf("check on a kernel without prjquota does not name CONFIG_QFMT_V2")
+	}
 	path = writeDiskConfig(t, dir, "limits_enforcement: best-effort\n", "alice: rootfs: "+tree)
 	stdout.Reset()
 	stderr.Reset()
@@ -75,16 +82,24 @@ func TestCheckDiskNoBackend(t *testing.T) {
 	}
 }
 
+// projectWhyText is why explain says the project backend does not serve
+// a tree on this host: not implemented, and the kernel options it lacks.
+func projectWhyText() string {
+	why := "project: not implemented yet by this jailgate"
+	if gaps := rootfs.ProjectQuotaGaps(); gaps != nil {
+		why += ", and this kernel lacks " + strings.Join(gaps, ", ") +
+			" (ext4 prjquota needs CONFIG_QUOTA and CONFIG_QFMT_V2; XFS prjquota, CONFIG_XFS_QUOTA)"
+	}
+	return why
+}
+
 // TestExplainStatusDisk: explain says which disk backend serves each
 // tenant and why (alice's rootfs: a btrfs subvolume with quotas on: btrfs;
 // bob's image: layer, state_dir on ext4: image, with why the others do
 // not serve), and status shows alice's used / limit, blocks and inodes.
 func TestExplainStatusDisk(t *testing.T) {
 	jailtest.RequireRoot(t)
-	bt, ext := loopFS(t, "btrfs", "-q"), loopFS(t, "ext4", "-q")
-	if out, err := exec.Command("btrfs", "quota", "enable", bt).CombinedOutput(); err != nil {
-		t.Fatalf("btrfs quota enable: %v: %s", err, out)
-	}
+	bt, ext := testfs.Btrfs(t), testfs.MustLoop(t, "ext4", "", "-q")
 	tree := filepath.Join(bt, "alice")
 	if err := rootfs.CreateSubvolume(tree); err != nil {
 		t.Fatal(err)
@@ -96,7 +111,7 @@ func TestExplainStatusDisk(t *testing.T) {
 	for tenant, want := range map[string]string{
 		"alice": "disk quota:   btrfs on " + tree + " (disk_quota auto), because a btrfs subvolume with a qgroup limit",
 		"bob": "disk quota:   image on " + filepath.Join(ext, "state/tenants/bob") + " (disk_quota auto), because her layer lives in an ext4 image " +
-			"of limits.disk's size under state_dir (project: not implemented yet by this jailgate; btrfs: not on btrfs)",
+			"of limits.disk's size under state_dir (" + projectWhyText() + "; btrfs: not on btrfs)",
 	} {
 		var out, errOut bytes.Buffer
 		code := run([]string{"explain", "--config", path, tenant}, &out, &errOut)
@@ -131,5 +146,29 @@ func TestExplainStatusDisk(t *testing.T) {
 	// DISK and INODES come before the three network columns.
 	if f := strings.Fields(bob); len(f) < 5 || f[len(f)-4] != "-" || f[len(f)-5] != "-" {
 		t.Errorf("status: bob (no image yet) %q, want - - for disk and inodes", bob)
+	}
+}
+
+// TestFromHostSubvolume (issue 19): `rootfs from-host DIR` with DIR on a
+// btrfs with quotas on makes her tree a subvolume, so that a rootfs:
+// tenant on it with disk: 64MiB passes check, served by btrfs (a plain
+// directory there is refused: TestCheckDiskNoBackend).
+func TestFromHostSubvolume(t *testing.T) {
+	jailtest.RequireRoot(t)
+	tree := filepath.Join(testfs.Btrfs(t), "alice")
+	var out, errOut bytes.Buffer
+	if code := run([]string{"rootfs", "from-host", "-q", "--minimal", tree}, &out, &errOut); code != 0 {
+		t.Fatalf("rootfs from-host: exit %d %s", code, errOut.String())
+	}
+	path := writeDiskConfig(t, t.TempDir(), "", "alice: rootfs: "+tree)
+	code := run([]string{"check", "--config", path}, &out, &errOut)
+	t.Logf("check: exit %d\n%s%s", code, out.String(), errOut.String())
+	if code != 0 {
+		t.Errorf("check of a tenant on a tree from-host made on btrfs: exit %d, want 0", code)
+	}
+	out.Reset()
+	run([]string{"explain", "--config", path, "alice"}, &out, &errOut)
+	if want := "disk quota:   btrfs on " + tree + " (disk_quota auto)"; !strings.Contains(out.String(), want) {
+		t.Errorf("explain: %s\nwant %q", out.String(), want)
 	}
 }

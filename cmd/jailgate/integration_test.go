@@ -32,6 +32,7 @@ type lab struct {
 	addr     string
 	srv      *gateway.Server
 	prov     *provision.Provisioner
+	sup      *jail.Supervisor
 	layers   *rootfs.Layers // image tenants' layers, if the test makes its own; set before serve
 	stateDir string
 	cgroup   string // the Supervisor's cgroup prefix, the lab's own
@@ -83,7 +84,10 @@ func (l *lab) serve(t *testing.T, dir, yaml string) {
 	hostKey, _ := gatewaytest.NewKey(t)
 	l.prov = provision.New(provision.Options{StateDir: cfg.StateDir, Layers: l.layers, HostIDs: jailtest.HostIDs(),
 		Current: func() *config.Config { return l.srv.Config() }})
-	l.srv, err = gateway.New(gateway.Options{Config: cfg, Manager: sup, HostKey: hostKey, Logger: log, Provision: l.prov.Provision})
+	l.sup = sup
+	d := &daemon{cfg: cfg} // serve's DiskUsage: her login's line past her disk quota
+	l.srv, err = gateway.New(gateway.Options{Config: cfg, Manager: sup, HostKey: hostKey, Logger: log, Provision: l.prov.Provision,
+		DiskUsage: d.diskUsage})
 	if err != nil {
 		t.Fatal(err)
 	}

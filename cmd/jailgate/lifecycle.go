@@ -77,9 +77,9 @@ func (d *daemon) reopenAudit() {
 }
 
 // shutdown drains the sessions, then lets go of the environments (each
-// follows its linger: linger 0 ends at once) and unmounts the tenant
-// layers before close runs, to log the outcome. An old process of an
-// upgrade still draining its connections stops too.
+// follows its linger: linger 0 ends at once) and unmounts the tenant layers
+// no environment uses before close runs, to log the outcome. An old process
+// of an upgrade still draining its connections stops too.
 func (d *daemon) shutdown(sig os.Signal, sigs <-chan os.Signal) {
 	d.log.Info("shutting down", "signal", sig.String(), "grace", d.srv.Config().Server.ShutdownGrace)
 	if d.up.close(d.upgraded) {
@@ -95,7 +95,7 @@ func (d *daemon) shutdown(sig os.Signal, sigs <-chan os.Signal) {
 		d.log.Info("stopped; the new process serves")
 		return
 	}
-	if err := d.prov.Close(); err != nil {
+	if err := d.prov.Detach(); err != nil {
 		d.log.Warn("unmount tenant layers", "err", err)
 	}
 	d.log.Info("stopped")

@@ -43,6 +43,10 @@ commands:
   tenant reset [--yes] --config FILE TENANT
                                    discard a tenant's layer over her image
   status --config FILE             each tenant's environments, memory, pids, cpu (from her cgroup)
+  env list --config FILE           the live environments: tenant, key, age, sessions, processes,
+                                   memory, the gateways holding them (with or without a server)
+  env stop --config FILE [--grace D] TENANT | --all
+                                   end her environments (SIGTERM inside, SIGKILL after D, 10s)
   rootfs from-host [--minimal] [-q] [--with CMD,...] DIR | --image NAME --config FILE
                                    build a minimal root filesystem (or image) from the host's binaries
   rootfs debootstrap NAME [--suite S] [--mirror URL] [--include PKG,...] [--keep-setuid] --config FILE
@@ -134,6 +138,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdTenant(args[1:], os.Stdin, stdout)
 	case "rootfs":
 		err = cmdRootfs(args[1:], stdout, stderr)
+	case "env":
+		err = cmdEnv(args[1:], stdout)
 	case "version":
 		printVersion(stdout)
 	case "help", "-h", "--help":

@@ -22,7 +22,8 @@ type reloader struct {
 	mu   sync.Mutex
 	srv  *gateway.Server
 	sup  *jail.Supervisor
-	path string // the file this server serves
+	prov *provision.Provisioner // applies a changed limits.disk live
+	path string                 // the file this server serves
 	log  *slog.Logger
 }
 
@@ -37,6 +38,9 @@ func (r *reloader) reload() admin.Reply {
 	}
 	if err == nil {
 		err = provision.CheckIDs(c, "")
+	}
+	if err == nil {
+		_, err = provision.CheckDisk(c) // its warnings are logWarnings' (best-effort)
 	}
 	if err != nil {
 		lines := errorLines(err)
@@ -53,6 +57,9 @@ func (r *reloader) reload() admin.Reply {
 	old := r.srv.Config()
 	r.srv.SetConfig(c) // logs the reload
 	changes := diffConfigs(old, c)
+	if r.prov != nil {
+		changes = append(changes, applyDisk(r.prov, c, r.log)...)
+	}
 	for _, l := range changes {
 		r.log.Info("reload change: " + l)
 	}

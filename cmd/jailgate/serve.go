@@ -60,6 +60,7 @@ func cmdServe(args []string, stderr io.Writer) (err error) {
 		d.checkLimits,    // cgroups can enforce what the tenants are given
 		d.newProvisioner, // tenant -> ids -> rootfs or layer -> EnvSpec
 		d.newGateway,     // the SSH server
+		d.adopt,          // the environments that outlived the last gateway (adopt.go)
 		d.serveAdmin,     // jailgate reload reaches the reloader from here
 		d.listen,         // the SSH port
 		d.serveMetrics,   // metrics_listen, if set
@@ -238,9 +239,11 @@ func (d *daemon) startJail() (err error) {
 	if err != nil {
 		return err
 	}
+	// The environments outlive the gateway: each follows its linger (and
+	// the next gateway adopts it). `jailgate env stop` ends them.
 	d.onClose(func() {
 		if !d.detached {
-			d.sup.Close()
+			d.sup.Detach()
 		}
 	})
 	return nil
@@ -260,8 +263,8 @@ func (d *daemon) newProvisioner() error {
 		Layers:  rootfs.NewLayers(d.cfg.StateDir, rootfs.LayerOptions{Logger: d.log}),
 		Current: func() *config.Config { return d.srv.Config() }})
 	d.onClose(func() {
-		if !d.sharing() { // the other process's tenants are in these layers
-			d.prov.Close()
+		if !d.sharing() { // the other process's tenants may be in these layers
+			d.prov.Detach()
 		}
 	})
 	return nil
@@ -274,16 +277,18 @@ func (d *daemon) newGateway() (err error) {
 	d.metrics.WatchNetwork(func() (map[string]jail.NetStats, error) {
 		return jail.TenantNetStats(statedir.New(d.cfg.StateDir).Hash())
 	})
+	d.watchDisk()
 	d.metrics.Registry.MustRegister(d.up.total, collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	d.srv, err = gateway.New(gateway.Options{
 		Config: d.cfg, Manager: d.sup, HostKey: d.signer, Logger: d.log, Provision: d.prov.Provision, Metrics: d.metrics,
+		DiskUsage: d.diskUsage,
 	})
 	return err
 }
 
 // serveAdmin answers the admin socket with the reloader SIGHUP uses too.
 func (d *daemon) serveAdmin() error {
-	d.rl = &reloader{srv: d.srv, sup: d.sup, path: d.path, log: d.log}
+	d.rl = &reloader{srv: d.srv, sup: d.sup, prov: d.prov, path: d.path, log: d.log}
 	if d.admin != nil {
 		go admin.Serve(d.admin, d.answer)
 	}

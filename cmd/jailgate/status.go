@@ -8,7 +8,7 @@ import (
 
 	"github.com/jailgate/jailgate/config"
 	"github.com/jailgate/jailgate/jail"
-	"github.com/jailgate/jailgate/rootfs"
+	"github.com/jailgate/jailgate/provision"
 	"github.com/jailgate/jailgate/statedir"
 )
 
@@ -64,11 +64,7 @@ func limitText(v int64, size bool) string {
 // limit the backend does not enforce is "max"), or "-\t-" where no quota
 // bounds her tree.
 func diskText(c *config.Config, u *config.User) string {
-	tree := u.Rootfs
-	if u.Image != "" {
-		tree = "" // her layer: TenantUsage finds her image or subvolume
-	}
-	us, ok, err := rootfs.TenantUsage(c.StateDir, u.Name, tree)
+	us, ok, err := provision.DiskUsage(c.StateDir, u)
 	if err != nil || !ok {
 		return "-\t-"
 	}

@@ -71,11 +71,15 @@ func (u *upgradable) holdSession(t *testing.T, mark string) (end func() error) {
 }
 
 // TestE2EUpgradeLoginLoop: 30 `ssh alice true` run across an upgrade with
-// none refused or failed; a login after it lands on the new process; the
-// old one keeps its established session and exits once it ends.
+// none refused or failed; a login after it lands on the new process and
+// joins the environment from before (its /tmp); the old one keeps its
+// established session and exits once it ends.
 func TestE2EUpgradeLoginLoop(t *testing.T) {
 	u := startUpgradable(t, "")
 	endOld := u.holdSession(t, "held")
+	if _, errOut, code := u.ssh(t, "alice", "", "echo before > /tmp/upgrade-mark"); code != 0 {
+		t.Fatalf("write the mark: %q", errOut)
+	}
 	var failed []string
 	done := make(chan struct{})
 	started := make(chan struct{})
@@ -95,6 +99,10 @@ func TestE2EUpgradeLoginLoop(t *testing.T) {
 	<-done
 	if len(failed) > 0 {
 		t.Errorf("%d of 30 logins across the upgrade failed:\n%s", len(failed), strings.Join(failed, "\n"))
+	}
+	// The new process adopted her environment: a login joins it.
+	if out, errOut, code := u.ssh(t, "alice", "", "cat /tmp/upgrade-mark"); code != 0 || out != "before\n" {
+		t.Errorf("a login after the upgrade does not see the environment's /tmp from before: %q %q %d", out, errOut, code)
 	}
 	endNew := u.holdSession(t, "new")
 	if n, o := established(t, newPID, u.port), established(t, u.oldPID, u.port); n != 1 || o != 1 {

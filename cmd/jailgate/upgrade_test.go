@@ -36,7 +36,7 @@ type upgradable struct {
 func startUpgradable(t *testing.T, extra string) *upgradable {
 	t.Helper()
 	bin := filepath.Join(jailtest.SearchableTempDir(t), "jailgate")
-	g, path := newE2EGateway(t, bin, extra)
+	g, path := newE2EGateway(t, bin, extra, "")
 	return runUpgradable(t, g, path)
 }
 

@@ -378,15 +378,7 @@ func TestE2ECheck(t *testing.T) {
 func TestE2EGracefulShutdown(t *testing.T) {
 	auditLog := filepath.Join(t.TempDir(), "audit.log")
 	g := startServeWith(t, "server:\n  shutdown_grace: 1s\naudit_log: "+auditLog+"\n")
-	cmd := exec.Command("ssh", append(append(g.clientOpts("alice", "-p"), "alice@127.0.0.1"), "echo ready; exec sleep 1000")...)
-	var errb syncBuffer
-	out, _ := cmd.StdoutPipe()
-	cmd.Stderr = &errb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	gatewaytest.Expect(t, out, "ready", 10*time.Second)
+	cmd, errb := g.sleepingSession(t, "ready")
 	base := g.idBase(t, "alice")
 	g.cmd.Process.Signal(unix.SIGTERM)
 	exited := make(chan error, 1)
@@ -418,4 +410,20 @@ func TestE2EGracefulShutdown(t *testing.T) {
 			t.Errorf("audit log lacks %s:\n%s", ev, b)
 		}
 	}
+}
+
+// sleepingSession runs `ssh alice 'echo MARK; exec sleep 1000'` until it
+// has said MARK, returning it and its stderr; the test's end kills it.
+func (g *e2eGateway) sleepingSession(t *testing.T, mark string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	cmd := exec.Command("ssh", append(append(g.clientOpts("alice", "-p"), "alice@127.0.0.1"), "echo "+mark+"; exec sleep 1000")...)
+	errb := &syncBuffer{}
+	out, _ := cmd.StdoutPipe()
+	cmd.Stderr = errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	gatewaytest.Expect(t, out, mark, 10*time.Second)
+	return cmd, errb
 }

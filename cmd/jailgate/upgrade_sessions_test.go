@@ -358,15 +358,7 @@ func idleSession(c *gossh.Client) error {
 // shutdown_grace), and exits.
 func TestE2EUpgradeDrainLimit(t *testing.T) {
 	u := startUpgradable(t, "upgrade_drain: 1s\nserver:\n  shutdown_grace: 1s\n")
-	cmd := exec.Command("ssh", append(append(u.clientOpts("alice", "-p"), "alice@127.0.0.1"), "echo held; exec sleep 1000")...)
-	var errb syncBuffer
-	out, _ := cmd.StdoutPipe()
-	cmd.Stderr = &errb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	gatewaytest.Expect(t, out, "held", 10*time.Second)
+	cmd, errb := u.sleepingSession(t, "held")
 	u.upgraded(t)
 	select {
 	case <-u.oldExited:

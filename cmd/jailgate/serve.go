@@ -235,7 +235,7 @@ func (d *daemon) startJail() (err error) {
 		BestEffort: d.cfg.LimitsEnforcement == "best-effort", Network: d.net,
 		// jail reads 0 as its default; orphan_grace: 0 (none) is the
 		// shortest wait it takes.
-		RecordDir: records, OrphanGrace: max(d.cfg.OrphanGrace, time.Nanosecond)})
+		RecordDir: records, OrphanGrace: d.cfg.OrphanGrace})
 	if err != nil {
 		return err
 	}

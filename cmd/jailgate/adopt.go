@@ -27,7 +27,7 @@ func (d *daemon) adopt() error {
 			}
 			return nil, nil
 		}
-		return d.prov.Adopt(ctx, u)
+		return d.prov.Provision(ctx, u) // her layer, mounted, is taken as it is
 	})
 	if n > 0 {
 		d.log.Info("environments adopted", "count", n)

@@ -3,6 +3,7 @@ module github.com/jailgate/jailgate
 go 1.26.8
 
 require (
+	github.com/cloudflare/tableflip v1.2.3
 	github.com/creack/pty v1.1.24
 	github.com/elastic/go-seccomp-bpf v1.6.0
 	github.com/gliderlabs/ssh v0.3.8

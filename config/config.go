@@ -53,6 +53,16 @@ type Config struct {
 	LogFormat     string // "text" (default) or "json"
 	LogLevel      string // "debug", "info" (default), "warn" or "error"
 	Revoke        string // RevokeEndSessions (default) or RevokeKeepSessions
+	// OrphanGrace is how long an environment with no gateway connected (a
+	// crash, kill -9) waits for one to adopt it before its linger applies
+	// (default 10m; 0: its linger applies at once). serve reads it at
+	// start: jail.Options.OrphanGrace.
+	OrphanGrace time.Duration
+	// UpgradeDrain bounds how long the old process of an upgrade keeps
+	// serving its established connections before it ends them as a
+	// shutdown does; 0 (default) waits for them however long they last.
+	UpgradeDrain   time.Duration
+	orphanGraceSet bool // orphan_grace was written (0 then means none)
 	// NetworkPool holds the point-to-point /31 of every nat environment;
 	// the zero Prefix lets serve pick a free one of jail.DefaultPools.
 	NetworkPool netip.Prefix

@@ -30,6 +30,10 @@ const (
 	// stops past it, so that one tenant's output cannot fill the state_dir
 	// (20 MB of output made a 75 MB cast).
 	DefaultRecordMaxBytes = 100 << 20
+	// DefaultOrphanGrace is orphan_grace: long enough for a crashed
+	// gateway to be restarted (systemd's Restart=on-failure, an operator)
+	// and adopt its environments before their linger starts.
+	DefaultOrphanGrace = 10 * time.Minute
 )
 
 // DefaultMaxChannels is server.max_channels: OpenSSH's MaxSessions 10, and
@@ -62,6 +66,9 @@ func applyTopDefaults(c *Config) {
 	}
 	if c.StateDir == "" {
 		c.StateDir = DefaultStateDir
+	}
+	if c.OrphanGrace == 0 && !c.orphanGraceSet {
+		c.OrphanGrace = DefaultOrphanGrace
 	}
 	sv := &c.Server
 	if sv.LoginGraceTime == 0 {

@@ -31,6 +31,8 @@ var auditEvents = map[string]string{
 	"disconnect":          "disconnect",
 	"connection refused":  "connect.refused",
 	"session timeout":     "session.timeout",
+	"upgrade":             "gateway.upgrade",
+	"upgrade failed":      "gateway.upgrade",
 	"network drop":        "network.drop",
 }
 
@@ -43,6 +45,7 @@ var auditKeys = map[string]bool{
 	"bytes_in": true, "bytes_out": true, "kind": true, "command": true, "pty": true, "limit": true,
 	"tenants": true, "config": true, "changes": true, "errors": true, "err": true, "key_id": true, "serial": true, "comment": true,
 	"used": true, "inodes": true, "inodes_limit": true, "backend": true, "age": true, "sessions": true,
+	"old_pid": true, "new_pid": true, "old_version": true, "new_version": true,
 	"dst": true, "proto": true,
 }
 
@@ -91,9 +94,10 @@ func (h *AuditHandler) Handle(_ context.Context, r slog.Record) error {
 		return nil
 	}
 	ev := map[string]any{"time": r.Time.UTC().Format("2006-01-02T15:04:05.000Z07:00"), "event": event}
-	if r.Message == "reload rejected" {
+	switch r.Message {
+	case "reload rejected", "upgrade failed":
 		ev["result"] = "error"
-	} else if r.Message == "reloaded" {
+	case "reloaded", "upgrade":
 		ev["result"] = "ok"
 	}
 	r.Attrs(func(a slog.Attr) bool {

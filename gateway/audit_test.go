@@ -134,3 +134,25 @@ func TestAuditRejectedReload(t *testing.T) {
 		t.Errorf("event %v", ev)
 	}
 }
+
+// TestAuditUpgrade: serve's handover lines become gateway.upgrade events
+// with both pids and versions, ok or error.
+func TestAuditUpgrade(t *testing.T) {
+	var audit lockedBuffer
+	log := slog.New(gateway.NewAuditHandler(&audit))
+	log.Info("upgrade", "old_pid", 10, "new_pid", 11, "old_version", "v1", "new_version", "v2")
+	log.Error("upgrade failed", "old_pid", 11, "old_version", "v2", "err", "child exited")
+	lines := strings.Split(strings.TrimSpace(audit.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("audit lines %q, want two", lines)
+	}
+	var ok, failed map[string]any
+	json.Unmarshal([]byte(lines[0]), &ok)
+	json.Unmarshal([]byte(lines[1]), &failed)
+	if ok["event"] != "gateway.upgrade" || ok["result"] != "ok" || ok["old_pid"] != 10.0 || ok["new_pid"] != 11.0 || ok["new_version"] != "v2" {
+		t.Errorf("upgrade event %v", ok)
+	}
+	if failed["event"] != "gateway.upgrade" || failed["result"] != "error" || failed["err"] != "child exited" {
+		t.Errorf("failed upgrade event %v", failed)
+	}
+}

@@ -66,13 +66,8 @@ func New(opts Options) (*Supervisor, error) {
 	return s, nil
 }
 
-// orphanGrace is Options.OrphanGrace, 10 minutes when unset.
-func (s *Supervisor) orphanGrace() time.Duration {
-	if s.opts.OrphanGrace > 0 {
-		return s.opts.OrphanGrace
-	}
-	return 10 * time.Minute
-}
+// orphanGrace is Options.OrphanGrace; none below 0.
+func (s *Supervisor) orphanGrace() time.Duration { return max(s.opts.OrphanGrace, 0) }
 
 // enforceable drops, with a warning, each limit the hierarchy cannot
 // enforce (limits_enforcement: best-effort).

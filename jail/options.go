@@ -23,8 +23,8 @@ type Options struct {
 	// a later gateway adopts. "": environments are not adoptable.
 	RecordDir string
 	// OrphanGrace is how long an environment with no gateway connected
-	// (a crash, kill -9) waits for one before its linger applies; 0 means
-	// 10 minutes.
+	// (a crash, kill -9) waits for one before its linger applies; 0: none
+	// (config's orphan_grace says 10 minutes unless set).
 	OrphanGrace time.Duration
 }
 

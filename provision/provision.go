@@ -104,16 +104,6 @@ func newPool(stateDir, hostIDs string) *jail.IDPool {
 // id range, and her rootfs prepared, or her layer mounted (the spec's
 // OnEnd releases it). It implements gateway.Options.Provision.
 func (p *Provisioner) Provision(_ context.Context, u *config.User) (*jail.EnvSpec, error) {
-	return p.provision(u, false)
-}
-
-// Adopt is Provision for an environment that outlived the gateway which
-// started it: her layer, mounted and in use inside it, is taken as it is.
-func (p *Provisioner) Adopt(_ context.Context, u *config.User) (*jail.EnvSpec, error) {
-	return p.provision(u, true)
-}
-
-func (p *Provisioner) provision(u *config.User, adopt bool) (*jail.EnvSpec, error) {
 	spec := SpecFor(u)
 	ids, err := p.idMap(u)
 	if err != nil {
@@ -140,11 +130,7 @@ func (p *Provisioner) provision(u *config.User, adopt bool) (*jail.EnvSpec, erro
 	// Her layer is one mount for all her environments (whatever their
 	// mode); the jail calls OnEnd when the environment this spec starts
 	// has ended, or at once if it joins a live one.
-	acquire := layers.AcquireQuota
-	if adopt {
-		acquire = layers.Adopt
-	}
-	merged, release, err := acquire(u.Name, u.Image, ids.UID, ids.Size, quota)
+	merged, release, err := layers.AcquireQuota(u.Name, u.Image, ids.UID, ids.Size, quota)
 	if err != nil {
 		return nil, err
 	}

@@ -91,18 +91,6 @@ func (l *Layers) Acquire(tenant, image string, base, size uint32) (merged string
 // a smaller one is refused (logged, the image keeps its size). Her layer
 // stays in her image once she has one, whatever q says.
 func (l *Layers) AcquireQuota(tenant, image string, base, size uint32, q Quota) (merged string, release func(), err error) {
-	return l.acquire(tenant, image, base, size, q, false)
-}
-
-// Adopt is AcquireQuota for an environment a gateway adopts (it outlived
-// the gateway that mounted her layer): a layer mounted already is hers,
-// in use inside it, and is taken as it is, never mounted again (two
-// overlays on one upper dir corrupt it).
-func (l *Layers) Adopt(tenant, image string, base, size uint32, q Quota) (merged string, release func(), err error) {
-	return l.acquire(tenant, image, base, size, q, true)
-}
-
-func (l *Layers) acquire(tenant, image string, base, size uint32, q Quota, adopt bool) (merged string, release func(), err error) {
 	if err := checkTenant(tenant); err != nil {
 		return "", nil, fmt.Errorf("rootfs: layer: %w", err)
 	}
@@ -130,7 +118,7 @@ func (l *Layers) acquire(tenant, image string, base, size uint32, q Quota, adopt
 
 	ly.mu.Lock()
 	defer ly.mu.Unlock()
-	if err := l.ensure(ly, tenant, image, base, size, q, adopt); err != nil {
+	if err := l.ensure(ly, tenant, image, base, size, q); err != nil {
 		release()
 		return "", nil, fmt.Errorf("rootfs: image %s for %s: %w", image, tenant, err)
 	}
@@ -138,7 +126,7 @@ func (l *Layers) acquire(tenant, image string, base, size uint32, q Quota, adopt
 }
 
 // ensure mounts ly unless it is mounted as asked; ly.mu is held.
-func (l *Layers) ensure(ly *layer, tenant, image string, base, size uint32, q Quota, adopt bool) error {
+func (l *Layers) ensure(ly *layer, tenant, image string, base, size uint32, q Quota) error {
 	if ly.mounted {
 		if ly.image == image && ly.base == base && ly.size == size {
 			if q != ly.quota {
@@ -169,17 +157,16 @@ func (l *Layers) ensure(ly *layer, tenant, image string, base, size uint32, q Qu
 	if closed { // Close has been here, or waits for ly.mu: mount nothing more
 		return errClosed
 	}
-	if mounted(ly.p.merged) && adopt {
-		return l.mounted(ly, image, base, size)
-	}
 	if mounted(ly.p.merged) {
-		// Left by a gateway that is gone, and its environments with it:
-		// mount afresh, as asked, or use it as it is if something holds it.
-		if err := unmountLayer(ly.p, false); err != nil {
-			l.log.Warn("tenant layer left mounted by an earlier gateway is busy; using it as it is",
-				"tenant", tenant, "err", err)
-			return l.mounted(ly, image, base, size)
-		}
+		// Mounted by another gateway on this state_dir: one whose
+		// environments outlive it (adopted, or lingering), or the old side
+		// of an upgrade, still serving. It is in use inside them, so it is
+		// taken as it is: a second overlay on her upper dir would corrupt
+		// it, and unmounting it here would leave the other side's next
+		// start an empty mount point. (Those of tenants with no live
+		// environment are swept at a start with no other gateway.)
+		l.log.Info("tenant layer mounted by an earlier gateway; used as it is", "tenant", tenant)
+		return l.mounted(ly, image, base, size)
 	}
 	if err := l.mount(ly, tenant, image, base, size, q); err != nil {
 		return err

@@ -27,10 +27,16 @@ func (d *daemon) adopt() error {
 			}
 			return nil, nil
 		}
-		return d.prov.Adopt(ctx, u)
+		return d.prov.Provision(ctx, u) // her layer, mounted, is taken as it is
 	})
 	if n > 0 {
 		d.log.Info("environments adopted", "count", n)
+	}
+	if d.up != nil && d.up.isNew() {
+		// The old process still serves, and may be mounting a layer for
+		// an environment it is starting, not yet recorded: the sweep waits
+		// for a start with no other gateway on this state_dir.
+		return nil
 	}
 	if err := d.prov.SweepMounts(keep); err != nil {
 		d.log.Warn("unmount layers left by an earlier gateway", "err", err)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jailgate/jailgate/gateway/gatewaytest"
 	"github.com/jailgate/jailgate/jail/jailtest"
 	"github.com/jailgate/jailgate/statedir"
 )
@@ -197,5 +198,31 @@ func TestE2EEnvStop(t *testing.T) {
 	}
 	if m, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(m), l.LayerMounts()) {
 		t.Errorf("layer mounts left under %s", l.LayerMounts())
+	}
+}
+
+// TestE2EOrphanGrace: with no gateway at all (kill -9), an environment
+// waits orphan_grace for one to come back before its linger (0 here)
+// applies; then it ends on its own.
+func TestE2EOrphanGrace(t *testing.T) {
+	g := startServeWith(t, "orphan_grace: 3s\n")
+	live := exec.Command("ssh", append(append(g.clientOpts("alice", "-p"), "alice@127.0.0.1"), "echo ready; sleep 1000")...)
+	out, _ := live.StdoutPipe()
+	if err := live.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer live.Process.Kill()
+	gatewaytest.Expect(t, out, "ready", 10*time.Second)
+	base := g.idBase(t, "alice")
+	g.cmd.Process.Signal(os.Kill)
+	g.cmd.Wait()
+	killed := time.Now()
+	time.Sleep(time.Second)
+	if n := len(jailtest.RangeProcs(base, 65536)); n < 2 {
+		t.Fatalf("1 s after the gateway died, %d processes of hers remain; want her init and sleep for the 3 s orphan grace", n)
+	}
+	jailtest.WaitNoProcs(t, base, 65536, 5*time.Second)
+	if d := time.Since(killed); d < 3*time.Second {
+		t.Errorf("her environment ended %v after the gateway died, before its orphan grace", d)
 	}
 }

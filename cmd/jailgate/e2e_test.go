@@ -170,6 +170,16 @@ func startServeBin(t *testing.T, bin, extra string) *e2eGateway {
 // defaults: block (indented two spaces, e.g. "  linger: 1h\n").
 func startServeFull(t *testing.T, bin, extra, defaults string) *e2eGateway {
 	t.Helper()
+	g, path := newE2EGateway(t, bin, extra, defaults)
+	g.start(t, path)
+	return g
+}
+
+// newE2EGateway writes a config for alice and bob (with extra top-level
+// YAML and extra defaults: lines) for the jailgate binary bin and returns
+// the gateway, not started, and the config's path.
+func newE2EGateway(t *testing.T, bin, extra, defaults string) (*e2eGateway, string) {
+	t.Helper()
 	jailtest.RequireRoot(t)
 	g := &e2eGateway{bin: bin, dir: jailtest.SearchableTempDir(t), port: freePort(t), log: &syncBuffer{}, rootfs: map[string]string{}}
 	g.stateDir = filepath.Join(g.dir, "state")
@@ -186,8 +196,7 @@ func startServeFull(t *testing.T, bin, extra, defaults string) *e2eGateway {
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	g.start(t, path)
-	return g
+	return g, path
 }
 
 // start runs `jailgate serve --config path` and waits until it listens on
@@ -223,6 +232,12 @@ func (g *e2eGateway) start(t *testing.T, path string) {
 			t.Logf("gateway log:\n%s", g.log.String())
 		}
 	})
+	g.waitListening(t)
+}
+
+// waitListening waits until the gateway listens on g.port.
+func (g *e2eGateway) waitListening(t *testing.T) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", g.port))
@@ -363,15 +378,7 @@ func TestE2ECheck(t *testing.T) {
 func TestE2EGracefulShutdown(t *testing.T) {
 	auditLog := filepath.Join(t.TempDir(), "audit.log")
 	g := startServeWith(t, "server:\n  shutdown_grace: 1s\naudit_log: "+auditLog+"\n")
-	cmd := exec.Command("ssh", append(append(g.clientOpts("alice", "-p"), "alice@127.0.0.1"), "echo ready; exec sleep 1000")...)
-	var errb syncBuffer
-	out, _ := cmd.StdoutPipe()
-	cmd.Stderr = &errb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	gatewaytest.Expect(t, out, "ready", 10*time.Second)
+	cmd, errb := g.sleepingSession(t, "ready")
 	base := g.idBase(t, "alice")
 	g.cmd.Process.Signal(unix.SIGTERM)
 	exited := make(chan error, 1)
@@ -403,4 +410,20 @@ func TestE2EGracefulShutdown(t *testing.T) {
 			t.Errorf("audit log lacks %s:\n%s", ev, b)
 		}
 	}
+}
+
+// sleepingSession runs `ssh alice 'echo MARK; exec sleep 1000'` until it
+// has said MARK, returning it and its stderr; the test's end kills it.
+func (g *e2eGateway) sleepingSession(t *testing.T, mark string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	cmd := exec.Command("ssh", append(append(g.clientOpts("alice", "-p"), "alice@127.0.0.1"), "echo "+mark+"; exec sleep 1000")...)
+	errb := &syncBuffer{}
+	out, _ := cmd.StdoutPipe()
+	cmd.Stderr = errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	gatewaytest.Expect(t, out, mark, 10*time.Second)
+	return cmd, errb
 }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/jailgate/jailgate/config"
 	"github.com/jailgate/jailgate/internal/atomicfile"
@@ -331,6 +332,8 @@ var serverSettings = []struct{ name, applies string }{
 	{"log", appliesRestart},
 	{"network_pool", appliesRestart},
 	{"network_forwarding", appliesRestart},
+	{"orphan_grace", "applies at the next start or upgrade: serve hands it to the jail once"},
+	{"upgrade_drain", "applies at the next upgrade"},
 	{"server.kex", appliesOffer},
 	{"server.ciphers", appliesOffer},
 	{"server.macs", appliesOffer},
@@ -361,6 +364,8 @@ func serverLines(c *config.Config) []string {
 		"log":                              "format " + c.LogFormat + ", level " + c.LogLevel,
 		"network_pool":                     prefixText(c.NetworkPool),
 		"network_forwarding":               c.NetworkForwarding,
+		"orphan_grace":                     c.OrphanGrace.String(),
+		"upgrade_drain":                    durationOrNone(c.UpgradeDrain),
 		"server.kex":                       strings.Join(sv.Kex, ", "),
 		"server.ciphers":                   strings.Join(sv.Ciphers, ", "),
 		"server.macs":                      strings.Join(sv.MACs, ", "),
@@ -404,6 +409,14 @@ func diffServer(old, cur []string) []string {
 		}
 	}
 	return out
+}
+
+// durationOrNone is d, or "none" for 0 (no bound).
+func durationOrNone(d time.Duration) string {
+	if d == 0 {
+		return "none"
+	}
+	return d.String()
 }
 
 // orNone is v, or "(none)" when it is empty.

@@ -26,11 +26,15 @@ const (
 const usage = `usage: jailgate <command> [flags]
 
 commands:
-  serve --config FILE              run the SSH gateway
+  serve --config FILE [--pid-file FILE]
+                                   run the SSH gateway
   check --config FILE [--diff]     validate a configuration and summarise each tenant;
                                    --diff: what a reload would change against the one in force
   reload --config FILE             have the running server re-read FILE (as SIGHUP does) and say
                                    what changed, or every problem if it kept the old one
+  upgrade --config FILE            hand the running server over to the binary now installed at its
+                                   path (as SIGUSR2 does): no connection refused or dropped; say
+                                   both pids and versions, or why the new one failed (exit 1)
   explain --config FILE TENANT     a tenant's effective settings, defaults and templates applied
   recordings list --config FILE [--tenant T]
                                    the recorded sessions (asciicast v2)
@@ -120,6 +124,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdCheck(args[1:], stdout)
 	case "reload":
 		err = cmdReload(args[1:], stdout)
+	case "upgrade":
+		err = cmdUpgrade(args[1:], stdout)
 	case "status":
 		err = cmdStatus(args[1:], stdout)
 	case "explain":

@@ -23,7 +23,7 @@ type reloader struct {
 	srv  *gateway.Server
 	sup  *jail.Supervisor
 	prov *provision.Provisioner // applies a changed limits.disk live
-	path string // the file this server serves
+	path string                 // the file this server serves
 	log  *slog.Logger
 }
 
@@ -71,18 +71,42 @@ func (r *reloader) reload() admin.Reply {
 		Changes: changes}
 }
 
-// answer answers a request on the admin socket: a reload of the file this
-// server serves, which must be the one the operator named.
-func (r *reloader) answer(req admin.Request) admin.Reply {
+// notMine refuses a request on the admin socket (nil: accepted) that
+// names another file than the one this server serves: the operator meant
+// another server.
+func (r *reloader) notMine(file string) *admin.Reply {
 	mine, err := os.Stat(r.path)
 	if err != nil {
-		return admin.Reply{Error: fmt.Sprintf("the configuration this server serves: %v", err)}
+		return &admin.Reply{Error: fmt.Sprintf("the configuration this server serves: %v", err)}
 	}
-	if theirs, err := os.Stat(req.Config); err != nil || !os.SameFile(mine, theirs) {
+	if theirs, err := os.Stat(file); err != nil || !os.SameFile(mine, theirs) {
 		served, _ := filepath.Abs(r.path)
-		return admin.Reply{Error: fmt.Sprintf("this server serves %s, not %s: edit that file, or name it with --config", served, req.Config)}
+		return &admin.Reply{Error: fmt.Sprintf("this server serves %s, not %s: edit that file, or name it with --config", served, file)}
 	}
-	return r.reload()
+	return nil
+}
+
+// askServer sends op for the configuration file path to the server running
+// on its state_dir, for the command cmd (reload, upgrade). The server
+// judges the file; cmd only has to say where the server is.
+func askServer(cmd, op, path string) (*admin.Reply, error) {
+	stateDir, err := config.StateDirHint(path)
+	if err != nil {
+		var ce *config.Error
+		if errors.As(err, &ce) {
+			return nil, &configError{lines: errorLines(err)}
+		}
+		return nil, fmt.Errorf("%s: %w", cmd, err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	reply, err := admin.Call(stateDir, admin.Request{Op: op, Config: abs})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cmd, err)
+	}
+	return reply, nil
 }
 
 // cmdReload asks the server running on the configuration's state_dir to
@@ -94,22 +118,9 @@ func cmdReload(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// The server judges the file; it only has to say where the server is.
-	stateDir, err := config.StateDirHint(path)
-	if err != nil {
-		var ce *config.Error
-		if errors.As(err, &ce) {
-			return &configError{lines: errorLines(err)}
-		}
-		return fmt.Errorf("reload: %w", err)
-	}
-	abs, err := filepath.Abs(path)
+	reply, err := askServer("reload", admin.OpReload, path)
 	if err != nil {
 		return err
-	}
-	reply, err := admin.Call(stateDir, admin.Request{Op: "reload", Config: abs})
-	if err != nil {
-		return fmt.Errorf("reload: %w", err)
 	}
 	switch {
 	case reply.OK:
@@ -125,4 +136,30 @@ func cmdReload(args []string, stdout io.Writer) error {
 		return &configError{lines: append(reply.Problems, "reload rejected: the previous configuration stays in force")}
 	}
 	return fmt.Errorf("reload: %s", reply.Error)
+}
+
+// cmdUpgrade asks the server running on the configuration's state_dir to
+// hand over to the binary now installed at its path (as SIGUSR2 does) and
+// reports the outcome: exit 0 once the new process serves, with both pids
+// and versions; exit 1 with the reason when the new process failed (the
+// old one keeps serving) or no server answers.
+func cmdUpgrade(args []string, stdout io.Writer) error {
+	path, _, err := configFlag("upgrade", args)
+	if err != nil {
+		return err
+	}
+	reply, err := askServer("upgrade", admin.OpUpgrade, path)
+	if err != nil {
+		return err
+	}
+	if !reply.OK {
+		msg := reply.Error
+		for _, l := range reply.Problems {
+			msg += "\n  " + l
+		}
+		return fmt.Errorf("upgrade: %s", msg)
+	}
+	fmt.Fprintf(stdout, "upgraded: pid %d (%s) -> pid %d (%s)\n", reply.OldPID, reply.OldVersion, reply.NewPID, reply.NewVersion)
+	fmt.Fprintf(stdout, "  pid %d serves new connections; pid %d serves its own until they end, then exits\n", reply.NewPID, reply.OldPID)
+	return nil
 }

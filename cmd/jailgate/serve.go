@@ -2,7 +2,6 @@ package main
 
 import (
 	"cmp"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,13 +9,13 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
+	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	gossh "golang.org/x/crypto/ssh"
-	"golang.org/x/sys/unix"
 
 	"github.com/jailgate/jailgate/config"
 	"github.com/jailgate/jailgate/gateway"
@@ -30,18 +29,25 @@ import (
 
 // cmdServe runs the gateway until SIGTERM or SIGINT; SIGHUP, or `jailgate
 // reload` through the admin socket, reloads the configuration, keeping the
-// old one if the new one is invalid.
-func cmdServe(args []string, stderr io.Writer) error {
-	path, _, err := configFlag("serve", args)
+// old one if the new one is invalid; SIGUSR2, or `jailgate upgrade`, hands
+// over to the binary at its path (upgrade.go).
+func cmdServe(args []string, stderr io.Writer) (err error) {
+	path, pidFile, err := serveFlags(args)
 	if err != nil {
 		return err
 	}
+	up, err := newUpgrades(pidFile)
+	if err != nil {
+		return err
+	}
+	defer func() { up.failed(err) }() // a new process tells the old one why it did not start
 	cfg, err := loadConfig(path)
 	if err != nil {
 		return err
 	}
-	d := &daemon{path: path, cfg: cfg, log: newLogger(cfg, stderr)}
+	d := &daemon{path: path, cfg: cfg, log: newLogger(cfg, stderr), up: up, upgraded: make(chan startReport, 1)}
 	defer d.close()
+	d.onClose(d.stopUpgrades)
 	for _, step := range []func() error{
 		d.catchSignals,   // a SIGHUP during start-up waits for the loop: its default action would end us
 		d.openAdmin,      // first, so that a second server on this state_dir stops here
@@ -59,6 +65,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 		d.listen,         // the SSH port
 		d.serveMetrics,   // metrics_listen, if set
 		d.recordActive,   // what check --diff compares with
+		d.ready,          // last: an old process hands over only to a new one that serves
 	} {
 		if err := step(); err != nil {
 			return err
@@ -73,7 +80,7 @@ type daemon struct {
 	path     string // the configuration file served
 	cfg      *config.Config
 	log      *slog.Logger
-	admin    net.Listener // nil without an admin socket
+	admin    *admin.Listener // nil without an admin socket
 	audit    *gateway.AuditHandler
 	signer   gossh.Signer
 	initPath string        // the sealed init; "" re-executes this binary
@@ -84,9 +91,22 @@ type daemon struct {
 	srv      *gateway.Server
 	rl       *reloader
 	ln       net.Listener   // the SSH port
-	sigs     chan os.Signal // SIGHUP, SIGTERM, SIGINT, SIGUSR1, from catchSignals on
+	sigs     chan os.Signal // SIGHUP, SIGTERM, SIGINT, SIGUSR1, SIGUSR2, from catchSignals on
 	undo     []func()
+
+	up         *upgrades
+	hs         *http.Server     // metrics_listen's server, if any
+	upgraded   chan startReport // the new process an upgrade made ready
+	isReady    bool             // this process serves (ready ran)
+	handedOver bool             // this process handed over to a new one
+	detached   bool             // the supervisor let go of the environments
 }
+
+// sharing reports whether another gateway process uses what this one set
+// up on the host (the admin socket, the nftables table, the tenant layers),
+// so that closing must leave it: an old process that handed over, or a new
+// one that failed before it was ready (its old one keeps serving).
+func (d *daemon) sharing() bool { return d.handedOver || (d.up.isNew() && !d.isReady) }
 
 // onClose adds f to what close runs.
 func (d *daemon) onClose(f func()) { d.undo = append(d.undo, f) }
@@ -101,7 +121,7 @@ func (d *daemon) close() {
 // openAdmin listens on the admin socket. Without one the server still
 // runs, reloading on SIGHUP only; another server on the state_dir stops it.
 func (d *daemon) openAdmin() error {
-	l, err := admin.Listen(d.cfg.StateDir)
+	l, err := d.listenAdmin()
 	switch {
 	case errors.Is(err, admin.ErrServerRunning):
 		return err
@@ -109,7 +129,13 @@ func (d *daemon) openAdmin() error {
 		d.log.Warn("no admin socket: jailgate reload cannot reach this server, SIGHUP still reloads", "err", err)
 	default:
 		d.admin = l
-		d.onClose(func() { l.Close() }) // and removes it: a clean shutdown leaves no socket
+		d.onClose(func() {
+			if d.sharing() {
+				l.Release() // the other process answers on it
+			} else {
+				l.Close() // and removes it: a clean shutdown leaves no socket
+			}
+		})
 	}
 	return nil
 }
@@ -204,6 +230,10 @@ func (d *daemon) openNetwork() error {
 	}
 	d.net = n
 	d.onClose(func() {
+		if d.sharing() {
+			n.Detach()
+			return // the other process's environments filter through it
+		}
 		// Those with linger 0 end as the Supervisor lets go: give them a moment.
 		veths := live()
 		for deadline := time.Now().Add(time.Second); len(veths) > 0 && time.Now().Before(deadline); veths = live() {
@@ -221,17 +251,31 @@ func (d *daemon) openNetwork() error {
 	return nil
 }
 
-// startJail starts the supervisor of the environments.
+// startJail starts the supervisor of the environments, which records each
+// one for a later gateway to adopt.
 func (d *daemon) startJail() (err error) {
+	records := statedir.New(d.cfg.StateDir).Environments()
+	if err := os.MkdirAll(records, 0o700); err != nil {
+		return fmt.Errorf("environment records: %w", err)
+	}
+	if err := os.Chmod(records, 0o700); err != nil { // root's alone, whoever made it
+		return fmt.Errorf("environment records: %w", err)
+	}
 	d.sup, err = jail.New(jail.Options{Logger: d.log, InitPath: d.initPath, CgroupPrefix: d.cgroup(),
 		BestEffort: d.cfg.LimitsEnforcement == "best-effort", Network: d.net,
-		RecordDir: statedir.New(d.cfg.StateDir).Environments()})
+		// jail reads 0 as its default; orphan_grace: 0 (none) is the
+		// shortest wait it takes.
+		RecordDir: records, OrphanGrace: d.cfg.OrphanGrace})
 	if err != nil {
 		return err
 	}
 	// The environments outlive the gateway: each follows its linger (and
 	// the next gateway adopts it). `jailgate env stop` ends them.
-	d.onClose(func() { d.sup.Detach() })
+	d.onClose(func() {
+		if !d.detached {
+			d.sup.Detach()
+		}
+	})
 	return nil
 }
 
@@ -248,7 +292,11 @@ func (d *daemon) newProvisioner() error {
 	d.prov = provision.New(provision.Options{StateDir: d.cfg.StateDir,
 		Layers:  rootfs.NewLayers(d.cfg.StateDir, rootfs.LayerOptions{Logger: d.log}),
 		Current: func() *config.Config { return d.srv.Config() }})
-	d.onClose(func() { d.prov.Detach() })
+	d.onClose(func() {
+		if !d.sharing() { // the other process's tenants may be in these layers
+			d.prov.Detach()
+		}
+	})
 	return nil
 }
 
@@ -260,6 +308,7 @@ func (d *daemon) newGateway() (err error) {
 		return jail.TenantNetStats(statedir.New(d.cfg.StateDir).Hash())
 	})
 	d.watchDisk()
+	d.metrics.Registry.MustRegister(d.up.total, collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	d.srv, err = gateway.New(gateway.Options{
 		Config: d.cfg, Manager: d.sup, HostKey: d.signer, Logger: d.log, Provision: d.prov.Provision, Metrics: d.metrics,
 		DiskUsage: d.diskUsage,
@@ -271,14 +320,15 @@ func (d *daemon) newGateway() (err error) {
 func (d *daemon) serveAdmin() error {
 	d.rl = &reloader{srv: d.srv, sup: d.sup, prov: d.prov, path: d.path, log: d.log}
 	if d.admin != nil {
-		go admin.Serve(d.admin, d.rl.answer)
+		go admin.Serve(d.admin, d.answer)
 	}
 	return nil
 }
 
-// listen opens the SSH port.
+// listen opens the SSH port, or takes it from the old process of an
+// upgrade.
 func (d *daemon) listen() (err error) {
-	d.ln, err = net.Listen("tcp", d.cfg.Listen)
+	d.ln, err = d.up.up.Listen("tcp", d.cfg.Listen)
 	return err
 }
 
@@ -288,13 +338,13 @@ func (d *daemon) serveMetrics() error {
 	if d.cfg.MetricsListen == "" {
 		return nil
 	}
-	ml, err := net.Listen("tcp", d.cfg.MetricsListen)
+	ml, err := d.up.up.Listen("tcp", d.cfg.MetricsListen)
 	if err != nil {
 		return fmt.Errorf("metrics_listen: %w", err)
 	}
-	hs := &http.Server{Handler: opsHandler(d.metrics, d.sup, d.srv), ReadHeaderTimeout: 5 * time.Second}
-	go hs.Serve(ml)
-	d.onClose(func() { hs.Close() })
+	d.hs = &http.Server{Handler: opsHandler(d.metrics, d.sup, d.srv, d.up.from), ReadHeaderTimeout: 5 * time.Second}
+	go d.hs.Serve(ml)
+	d.onClose(func() { d.hs.Close() })
 	return nil
 }
 
@@ -307,72 +357,6 @@ func (d *daemon) recordActive() error {
 		d.log.Warn("record the configuration in force", "err", err)
 	}
 	return nil
-}
-
-// catchSignals takes the signals the loop in run answers from now on: one
-// that arrives while serve is still starting (an operator's reload right
-// after a restart, say) is queued for it, not acted on by default (SIGHUP's
-// default is to end the process).
-func (d *daemon) catchSignals() error {
-	d.sigs = make(chan os.Signal, 4)
-	signal.Notify(d.sigs, unix.SIGHUP, unix.SIGTERM, unix.SIGINT, unix.SIGUSR1)
-	d.onClose(func() { signal.Stop(d.sigs) })
-	return nil
-}
-
-// run serves until SIGTERM or SIGINT, which drain the sessions, or until
-// the SSH listener fails.
-func (d *daemon) run() error {
-	d.log.Info("listening", "addr", d.ln.Addr().String(), "config", d.path, "tenants", len(d.cfg.Users),
-		"fingerprint", keys.Fingerprint(d.signer.PublicKey()))
-	sigs := d.sigs
-	served := make(chan error, 1)
-	go func() { served <- d.srv.Serve(d.ln) }()
-	for {
-		select {
-		case err := <-served:
-			if err != nil && !errors.Is(err, net.ErrClosed) {
-				return err
-			}
-			return nil
-		case sig := <-sigs:
-			switch sig {
-			case unix.SIGHUP:
-				d.rl.reload()
-				continue
-			case unix.SIGUSR1: // logrotate moved the audit log
-				d.reopenAudit()
-				continue
-			}
-			d.shutdown(sig, sigs)
-			return nil
-		}
-	}
-}
-
-// reopenAudit opens the audit log's path again, after logrotate moved it.
-func (d *daemon) reopenAudit() {
-	if d.audit == nil {
-		return
-	}
-	if f, err := openAudit(d.cfg.AuditLog); err != nil {
-		d.log.Error("reopen audit log", "err", err)
-	} else {
-		d.audit.Reopen(f).(*os.File).Close()
-	}
-}
-
-// shutdown drains the sessions, then lets go of the environments (each
-// follows its linger: linger 0 ends at once) and unmounts the tenant layers
-// no environment uses before close runs, to log the outcome.
-func (d *daemon) shutdown(sig os.Signal, sigs <-chan os.Signal) {
-	d.log.Info("shutting down", "signal", sig.String(), "grace", d.srv.Config().Server.ShutdownGrace)
-	drain(d.srv, sigs, d.log)
-	d.sup.Detach()
-	if err := d.prov.Detach(); err != nil {
-		d.log.Warn("unmount tenant layers", "err", err)
-	}
-	d.log.Info("stopped")
 }
 
 // newLogger builds the operational log the config asks for (log.format,
@@ -390,7 +374,7 @@ func newLogger(cfg *config.Config, stderr io.Writer) *slog.Logger {
 // opsHandler serves /metrics (Prometheus), /healthz (the process is up)
 // and /readyz (listening with a configuration, and cgroups usable where a
 // tenant has limits).
-func opsHandler(m *gateway.Metrics, sup *jail.Supervisor, srv *gateway.Server) http.Handler {
+func opsHandler(m *gateway.Metrics, sup *jail.Supervisor, srv *gateway.Server, upgradedFrom string) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
@@ -400,6 +384,10 @@ func opsHandler(m *gateway.Metrics, sup *jail.Supervisor, srv *gateway.Server) h
 			return
 		}
 		io.WriteString(w, "ready\n")
+		if upgradedFrom != "" { // "PID VERSION" of the process this one took over from
+			pid, v, _ := strings.Cut(upgradedFrom, " ")
+			fmt.Fprintf(w, "upgraded from pid %s (version %s)\n", pid, v)
+		}
 	})
 	return mux
 }
@@ -411,29 +399,6 @@ func openAudit(path string) (*os.File, error) {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
 	return f, nil
-}
-
-// drain tells every live session the server is going down and gives them
-// shutdown_grace to end; a second SIGTERM or SIGINT ends them at once.
-func drain(srv *gateway.Server, sigs <-chan os.Signal, log *slog.Logger) {
-	ctx, cancel := context.WithTimeout(context.Background(), srv.Config().Server.ShutdownGrace)
-	defer cancel()
-	done := make(chan struct{})
-	go func() {
-		srv.Shutdown(ctx, "the server is shutting down; please save your work and log out")
-		close(done)
-	}()
-	for {
-		select {
-		case <-done:
-			return
-		case sig := <-sigs:
-			if sig == unix.SIGTERM || sig == unix.SIGINT {
-				log.Info("second signal: ending every session now", "signal", sig.String())
-				cancel()
-			}
-		}
-	}
 }
 
 // logWarnings logs each warning of c (a valid setting that weakens

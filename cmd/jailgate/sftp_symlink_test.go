@@ -46,16 +46,7 @@ func TestE2ESFTPSymlinks(t *testing.T) {
 	})
 
 	t.Run("Go pkg/sftp client", func(t *testing.T) {
-		signer := g.signer(t, "alice")
-		conn, err := gatewaytest.Dial(t, fmt.Sprintf("127.0.0.1:%d", g.port), "alice", signer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := sftp.NewClient(conn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
+		c := g.sftpClient(t, "alice")
 		// Symlink(target, link) writes (target, link) as it is given them.
 		for link, target := range map[string]string{"sub/go-rel": "../data", "sub/go-abs": "/etc/data"} {
 			if err := c.Symlink(target, link); err != nil {
@@ -126,4 +117,20 @@ func (g *e2eGateway) signer(t *testing.T, user string) gossh.Signer {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// sftpClient is pkg/sftp's client logged in as user over x/crypto/ssh;
+// the test's end closes it.
+func (g *e2eGateway) sftpClient(t *testing.T, user string) *sftp.Client {
+	t.Helper()
+	conn, err := gatewaytest.Dial(t, fmt.Sprintf("127.0.0.1:%d", g.port), user, g.signer(t, user))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := sftp.NewClient(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }

@@ -9,6 +9,15 @@
 //	  │◄── {"ok":true,"summary":…,"changes":[…]}\n
 //	  │ or {"ok":false,"problems":["FILE:LINE: field: message",…]}\n
 //	  │ or {"ok":false,"error":"…"}\n          (not a configuration problem)
+//
+//	  │── {"op":"upgrade","config":FILE}\n ─►  │ starts the binary at its own path on
+//	  │                                        │ the listeners it holds (cmd/jailgate)
+//	  │◄── {"ok":true,"old_pid":…,"new_pid":…,"old_version":…,"new_version":…}\n
+//	  │ or {"ok":false,"problems":[…],"error":"why the new process failed"}\n
+//
+// The server hands its listening socket over at an upgrade (Inherit): the
+// new process answers on the same path, and the old one lets go of it
+// without removing it (Listener.Release).
 package admin
 
 import (
@@ -34,12 +43,19 @@ var ErrNoServer = errors.New("no jailgate server is running")
 var ErrServerRunning = errors.New("another jailgate server is running")
 
 // timeout bounds one request: a reload revokes sessions and checks every
-// tenant's limits, which is quick but not instant.
+// tenant's limits, which is quick but not instant; an upgrade waits for the
+// new process to be ready (cmd/jailgate's upgradeTimeout, less than this).
 const timeout = time.Minute
 
-// Request is what `jailgate reload` asks of the server.
+// The requests the server answers.
+const (
+	OpReload  = "reload"  // re-read the configuration (jailgate reload)
+	OpUpgrade = "upgrade" // hand over to the binary at its path (jailgate upgrade)
+)
+
+// Request is what `jailgate reload` or `jailgate upgrade` asks of the server.
 type Request struct {
-	Op     string `json:"op"`     // "reload"
+	Op     string `json:"op"`     // OpReload or OpUpgrade
 	Config string `json:"config"` // the file the operator means; absolute
 }
 
@@ -50,13 +66,20 @@ type Reply struct {
 	Changes  []string `json:"changes,omitempty"`  // what the reload changed
 	Problems []string `json:"problems,omitempty"` // a rejected config: FILE:LINE: field: message each
 	Error    string   `json:"error,omitempty"`    // a refusal that is not about the config
+
+	// An upgrade's outcome: the process that answered and the one that
+	// serves now, with their versions.
+	OldPID     int    `json:"old_pid,omitempty"`
+	NewPID     int    `json:"new_pid,omitempty"`
+	OldVersion string `json:"old_version,omitempty"`
+	NewVersion string `json:"new_version,omitempty"`
 }
 
 // Listen listens on stateDir's admin socket, mode 0600, replacing
 // one left by a server that is gone. It fails with ErrServerRunning while
 // another server answers on it: two servers on one state directory would
 // mount the same tenant layers.
-func Listen(stateDir string) (net.Listener, error) {
+func Listen(stateDir string) (*Listener, error) {
 	path := statedir.New(stateDir).AdminSocket()
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
@@ -86,21 +109,41 @@ func Listen(stateDir string) (net.Listener, error) {
 		os.Remove(tmp)
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}
-	return &listener{UnixListener: ul, path: path}, nil
+	return &Listener{UnixListener: ul, path: path}, nil
 }
 
-// listener removes its socket when closed, as a clean shutdown
-// should leave no socket behind.
-type listener struct {
+// Inherit takes over l, the admin socket of stateDir a previous server
+// listened on and handed over at an upgrade, with no check for a running
+// server: that one is handing it over.
+func Inherit(l net.Listener, stateDir string) (*Listener, error) {
+	ul, ok := l.(*net.UnixListener)
+	if !ok {
+		return nil, fmt.Errorf("admin socket: inherited %T, want a unix listener", l)
+	}
+	ul.SetUnlinkOnClose(false)
+	return &Listener{UnixListener: ul, path: statedir.New(stateDir).AdminSocket()}, nil
+}
+
+// Listener is the admin socket. It removes its path when closed, as a clean
+// shutdown should leave no socket behind.
+type Listener struct {
 	*net.UnixListener
 	path string
 }
 
-func (l *listener) Close() error {
+// Close stops listening and removes the socket.
+func (l *Listener) Close() error {
 	err := l.UnixListener.Close()
 	os.Remove(l.path)
 	return err
 }
+
+// Release stops listening in this process but leaves the socket in place:
+// the old side of an upgrade, whose successor listens on the same socket.
+func (l *Listener) Release() error { return l.UnixListener.Close() }
+
+// Path is where the socket is.
+func (l *Listener) Path() string { return l.path }
 
 // Serve answers requests on l with handle, one connection at a time
 // (reloads are not meant to overlap), until l is closed.
@@ -128,7 +171,7 @@ func serveConn(c net.Conn, handle func(Request) Reply) {
 		return
 	case json.Unmarshal(line, &req) != nil:
 		reply.Error = "admin request: not JSON"
-	case req.Op != "reload":
+	case req.Op != OpReload && req.Op != OpUpgrade:
 		reply.Error = fmt.Sprintf("admin request: unknown op %q", req.Op)
 	default:
 		reply = handle(req)

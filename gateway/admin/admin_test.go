@@ -96,3 +96,47 @@ func TestAdminSocketStale(t *testing.T) {
 		t.Errorf("after replacing the stale socket: %+v %v", reply, err)
 	}
 }
+
+// TestAdminHandover: the old server releases the socket without removing
+// it, the new one inherits the same listening socket and answers on the
+// same path, and an upgrade request reaches the handler with its reply.
+func TestAdminHandover(t *testing.T) {
+	dir := filepath.Join(shortTempDir(t), "state")
+	old, err := Listen(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := old.File() // what tableflip passes to the new process
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inherited, err := Inherit(fl, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(inherited.Path()); err != nil {
+		t.Fatalf("the old server's release removed the socket: %v", err)
+	}
+	go Serve(inherited, func(r Request) Reply {
+		return Reply{OK: r.Op == OpUpgrade, OldPID: 1, NewPID: 2, NewVersion: "v2"}
+	})
+	reply, err := Call(dir, Request{Op: OpUpgrade, Config: "/etc/jailgate/jailgate.yaml"})
+	if err != nil || !reply.OK || reply.NewPID != 2 || reply.NewVersion != "v2" {
+		t.Fatalf("upgrade through the inherited socket: %+v %v", reply, err)
+	}
+	inherited.Close()
+	if _, err := os.Stat(inherited.Path()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("closing the inherited socket left it: %v", err)
+	}
+	if _, err := Inherit(&net.TCPListener{}, dir); err == nil {
+		t.Error("Inherit took a TCP listener as the admin socket")
+	}
+}

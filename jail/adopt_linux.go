@@ -116,7 +116,7 @@ func (s *Supervisor) adoptNetwork(e *environment, r *EnvRecord) error {
 	if n == nil {
 		return errors.New("network: nat: the host network is not set up")
 	}
-	release, err := n.adopt(r.Veth, r.NAT, &e.spec)
+	release, err := n.adopt(r.Veth, r.Name, r.NAT, &e.spec)
 	if err != nil {
 		return err
 	}

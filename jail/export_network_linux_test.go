@@ -29,5 +29,5 @@ func (n *Network) Adopt(veth, env, addr string, dns []netip.Addr, spec *EnvSpec)
 	if err != nil {
 		return nil, err
 	}
-	return n.adoptNamed(veth, env, &natNet{Address: netip.PrefixFrom(a, 31).String(), Resolv: resolvConf(dns)}, spec)
+	return n.adopt(veth, env, &natNet{Address: netip.PrefixFrom(a, 31).String(), Resolv: resolvConf(dns)}, spec)
 }

@@ -120,13 +120,8 @@ func (fw *firewall) restore(c *carried) error {
 // the veth's and stays as it was set at her start. Adopt the kept
 // environments before starting new ones: until then a kept pair is not
 // reserved, and a new environment given it fails to make its veth.
-func (n *Network) adopt(veth string, nat *natNet, spec *EnvSpec) (func(), error) {
-	return n.adoptNamed(veth, "", nat, spec)
-}
-
-// adoptNamed is adopt, naming her environment env for OnDrop (adopt
-// leaves the network.drop events of an adopted environment without it).
-func (n *Network) adoptNamed(veth, env string, nat *natNet, spec *EnvSpec) (func(), error) {
+// env names her environment in network.drop events (OnDrop).
+func (n *Network) adopt(veth, env string, nat *natNet, spec *EnvSpec) (func(), error) {
 	rest, ok := strings.CutPrefix(veth, n.names.veth)
 	i, err := strconv.Atoi(rest)
 	if !ok || err != nil || i < 0 || i >= len(n.pairs) {

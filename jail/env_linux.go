@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"time"
 )
@@ -211,7 +212,7 @@ func (s *Supervisor) Detach() error {
 		<-e.done
 	}
 	s.ending.Wait()
-	s.cg.Release()
+	s.release()
 	return nil
 }
 
@@ -229,8 +230,18 @@ func (s *Supervisor) Close() error {
 	// Environments whose last session just ended are torn down in the
 	// background; Close returns only when they are gone too.
 	s.ending.Wait()
-	s.cg.Release()
+	s.release()
 	return nil
+}
+
+// release removes what is left empty when the gateway ends: the tenant
+// cgroups with no environment, the prefix, the record directory (rmdir
+// refuses one still holding a live environment's record).
+func (s *Supervisor) release() {
+	s.cg.Release()
+	if s.opts.RecordDir != "" {
+		os.Remove(s.opts.RecordDir)
+	}
 }
 
 // Environment states.

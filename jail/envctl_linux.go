@@ -82,7 +82,7 @@ func StopEnvironments(ctx context.Context, opts Options, tenant string, grace ti
 	if err != nil {
 		errs = append(errs, err)
 	} else {
-		s.cg.Release()
+		s.release()
 	}
 	return stopped, errors.Join(errs...)
 }

@@ -13,7 +13,9 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // netNames are the host-wide names one gateway owns: its nftables table
@@ -360,4 +362,22 @@ func (l *lease) end() {
 		delete(l.n.live, l.tenant)
 		l.n.mu.Unlock()
 	})
+}
+
+// RemoveNetwork removes what a gateway named name (NetworkOptions.Name)
+// left on the host: its nftables table and veths. For a state_dir whose
+// gateway is gone for good and whose environments have ended (a test's);
+// a gateway's own start sweeps them otherwise.
+func RemoveNetwork(name string) error {
+	names := namesFor(name)
+	sweepVeths(names.veth, nil, slog.New(slog.DiscardHandler))
+	c, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	c.DelTable(&nftables.Table{Name: names.table, Family: nftables.TableFamilyINet})
+	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("nftables: delete table inet %s: %w", names.table, err)
+	}
+	return nil
 }

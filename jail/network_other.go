@@ -45,3 +45,6 @@ type NetStats struct {
 
 // TenantNetStats reports that nat needs Linux.
 func TenantNetStats(string) (map[string]NetStats, error) { return nil, errors.ErrUnsupported }
+
+// RemoveNetwork needs Linux.
+func RemoveNetwork(string) error { return errors.ErrUnsupported }

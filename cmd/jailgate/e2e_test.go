@@ -269,6 +269,7 @@ func sweepCgroups(stateDir string) {
 		s.Close()
 	}
 	os.Remove(l.Environments())
+	jail.RemoveNetwork(l.Hash()) // the table a killed or lingering gateway left
 }
 
 // cli runs the built `jailgate ARGS…` and returns its stdout, stderr and

@@ -172,3 +172,43 @@ func TestCorruptRecordsSkipped(t *testing.T) {
 		t.Errorf("left after the skip: %v", left)
 	}
 }
+
+// TestTwoGatewaysOneKey: two Supervisors on one state_dir (the two sides
+// of an upgrade) share a key's environment: one that the other started
+// after this one adopted what it found is joined, not started twice.
+func TestTwoGatewaysOneKey(t *testing.T) {
+	opts := durableOptions(t)
+	spec := newSpec(t, "gil")
+	spec.Linger = time.Hour
+	oldSide, err := jail.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newSide, err := jail.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { newSide.Close(); oldSide.Close() })
+	a := environment(t, oldSide, "tenant/gil", spec)
+	sh(t, a, "echo from-old > /tmp/mark")
+	b := environment(t, newSide, "tenant/gil", spec)
+	if got := sh(t, b, "cat /tmp/mark"); strings.TrimSpace(got) != "from-old" {
+		t.Errorf("the new side started its own environment: /tmp/mark %q", got)
+	}
+	// The old side lets go; her environment lives on with the new side's session.
+	a.Release()
+	oldSide.Detach()
+	if got := sh(t, b, "cat /tmp/mark"); strings.TrimSpace(got) != "from-old" {
+		t.Errorf("after the old side left: %q", got)
+	}
+	b.Release()
+	newSide.Close()
+	jailtest.WaitNoProcs(t, spec.IDMap.UID, spec.IDMap.Size, 2*time.Second)
+	if left, _ := os.ReadDir(opts.RecordDir); len(left) > 0 {
+		var names []string
+		for _, e := range left {
+			names = append(names, e.Name())
+		}
+		t.Errorf("left in the record dir: %v", names)
+	}
+}

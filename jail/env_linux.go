@@ -124,7 +124,7 @@ func (s *Supervisor) Environment(ctx context.Context, key string, spec *EnvSpec)
 	s.mu.Unlock()
 
 	t0 := time.Now()
-	err = e.start(ctx)
+	joined, err := e.startOrJoin(ctx)
 	s.mu.Lock()
 	if err != nil {
 		delete(s.envs, key)
@@ -135,11 +135,13 @@ func (s *Supervisor) Environment(ctx context.Context, key string, spec *EnvSpec)
 		return nil, fmt.Errorf("jail: start %s: %w", spec.Tenant, err)
 	}
 	e.state = envLive
-	e.refs = 1 // the init counts the starting gateway's first session itself
+	e.refs = 1 // the init counts the starting gateway's first session itself (or held it: joined)
 	adopted = true
 	close(e.started)
 	s.mu.Unlock()
-	s.log.Info("environment start", "tenant", spec.Tenant, "env", e.name, "duration", time.Since(t0))
+	if !joined {
+		s.log.Info("environment start", "tenant", spec.Tenant, "env", e.name, "duration", time.Since(t0))
+	}
 	go e.readLoop()
 	return &handle{environment: e}, nil
 }

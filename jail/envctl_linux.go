@@ -97,6 +97,7 @@ func stopOne(ctx context.Context, dir string, r *EnvRecord, grace time.Duration)
 		p, perr := openInit(r)
 		if perr != nil {
 			removeRecord(dir, r.Name)
+			forgetKey(dir, r.Key, r.Name)
 			return nil // gone already
 		}
 		proc = p
@@ -109,5 +110,6 @@ func stopOne(ctx context.Context, dir string, r *EnvRecord, grace time.Duration)
 	}
 	proc.Wait()
 	removeRecord(dir, r.Name)
+	forgetKey(dir, r.Key, r.Name)
 	return nil
 }

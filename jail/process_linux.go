@@ -77,6 +77,7 @@ func (e *environment) teardown() {
 	e.ctl.close()
 	e.cmd.Wait()
 	removeRecord(s.opts.RecordDir, e.name)
+	forgetKey(s.opts.RecordDir, e.key, e.name)
 	// Another gateway connected to it (an upgrade's other side) may have
 	// removed the cgroup already.
 	if err := e.cg.Destroy(); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -2,7 +2,6 @@ package jail
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -10,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -121,6 +119,10 @@ func writeRecord(s *starting) error {
 		return err
 	}
 	s.undo = append(s.undo, func() { os.Remove(path) })
+	if err := linkKey(dir, e.key, e.name); err != nil {
+		return err
+	}
+	s.undo = append(s.undo, func() { unlinkKey(dir, e.key, e.name) })
 	return nil
 }
 
@@ -204,12 +206,16 @@ func ReadRecords(dir string) ([]*EnvRecord, []error) {
 		}
 		recs = append(recs, r)
 	}
-	// Sockets whose record is gone (a start interrupted between the two).
+	// Sockets whose record is gone (a start interrupted between the two),
+	// and key links to no record.
 	for _, ent := range ents {
 		if name, ok := strings.CutSuffix(ent.Name(), ".sock"); ok {
 			if _, err := os.Lstat(recordPath(dir, name)); errors.Is(err, fs.ErrNotExist) {
 				os.Remove(filepath.Join(dir, ent.Name()))
 			}
+		}
+		if strings.HasPrefix(ent.Name(), "key-") && ent.Type() == fs.ModeSymlink {
+			sweepKeyLink(dir, filepath.Join(dir, ent.Name()))
 		}
 	}
 	return recs, errs
@@ -243,82 +249,4 @@ func readRecord(dir, name string) (*EnvRecord, error) {
 		return nil, errors.New("its init is gone")
 	}
 	return &r, nil
-}
-
-// openInit opens a recorded init by pidfd, checking after it is open that
-// its start time is the record's, so the pidfd names that very process.
-func openInit(r *EnvRecord) (*initProc, error) {
-	pidfd, err := unix.PidfdOpen(r.Pid, 0)
-	if err != nil {
-		return nil, fmt.Errorf("pidfd: %w", err)
-	}
-	if start, err := procStart(r.Pid); err != nil || start != r.Start {
-		unix.Close(pidfd)
-		return nil, errors.New("its init is gone")
-	}
-	proc, err := os.FindProcess(r.Pid)
-	if err != nil {
-		unix.Close(pidfd)
-		return nil, err
-	}
-	return &initProc{Process: proc, pidfd: pidfd}, nil
-}
-
-// release closes the init's pidfd without waiting for it (a detached
-// environment: a child is reaped by the kernel's reparenting once this
-// gateway is gone, or by Process.Wait in a later teardown).
-func (p *initProc) release() { unix.Close(p.pidfd) }
-
-// dialInit connects to a recorded init and says hello; it answers with the
-// sessions held.
-func dialInit(ctx context.Context, dir string, r *EnvRecord) (*ctlConn, int, *initProc, error) {
-	return dialAs(ctx, dir, r, 0)
-}
-
-// dialAs is dialInit as a gateway (0) or an observer (helloObserver).
-func dialAs(ctx context.Context, dir string, r *EnvRecord, as int) (*ctlConn, int, *initProc, error) {
-	proc, err := openInit(r)
-	if err != nil {
-		return nil, 0, nil, err
-	}
-	fail := func(err error) (*ctlConn, int, *initProc, error) {
-		proc.release()
-		return nil, 0, nil, err
-	}
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unixpacket", socketPath(dir, r.Name))
-	if err != nil {
-		return fail(err)
-	}
-	ctl := &ctlConn{c: c.(*net.UnixConn)}
-	if err := ctl.send(&message{Op: opHello, Token: r.Token, Pid: os.Getpid(), Code: as}); err != nil {
-		ctl.close()
-		return fail(err)
-	}
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetReadDeadline(dl)
-	}
-	m, files, err := ctl.recv()
-	closeAll(files)
-	c.SetReadDeadline(time.Time{})
-	if err != nil || m.Op != opWelcome {
-		ctl.close()
-		if err == nil {
-			err = fmt.Errorf("init said %q", m.Op)
-		}
-		return fail(fmt.Errorf("hello: %w", err))
-	}
-	return ctl, m.Code, proc, nil
-}
-
-// waitExited waits until the process behind pidfd has exited, and closes it.
-func waitExited(pidfd int) error {
-	defer unix.Close(pidfd)
-	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
-	for {
-		_, err := unix.Poll(fds, -1)
-		if err == nil || !errors.Is(err, unix.EINTR) {
-			return err
-		}
-	}
 }

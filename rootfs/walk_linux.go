@@ -58,29 +58,41 @@ type walker struct {
 	useMnt bool
 	seen   map[fileID]bool // hard-linked files already shifted
 	stats  ShiftStats
+	// visit is done to each file of the tree, top first: name in dfd, or
+	// dfd itself if name is empty (every directory, opened). fix, for a
+	// shift.
+	visit func(dfd int, name, display string, st *unix.Statx_t) error
 }
 
 // shiftFD shifts the tree whose top directory is open as fd. Display is the
 // tree's path, used in errors only.
 func shiftFD(fd int, display string, ids idShift) (ShiftStats, error) {
-	w := &walker{ids: ids, seen: map[fileID]bool{}}
+	w := &walker{ids: ids}
+	w.visit = w.fix
+	err := w.walk(fd, display)
+	return w.stats, err
+}
+
+// walk does w.visit to the directory fd and everything under it on the
+// same mount, never following a symlink.
+func (w *walker) walk(fd int, display string) error {
+	w.seen = map[fileID]bool{}
 	var st unix.Statx_t
 	if err := statxAt(fd, "", &st); err != nil {
-		return w.stats, &os.PathError{Op: "statx", Path: display, Err: err}
+		return &os.PathError{Op: "statx", Path: display, Err: err}
 	}
 	if uint32(st.Mode)&unix.S_IFMT != unix.S_IFDIR {
-		return w.stats, &os.PathError{Op: "shift", Path: display, Err: ErrNotDir}
+		return &os.PathError{Op: "walk", Path: display, Err: ErrNotDir}
 	}
 	w.dev = devOf(&st)
 	if st.Mask&unix.STATX_MNT_ID != 0 {
 		w.mnt, w.useMnt = st.Mnt_id, true
 	}
 	w.stats.Entries++
-	if err := w.fix(fd, "", display, &st); err != nil {
-		return w.stats, err
+	if err := w.visit(fd, "", display, &st); err != nil {
+		return err
 	}
-	err := w.dir(fd, display, 1)
-	return w.stats, err
+	return w.dir(fd, display, 1)
 }
 
 func statxAt(dfd int, name string, st *unix.Statx_t) error {
@@ -158,7 +170,7 @@ func (w *walker) entry(dfd int, name, display string, depth int) error {
 			}
 			w.seen[id] = true
 		}
-		return w.fix(dfd, name, display, &st)
+		return w.visit(dfd, name, display, &st)
 	}
 	fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
@@ -177,7 +189,7 @@ func (w *walker) entry(dfd int, name, display string, depth int) error {
 		w.stats.Mounts++
 		return nil
 	}
-	if err := w.fix(fd, "", display, &st); err != nil {
+	if err := w.visit(fd, "", display, &st); err != nil {
 		return err
 	}
 	return w.dir(fd, display, depth+1)

@@ -81,12 +81,14 @@ func ProbeProject(dir string) (ProjectTree, error) {
 	default:
 		return t, nil
 	}
+	// ENOSYS: no quota of any type is on there, or the kernel has no
+	// quota support for this file system (quota_getstate, fs/quota/quota.c).
 	var stat [128]byte // struct fs_quota_stat: qs_version, then the u16 qs_flags
 	switch err := quotactl(dir, qXGetQStat, 0, unsafe.Pointer(&stat)); {
-	case err != nil:
+	case err != nil && !errors.Is(err, unix.ENOSYS):
 		t.Why = "quotactl Q_XGETQSTAT: " + err.Error()
-	case *(*uint16)(unsafe.Pointer(&stat[2]))&(pdqAcct|pdqEnfd) != pdqAcct|pdqEnfd:
-		t.Why = "project quotas are not on (mount option prjquota)"
+	case err != nil || *(*uint16)(unsafe.Pointer(&stat[2]))&(pdqAcct|pdqEnfd) != pdqAcct|pdqEnfd:
+		t.Why = "project quotas are not on and enforced (mount option prjquota)"
 	default:
 		t.Enforced = true
 	}
@@ -152,20 +154,12 @@ func setProjectAt(dfd int, name, display string, st *unix.Statx_t, id uint32) er
 			return nil
 		}
 		var err error
-		fd, err = unix.Openat(dfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-		if err == unix.ENOENT || err == unix.ELOOP {
-			return nil // removed or swapped for a link meanwhile
-		} else if err != nil {
-			return &os.PathError{Op: "openat", Path: display, Err: err}
+		if fd, err = openSame(dfd, name, st.Ino, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY); err != nil {
+			return &os.PathError{Op: "open", Path: display, Err: err}
+		} else if fd < 0 {
+			return nil // gone or replaced meanwhile: not the file looked at
 		}
 		defer unix.Close(fd)
-		var now unix.Stat_t
-		if err := unix.Fstat(fd, &now); err != nil {
-			return &os.PathError{Op: "fstat", Path: display, Err: err}
-		}
-		if now.Ino != st.Ino || now.Mode&unix.S_IFMT != unix.S_IFREG {
-			return nil // replaced meanwhile: not the file looked at
-		}
 	}
 	var x fsxattr
 	if err := ioctlPtr(fd, iocFSGetXattr, unsafe.Pointer(&x)); err != nil {

@@ -119,7 +119,8 @@ func TestSetProjectHostileTree(t *testing.T) {
 // the same after a restart (read back from state_dir), is never another
 // tenant's, even one with the same range, and a removed tenant's id is
 // not handed out again. ApplyProject sets it on her tree once and records
-// that; without project quotas on (this host) the limits are refused.
+// that, and again on a tree made anew; without project quotas on (this
+// host) the limits are refused.
 func TestProjectIDStable(t *testing.T) {
 	state := t.TempDir()
 	const base, size = 1 << 30, 65536
@@ -154,6 +155,13 @@ func TestProjectIDStable(t *testing.T) {
 	r, ok, _ := ReadProject(state, "erin")
 	if got, inh, _ := ProjectOf(tree); !ok || !r.Set || r.Tree != tree || got != r.ID || !inh {
 		t.Errorf("erin's record %+v (ok %v); her tree's project %d inherit %v", r, ok, got, inh)
+	}
+	// Her tree made anew (a tenant reset removes her layer dir): set again.
+	os.RemoveAll(tree)
+	os.Mkdir(tree, 0o755)
+	ApplyProject(state, "erin", tree, 5000, 10, Quota{Backend: QuotaProject, Bytes: 64 << 20})
+	if got, inh, _ := ProjectOf(tree); got != r.ID || !inh {
+		t.Errorf("erin's tree made anew: project %d inherit %v, want %d", got, inh, r.ID)
 	}
 }
 

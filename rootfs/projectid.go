@@ -67,13 +67,16 @@ func projectID(stateDir, tenant, tree string, base, size uint32) (ProjectRecord,
 
 // ApplyProject bounds tenant's tree to q with a project quota: her
 // project id (her record's, or a new one from her id range base, size) on
-// every file of tree, once, then q's limits for it.
+// every file of tree, once per tree, then q's limits for it.
 func ApplyProject(stateDir, tenant, tree string, base, size uint32, q Quota) error {
 	r, err := projectID(stateDir, tenant, tree, base, size)
 	if err != nil {
 		return err
 	}
-	if !r.Set || r.Tree != tree {
+	// Set once per tree: again if her tree is not the one recorded, the
+	// walk was cut short, or her tree was made anew (a tenant reset
+	// removes her layer dir; an operator may remake her rootfs).
+	if id, inherit, err := ProjectOf(tree); !r.Set || r.Tree != tree || err != nil || id != r.ID || !inherit {
 		if err := SetProject(tree, r.ID); err != nil {
 			return fmt.Errorf("project id %d on %s: %w", r.ID, tree, err)
 		}

@@ -43,3 +43,6 @@ func SetProject(string, uint32) error { return errors.ErrUnsupported }
 
 // SetProjectLimit needs Linux.
 func SetProjectLimit(string, uint32, int64, int64) error { return errors.ErrUnsupported }
+
+// ProjectOf needs Linux.
+func ProjectOf(string) (uint32, bool, error) { return 0, false, errors.ErrUnsupported }

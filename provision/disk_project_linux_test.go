@@ -13,6 +13,7 @@ import (
 	"github.com/jailgate/jailgate/config"
 	"github.com/jailgate/jailgate/internal/testfs"
 	"github.com/jailgate/jailgate/rootfs"
+	"github.com/jailgate/jailgate/statedir"
 )
 
 // prjquotaFS makes a file system with project quotas on: ext4 -O
@@ -44,7 +45,8 @@ func asNobody(name string, args ...string) *exec.Cmd {
 // project id of her own; dd of 200 MiB stops near 64 MiB with "Disk quota
 // exceeded", 5000 files stop at 3000 at most, another tenant on the same
 // file system still writes; status reads her use and limits; a restart
-// keeps her id and a reload's lowered limit applies live. Where this
+// keeps her id and a reload's lowered limit applies live; an image:
+// tenant's layer dir gets a project id of its own. Where this
 // kernel cannot (no CONFIG_QFMT_V2 nor CONFIG_XFS_QUOTA here), the log
 // says so once, and the backend is refused with that reason and the fixes.
 func TestDiskProject(t *testing.T) {
@@ -119,5 +121,18 @@ func TestDiskProject(t *testing.T) {
 	}
 	if us, _, _ := DiskUsage(state, c.Users["alice"]); us.BytesLimit != 32<<20 {
 		t.Errorf("after a reload to 32 MiB: %+v", us)
+	}
+	// An image: tenant: her layer dir (state_dir on this file system)
+	// carries a project id of her own, which her upper and work dirs inherit.
+	carol := &config.User{Name: "carol", Image: "base", Disk: config.Disk{Bytes: 64 << 20}}
+	if ch, err := ChooseDisk(state, config.DiskQuotaAuto, carol); err != nil || ch.Backend != config.DiskQuotaProject {
+		t.Fatalf("carol's layer: %+v, %v; want project", ch, err)
+	}
+	if _, err := p.applyDisk(carol); err != nil {
+		t.Fatal(err)
+	}
+	rc, _, _ := rootfs.ReadProject(state, "carol")
+	if id, inh, err := rootfs.ProjectOf(statedir.New(state).Tenant("carol")); err != nil || id != rc.ID || !inh || id == r.ID {
+		t.Errorf("carol's layer dir: project %d inherit %v err %v; want her own %d (alice has %d)", id, inh, err, rc.ID, r.ID)
 	}
 }

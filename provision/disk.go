@@ -266,21 +266,20 @@ func (p *Provisioner) ApplyDiskLimits(c *config.Config) error {
 // login.
 func (p *Provisioner) applyLive(c *config.Config, u *config.User) error {
 	if !u.Disk.Set() {
-		// Limits gone: a btrfs tree she has keeps no stale limit.
+		// Limits gone: a btrfs or project tree she has keeps no stale limit.
 		us, ok, _ := DiskUsage(c.StateDir, u)
 		switch {
 		case ok && us.Backend == rootfs.QuotaBtrfs && us.BytesLimit > 0:
 			return p.setBtrfs(u, c.StateDir, 0)
-		case ok && us.Backend == rootfs.QuotaProject && (us.BytesLimit > 0 || us.InodesLimit > 0):
-			return rootfs.SetTenantProjectLimit(c.StateDir, u.Name, diskTree(c.StateDir, u), rootfs.Quota{})
+		case ok && us.Backend == rootfs.QuotaProject:
+			return setProject(u, c.StateDir, rootfs.Quota{Backend: rootfs.QuotaProject})
 		}
 		return nil
 	}
 	ch, err := ChooseDisk(c.StateDir, c.DiskQuota, u)
 	switch {
 	case ch.Backend == config.DiskQuotaProject:
-		return rootfs.SetTenantProjectLimit(c.StateDir, u.Name, ch.Tree,
-			rootfs.Quota{Backend: ch.Backend, Bytes: u.Disk.Bytes, Inodes: u.Disk.Inodes})
+		return setProject(u, c.StateDir, rootfs.Quota{Backend: ch.Backend, Bytes: u.Disk.Bytes, Inodes: u.Disk.Inodes})
 	case ch.Backend == config.DiskQuotaBtrfs:
 		if _, err := os.Lstat(ch.Tree); err != nil {
 			return nil // made, with her limit, at her next login
@@ -308,5 +307,19 @@ func (p *Provisioner) setBtrfs(u *config.User, stateDir string, bytes int64) err
 		return err
 	}
 	slog.Info("disk quota applied", "tenant", u.Name, "backend", rootfs.QuotaBtrfs, "limit", bytes)
+	return nil
+}
+
+// setProject sets u's project limits to q where her tree carries her
+// project id already (else her next login sets both), logging a change.
+func setProject(u *config.User, stateDir string, q rootfs.Quota) error {
+	us, ok, _ := DiskUsage(stateDir, u)
+	if !ok || (us.BytesLimit == (q.Bytes+1023)&^1023 && us.InodesLimit == q.Inodes) {
+		return nil // no id on her tree yet, or in force already: nothing to say
+	}
+	if err := rootfs.SetTenantProjectLimit(stateDir, u.Name, diskTree(stateDir, u), q); err != nil {
+		return err
+	}
+	slog.Info("disk quota applied", "tenant", u.Name, "backend", rootfs.QuotaProject, "limit", q.Bytes, "inodes", q.Inodes)
 	return nil
 }

@@ -17,6 +17,7 @@ package rootfs
 // project fails with EXDEV (ext4_rename, xfs_rename).
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -87,7 +88,7 @@ func ProbeProject(dir string) (ProjectTree, error) {
 	switch err := quotactl(dir, qXGetQStat, 0, unsafe.Pointer(&stat)); {
 	case err != nil && !errors.Is(err, unix.ENOSYS):
 		t.Why = "quotactl Q_XGETQSTAT: " + err.Error()
-	case err != nil || *(*uint16)(unsafe.Pointer(&stat[2]))&(pdqAcct|pdqEnfd) != pdqAcct|pdqEnfd:
+	case err != nil || binary.NativeEndian.Uint16(stat[2:4])&(pdqAcct|pdqEnfd) != pdqAcct|pdqEnfd:
 		t.Why = "project quotas are not on and enforced (mount option prjquota)"
 	default:
 		t.Enforced = true

@@ -16,9 +16,18 @@ import (
 // DiskChoice is the disk quota backend that serves a tenant's tree, and
 // why it was picked (for explain).
 type DiskChoice struct {
-	Backend string // rootfs.QuotaBtrfs, rootfs.QuotaImage, or "" (no limits, or none serves her)
+	Backend string // rootfs.QuotaProject, QuotaBtrfs, QuotaImage, or "" (no limits, or none serves her)
 	Tree    string // the tree the quota bounds: her rootfs, or her layer dir
 	Why     string
+}
+
+// diskTree is the tree u's disk quota bounds: her rootfs: directory, or
+// her layer dir (upper and work) for an image: tenant.
+func diskTree(stateDir string, u *config.User) string {
+	if u.Image != "" {
+		return statedir.New(stateDir).Tenant(u.Name)
+	}
+	return u.Rootfs
 }
 
 // diskFixes are the ways to give a tree a backend, in the refusal.
@@ -32,11 +41,7 @@ const diskFixes = "fixes: on ext4, tune2fs -O project -Q prjquota DEV and mount 
 // what cannot be enforced and how to fix it; the choice may still serve
 // part of her limits (btrfs bounds her bytes but not her inodes).
 func ChooseDisk(stateDir, mode string, u *config.User) (DiskChoice, error) {
-	state := statedir.New(stateDir)
-	c := DiskChoice{Tree: u.Rootfs}
-	if u.Image != "" {
-		c.Tree = state.Tenant(u.Name)
-	}
+	c := DiskChoice{Tree: diskTree(stateDir, u)}
 	if !u.Disk.Set() {
 		c.Why = "no limits.disk or limits.inodes"
 		return c, nil
@@ -44,7 +49,12 @@ func ChooseDisk(stateDir, mode string, u *config.User) (DiskChoice, error) {
 	allows := func(b string) bool { return mode == config.DiskQuotaAuto || mode == b }
 	var tried []string
 	if allows(config.DiskQuotaProject) {
-		tried = append(tried, projectWhy())
+		why, ok := projectServes(c.Tree, u.Image != "")
+		if ok {
+			c.Backend, c.Why = config.DiskQuotaProject, why
+			return c, nil
+		}
+		tried = append(tried, "project: "+why)
 	}
 	if allows(config.DiskQuotaBtrfs) {
 		why, ok := btrfsServes(c.Tree, u.Image != "")
@@ -80,15 +90,32 @@ func ChooseDisk(stateDir, mode string, u *config.User) (DiskChoice, error) {
 	return c, diskError(u, "limits.disk", c.Tree, "no disk quota backend (disk_quota "+mode+") serves her tree: "+c.Why+"; "+diskFixes)
 }
 
-// projectWhy is why the project backend does not serve a tree: not
-// implemented yet, and what this kernel lacks for it, if anything.
-func projectWhy() string {
-	why := "project: not implemented yet by this jailgate"
+// projectServes says whether the project backend can bound tree: it is
+// (or, for a layer dir not made yet (made), its parent is) on ext4 or XFS
+// with project quotas enforced. If not, why, naming what this kernel
+// lacks for them, if anything.
+func projectServes(tree string, made bool) (string, bool) {
+	dir := tree
+	if _, err := os.Lstat(tree); made && errors.Is(err, os.ErrNotExist) {
+		dir = existing(tree)
+	}
+	t, err := rootfs.ProbeProject(dir)
+	why := ""
+	switch {
+	case err != nil:
+		why = err.Error()
+	case t.FS == "":
+		why = "not on ext4 or XFS"
+	case t.Enforced:
+		return "a project id of her own on " + t.FS + " with block and inode limits", true
+	default:
+		why = t.FS + ": " + t.Why
+	}
 	if gaps := rootfs.ProjectQuotaGaps(); len(gaps) > 0 {
 		why += ", and this kernel lacks " + strings.Join(gaps, ", ") +
 			" (ext4 prjquota needs CONFIG_QUOTA and CONFIG_QFMT_V2; XFS prjquota, CONFIG_XFS_QUOTA)"
 	}
-	return why
+	return why, false
 }
 
 // diskError is a *config.Error at her limits, naming her tree's mount.
@@ -174,13 +201,22 @@ func (p *Provisioner) applyDisk(u *config.User) (rootfs.Quota, error) {
 		p.warnOnce(u.Name, err)
 	}
 	q := rootfs.Quota{Backend: ch.Backend, Bytes: u.Disk.Bytes, Inodes: u.Disk.Inodes}
-	if ch.Backend != config.DiskQuotaBtrfs {
+	if ch.Backend != config.DiskQuotaBtrfs && ch.Backend != config.DiskQuotaProject {
 		return q, nil
 	}
 	if u.Image != "" {
-		if err := rootfs.MakeTree(ch.Tree, 0o700); err != nil { // her layer dir: a subvolume (btrfsServes)
+		// Her layer dir: a subvolume (btrfsServes), or the directory her
+		// project id is set on, which her upper and work dirs inherit.
+		if err := rootfs.MakeTree(ch.Tree, 0o700); err != nil {
 			return q, err
 		}
+	}
+	if ch.Backend == config.DiskQuotaProject {
+		ids, err := p.idMap(u) // her project id comes from her id range
+		if err != nil {
+			return q, err
+		}
+		return q, rootfs.ApplyProject(p.stateDir, u.Name, ch.Tree, ids.UID, ids.Size, q)
 	}
 	return q, rootfs.SetBtrfsLimit(ch.Tree, u.Disk.Bytes)
 }
@@ -225,17 +261,25 @@ func (p *Provisioner) ApplyDiskLimits(c *config.Config) error {
 	return errors.Join(errs...)
 }
 
-// applyLive applies u's disk limits to her tree as it is now.
+// applyLive applies u's disk limits to her tree as it is now: one whose
+// tree carries no project id or subvolume yet takes them at her next
+// login.
 func (p *Provisioner) applyLive(c *config.Config, u *config.User) error {
 	if !u.Disk.Set() {
-		// Limits gone: a btrfs tree she has keeps no stale limit.
-		if us, ok, _ := DiskUsage(c.StateDir, u); ok && us.Backend == rootfs.QuotaBtrfs && us.BytesLimit > 0 {
+		// Limits gone: a btrfs or project tree she has keeps no stale limit.
+		us, ok, _ := DiskUsage(c.StateDir, u)
+		switch {
+		case ok && us.Backend == rootfs.QuotaBtrfs && us.BytesLimit > 0:
 			return p.setBtrfs(u, c.StateDir, 0)
+		case ok && us.Backend == rootfs.QuotaProject:
+			return setProject(u, c.StateDir, rootfs.Quota{Backend: rootfs.QuotaProject})
 		}
 		return nil
 	}
 	ch, err := ChooseDisk(c.StateDir, c.DiskQuota, u)
 	switch {
+	case ch.Backend == config.DiskQuotaProject:
+		return setProject(u, c.StateDir, rootfs.Quota{Backend: ch.Backend, Bytes: u.Disk.Bytes, Inodes: u.Disk.Inodes})
 	case ch.Backend == config.DiskQuotaBtrfs:
 		if _, err := os.Lstat(ch.Tree); err != nil {
 			return nil // made, with her limit, at her next login
@@ -255,10 +299,7 @@ func (p *Provisioner) applyLive(c *config.Config, u *config.User) error {
 
 // setBtrfs sets u's btrfs tree's qgroup limit to bytes, logging a change.
 func (p *Provisioner) setBtrfs(u *config.User, stateDir string, bytes int64) error {
-	tree := u.Rootfs
-	if u.Image != "" {
-		tree = statedir.New(stateDir).Tenant(u.Name)
-	}
+	tree := diskTree(stateDir, u)
 	if us, ok, _ := DiskUsage(stateDir, u); ok && us.BytesLimit == bytes {
 		return nil // in force already: nothing to say
 	}
@@ -266,5 +307,19 @@ func (p *Provisioner) setBtrfs(u *config.User, stateDir string, bytes int64) err
 		return err
 	}
 	slog.Info("disk quota applied", "tenant", u.Name, "backend", rootfs.QuotaBtrfs, "limit", bytes)
+	return nil
+}
+
+// setProject sets u's project limits to q where her tree carries her
+// project id already (else her next login sets both), logging a change.
+func setProject(u *config.User, stateDir string, q rootfs.Quota) error {
+	us, ok, _ := DiskUsage(stateDir, u)
+	if !ok || (us.BytesLimit == (q.Bytes+1023)&^1023 && us.InodesLimit == q.Inodes) {
+		return nil // no id on her tree yet, or in force already: nothing to say
+	}
+	if err := rootfs.SetTenantProjectLimit(stateDir, u.Name, diskTree(stateDir, u), q); err != nil {
+		return err
+	}
+	slog.Info("disk quota applied", "tenant", u.Name, "backend", rootfs.QuotaProject, "limit", q.Bytes, "inodes", q.Inodes)
 	return nil
 }

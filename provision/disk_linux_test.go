@@ -16,19 +16,12 @@ import (
 // bounds a rootfs: tenant's subvolume (dd of 200 MiB stops near 64 MiB
 // with EDQUOT, another tenant still writes; a reload's lowered limit, then
 // none, applies live, past her quota as she is), says it has no inode quota,
-// and a tree no backend serves is refused with the fixes. The project
-// backend runs where this kernel can mount prjquota; where it cannot, the
-// log says so once, and the refusal names the missing kernel option.
+// and a tree no backend serves is refused with the fixes, naming the
+// kernel option missing for prjquota where this kernel has none.
 func TestDiskBackends(t *testing.T) {
-	mnt, err := testfs.Loop(t, "ext4", "prjquota", "-q", "-O", "project,quota")
-	noPrjquota := err != nil
-	if noPrjquota {
-		t.Logf("project backend: this kernel cannot mount ext4 with prjquota (it needs CONFIG_QUOTA and CONFIG_QFMT_V2; "+
-			"its config lacks %v): %v", rootfs.ProjectQuotaGaps(), err)
-	} else {
-		t.Logf("project backend: %s mounts with prjquota, but jailgate does not implement the project backend yet", mnt)
-	}
-	mnt = testfs.Btrfs(t)
+	_, err := testfs.Loop(t, "ext4", "prjquota", "-q", "-O", "project,quota")
+	noPrjquota := err != nil // TestDiskProject says why
+	mnt := testfs.Btrfs(t)
 	alice, bob, plain := filepath.Join(mnt, "alice"), filepath.Join(mnt, "bob"), filepath.Join(mnt, "plain")
 	for _, d := range []string{alice, bob} {
 		if err := rootfs.CreateSubvolume(d); err != nil {

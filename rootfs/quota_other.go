@@ -27,3 +27,22 @@ func TenantUsage(string, string, string) (Usage, bool, error) { return Usage{}, 
 
 // ProjectQuotaGaps knows no kernel config off Linux.
 func ProjectQuotaGaps() []string { return nil }
+
+// ProjectTree is what the project backend needs to know about a tree.
+type ProjectTree struct {
+	FS       string
+	Enforced bool
+	Why      string
+}
+
+// ProbeProject finds no project quota off Linux.
+func ProbeProject(string) (ProjectTree, error) { return ProjectTree{}, nil }
+
+// SetProject needs Linux.
+func SetProject(string, uint32) error { return errors.ErrUnsupported }
+
+// SetProjectLimit needs Linux.
+func SetProjectLimit(string, uint32, int64, int64) error { return errors.ErrUnsupported }
+
+// ProjectOf needs Linux.
+func ProjectOf(string) (uint32, bool, error) { return 0, false, errors.ErrUnsupported }

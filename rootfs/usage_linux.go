@@ -8,7 +8,8 @@ import (
 )
 
 // TenantUsage reads what tenant's tree holds against her disk quota: her
-// disk image (image backend) or her tree's qgroup (btrfs backend). tree
+// disk image (image backend), her tree's project (project backend) or her
+// tree's qgroup (btrfs backend). tree
 // is her rootfs: directory, or "" for an image: tenant (her layer dir).
 // A tree under no quota gives ok false.
 func TenantUsage(stateDir, tenant, tree string) (u Usage, ok bool, err error) {
@@ -21,6 +22,13 @@ func TenantUsage(stateDir, tenant, tree string) (u Usage, ok bool, err error) {
 			return u, err == nil, err
 		}
 		tree = state.Tenant(tenant)
+	}
+	if r, ok, err := ReadProject(stateDir, tenant); err != nil || (ok && r.Set && r.Tree == tree) {
+		if err != nil {
+			return Usage{}, false, err
+		}
+		u, err := projectUsage(tree, r.ID)
+		return u, err == nil, err
 	}
 	t, err := ProbeBtrfs(tree)
 	if err != nil || !t.Subvolume || !t.QuotaOn {

@@ -58,29 +58,41 @@ type walker struct {
 	useMnt bool
 	seen   map[fileID]bool // hard-linked files already shifted
 	stats  ShiftStats
+	// visit is done to each file of the tree, top first: name in dfd, or
+	// dfd itself if name is empty (every directory, opened). fix, for a
+	// shift.
+	visit func(dfd int, name, display string, st *unix.Statx_t) error
 }
 
 // shiftFD shifts the tree whose top directory is open as fd. Display is the
 // tree's path, used in errors only.
 func shiftFD(fd int, display string, ids idShift) (ShiftStats, error) {
-	w := &walker{ids: ids, seen: map[fileID]bool{}}
+	w := &walker{ids: ids}
+	w.visit = w.fix
+	err := w.walk(fd, display)
+	return w.stats, err
+}
+
+// walk does w.visit to the directory fd and everything under it on the
+// same mount, never following a symlink.
+func (w *walker) walk(fd int, display string) error {
+	w.seen = map[fileID]bool{}
 	var st unix.Statx_t
 	if err := statxAt(fd, "", &st); err != nil {
-		return w.stats, &os.PathError{Op: "statx", Path: display, Err: err}
+		return &os.PathError{Op: "statx", Path: display, Err: err}
 	}
 	if uint32(st.Mode)&unix.S_IFMT != unix.S_IFDIR {
-		return w.stats, &os.PathError{Op: "shift", Path: display, Err: ErrNotDir}
+		return &os.PathError{Op: "walk", Path: display, Err: ErrNotDir}
 	}
 	w.dev = devOf(&st)
 	if st.Mask&unix.STATX_MNT_ID != 0 {
 		w.mnt, w.useMnt = st.Mnt_id, true
 	}
 	w.stats.Entries++
-	if err := w.fix(fd, "", display, &st); err != nil {
-		return w.stats, err
+	if err := w.visit(fd, "", display, &st); err != nil {
+		return err
 	}
-	err := w.dir(fd, display, 1)
-	return w.stats, err
+	return w.dir(fd, display, 1)
 }
 
 func statxAt(dfd int, name string, st *unix.Statx_t) error {
@@ -158,7 +170,7 @@ func (w *walker) entry(dfd int, name, display string, depth int) error {
 			}
 			w.seen[id] = true
 		}
-		return w.fix(dfd, name, display, &st)
+		return w.visit(dfd, name, display, &st)
 	}
 	fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
@@ -177,7 +189,7 @@ func (w *walker) entry(dfd int, name, display string, depth int) error {
 		w.stats.Mounts++
 		return nil
 	}
-	if err := w.fix(fd, "", display, &st); err != nil {
+	if err := w.visit(fd, "", display, &st); err != nil {
 		return err
 	}
 	return w.dir(fd, display, depth+1)
@@ -217,21 +229,13 @@ func (w *walker) fix(dfd int, name, display string, st *unix.Statx_t) error {
 // The file is opened with O_PATH|O_NOFOLLOW and checked to be the inode
 // that was shifted, so a link or another file swapped in is never changed.
 func restoreMode(dfd int, name, display string, st *unix.Statx_t) error {
-	fd, err := unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := openSame(dfd, name, st.Ino, unix.O_PATH)
 	if err != nil {
-		if err == unix.ENOENT || err == unix.ELOOP {
-			return nil
-		}
-		return &os.PathError{Op: "openat", Path: display, Err: err}
+		return &os.PathError{Op: "open", Path: display, Err: err}
+	} else if fd < 0 {
+		return nil // gone or replaced meanwhile: not the file that was shifted
 	}
 	defer unix.Close(fd)
-	var now unix.Stat_t
-	if err := unix.Fstat(fd, &now); err != nil {
-		return &os.PathError{Op: "fstat", Path: display, Err: err}
-	}
-	if now.Ino != st.Ino || now.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil // replaced meanwhile: not the file that was shifted
-	}
 	mode := uint32(st.Mode) & 0o7777
 	// fchmod(2) refuses O_PATH descriptors; chmod through the descriptor's
 	// /proc link reaches exactly the inode it holds, link or not.
@@ -246,17 +250,29 @@ func restoreMode(dfd int, name, display string, st *unix.Statx_t) error {
 }
 
 func chmodOpened(dfd int, name string, ino uint64, mode uint32) error {
-	fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if err != nil {
+	fd, err := openSame(dfd, name, ino, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY)
+	if err != nil || fd < 0 {
 		return err
 	}
 	defer unix.Close(fd)
-	var now unix.Stat_t
-	if err := unix.Fstat(fd, &now); err != nil {
-		return err
-	}
-	if now.Ino != ino || now.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil
-	}
 	return unix.Fchmod(fd, mode)
+}
+
+// openSame opens the regular file name in dfd (flags, with O_NOFOLLOW and
+// O_CLOEXEC) if it is still inode ino; fd -1 and no error if it is gone,
+// a link now, or another file: a hostile tree may swap files between a
+// look and an open.
+func openSame(dfd int, name string, ino uint64, flags int) (int, error) {
+	fd, err := unix.Openat(dfd, name, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err == unix.ENOENT || err == unix.ELOOP {
+		return -1, nil
+	} else if err != nil {
+		return -1, err
+	}
+	var now unix.Stat_t
+	if err := unix.Fstat(fd, &now); err != nil || now.Ino != ino || now.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
 }

@@ -16,6 +16,8 @@
 //	  tenants/<tenant>/{upper,work}  her persistent layer over an image
 //	  tenants/<tenant>/disk.img  or her layer in an ext4 image of limits.disk's size (disk_quota image)
 //	  recordings/<tenant>/*.cast her recorded terminal sessions
+//	  projects/<tenant>.json    her tree's project id (disk_quota project)
+//	  projects/ids/<id>         each project id ever handed out: never reused
 //	/run/jailgate/layers/<hash of state_dir>/<tenant>/   her layer's mount points
 //	/run/jailgate/envs/<hash of state_dir>/<env>.{json,sock}  each live environment's record and control socket
 //	/var/lib/jailgate-host/ids.json  every state_dir's id ranges on this host (jail.IDPool)
@@ -28,6 +30,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"path/filepath"
+	"strconv"
 )
 
 // RuntimeDir is the host's runtime directory of every jailgate: mount
@@ -102,6 +105,21 @@ func (l Layout) TenantWork(tenant string) string { return filepath.Join(l.Tenant
 // and work dirs) when the image disk quota backend bounds it.
 func (l Layout) TenantDiskImage(tenant string) string {
 	return filepath.Join(l.Tenant(tenant), "disk.img")
+}
+
+// Projects holds the project ids of the tenants' trees (the project disk
+// quota backend).
+func (l Layout) Projects() string { return filepath.Join(l.Root, "projects") }
+
+// ProjectRecord is tenant's project id record: the id her tree carries.
+func (l Layout) ProjectRecord(tenant string) string {
+	return filepath.Join(l.Projects(), tenant+".json")
+}
+
+// ProjectClaim marks project id as handed out, to one tenant for good: it
+// outlives her record, so a removed tenant's id is never someone else's.
+func (l Layout) ProjectClaim(id uint32) string {
+	return filepath.Join(l.Projects(), "ids", strconv.FormatUint(uint64(id), 10))
 }
 
 // Recordings holds every tenant's recorded sessions.

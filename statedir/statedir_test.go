@@ -23,6 +23,8 @@ func TestLayoutPaths(t *testing.T) {
 		l.TenantUpper("bob"):        "/var/lib/jailgate/tenants/bob/upper",
 		l.TenantWork("bob"):         "/var/lib/jailgate/tenants/bob/work",
 		l.TenantRecordings("alice"): "/var/lib/jailgate/recordings/alice",
+		l.ProjectRecord("alice"):    "/var/lib/jailgate/projects/alice.json",
+		l.ProjectClaim(1 << 30):     "/var/lib/jailgate/projects/ids/1073741824",
 	} {
 		if got != want {
 			t.Errorf("got %s, want %s", got, want)

@@ -83,9 +83,10 @@ func TestCheckDiskNoBackend(t *testing.T) {
 }
 
 // projectWhyText is why explain says the project backend does not serve
-// a tree on this host: not implemented, and the kernel options it lacks.
+// a tree on an ext4 mounted without prjquota, with the kernel options this
+// host lacks for it.
 func projectWhyText() string {
-	why := "project: not implemented yet by this jailgate"
+	why := "project: ext4: project quotas are not on and enforced (mount option prjquota)"
 	if gaps := rootfs.ProjectQuotaGaps(); gaps != nil {
 		why += ", and this kernel lacks " + strings.Join(gaps, ", ") +
 			" (ext4 prjquota needs CONFIG_QUOTA and CONFIG_QFMT_V2; XFS prjquota, CONFIG_XFS_QUOTA)"

@@ -127,7 +127,7 @@ func TestDefaultsWhenAbsent(t *testing.T) {
 	}
 	u := c.Users["alice"]
 	if c.Listen != DefaultListen || c.StateDir != DefaultStateDir || u.Shell != "/bin/bash" || u.Hostname != "alice" ||
-		u.Environment != EnvTenant || u.Network != "none" || u.Limits != (jail.Limits{Pids: DefaultPids, Memory: hostMemory() / 2, SwapAsMemory: true, PTYs: DefaultPTYs, Tmp: hostMemory() / 2 / 4}) {
+		u.Environment != EnvTenant || u.Network != "none" || u.Limits != (jail.Limits{Pids: DefaultPids, Memory: hostMemory() / 2, SwapAsMemory: true, PTYs: DefaultPTYs, Tmp: hostMemory() / 2}) {
 		t.Errorf("defaults not applied: %+v %+v", c, u)
 	}
 	if !slices.Equal(c.Server.Ciphers, DefaultCiphers) {

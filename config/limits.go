@@ -31,8 +31,9 @@ const (
 	// than one person's terminals, tmux panes included.
 	DefaultPTYs = 64
 	// DefaultTmp sizes /tmp and /dev/shm when she has no memory limit;
-	// with one, each gets a quarter of it.
-	DefaultTmp = 256 << 20
+	// with one, each is as large as it (issue 19: tmpfs pages count
+	// against her memory, so the limit that binds is the memory's).
+	DefaultTmp = 1 << 30
 )
 
 // hostMemory is the host's RAM in bytes (0 where unknown); a variable for
@@ -128,7 +129,7 @@ func resolveLimits(u *User) {
 	def("memory", ": half of this host's RAM", func() { l.Memory = hostMemory() / 2 })
 	def("memory_swap", ": as much as memory", func() { l.SwapAsMemory = l.Memory > 0 })
 	if l.Memory > 0 {
-		def("tmp", ": a quarter of memory", func() { l.Tmp = l.Memory / 4 })
+		def("tmp", ": as much as memory", func() { l.Tmp = l.Memory })
 	}
 	def("tmp", "", func() { l.Tmp = DefaultTmp })
 	def("ptys", "", func() { l.PTYs = DefaultPTYs })

@@ -21,10 +21,10 @@ func TestLimitDefaults(t *testing.T) {
 		from                map[string]string
 	}{
 		{"nothing said", "", "",
-			jail.Limits{Pids: 1024, Memory: 4 << 30, SwapAsMemory: true, PTYs: 64, Tmp: 1 << 30},
-			map[string]string{"pids": "default", "memory": "default: half of this host's RAM", "tmp": "default: a quarter of memory"}},
+			jail.Limits{Pids: 1024, Memory: 4 << 30, SwapAsMemory: true, PTYs: 64, Tmp: 4 << 30},
+			map[string]string{"pids": "default", "memory": "default: half of this host's RAM", "tmp": "default: as much as memory"}},
 		{"memory in defaults, pids her own", "  limits: { memory: 2GiB }\n", "    limits: { pids: 50 }\n",
-			jail.Limits{Pids: 50, Memory: 2 << 30, SwapAsMemory: true, PTYs: 64, Tmp: 512 << 20},
+			jail.Limits{Pids: 50, Memory: 2 << 30, SwapAsMemory: true, PTYs: 64, Tmp: 2 << 30},
 			map[string]string{"pids": "users.alice", "memory": "defaults:", "memory_swap": "default: as much as memory"}},
 		{"swap and tmp her own", "", "    limits: { memory: 1GiB, memory_swap: 0, tmp: 64MiB, ptys: 0 }\n",
 			jail.Limits{Pids: 1024, Memory: 1 << 30, Tmp: 64 << 20},
@@ -34,10 +34,10 @@ func TestLimitDefaults(t *testing.T) {
 		{"unlimited, then her own pids", "  limits: unlimited\n", "    limits: { pids: 100 }\n",
 			jail.Limits{Pids: 100}, map[string]string{"pids": "users.alice", "memory": "defaults: (unlimited)"}},
 		{"connections her own", "", "    limits: { connections: 200 }\n",
-			jail.Limits{Pids: 1024, Memory: 4 << 30, SwapAsMemory: true, PTYs: 64, Tmp: 1 << 30, Connections: 200},
+			jail.Limits{Pids: 1024, Memory: 4 << 30, SwapAsMemory: true, PTYs: 64, Tmp: 4 << 30, Connections: 200},
 			map[string]string{"connections": "users.alice", "net_rate": "default: unlimited"}},
-		{"memory 0: tmp falls back to 256MiB", "", "    limits: { memory: 0 }\n",
-			jail.Limits{Pids: 1024, PTYs: 64, Tmp: 256 << 20}, nil},
+		{"memory 0: tmp falls back to 1GiB", "", "    limits: { memory: 0 }\n",
+			jail.Limits{Pids: 1024, PTYs: 64, Tmp: 1 << 30}, nil},
 	}
 	r := fixture(t)
 	for _, tc := range cases {

@@ -114,8 +114,8 @@ func holdLine(t *testing.T, c *gossh.Client, cmd string) string {
 // TestLimitDefaultsInCgroup: with no limits: in the config, a tenant had
 // no pids, memory or swap bound, and one fork bomb could take the host's
 // pid space (issue 16, item 8). Now the documented defaults land in her
-// cgroup files (pids 1024, memory half of RAM, swap as much again, /tmp a
-// quarter of memory), and a fork bomb ends at her bound while Bob's login
+// cgroup files (pids 1024, memory half of RAM, swap as much again, /tmp
+// as much as memory), and a fork bomb ends at her bound while Bob's login
 // works.
 func TestLimitDefaultsInCgroup(t *testing.T) {
 	limNoSessionCgroups(t)
@@ -123,7 +123,7 @@ func TestLimitDefaultsInCgroup(t *testing.T) {
 	a := l.client(t, "alice")
 	hold(t, a)
 	want := l.srv.Config().Users["alice"].Limits
-	if want.Pids != config.DefaultPids || want.Memory <= 0 || !want.SwapAsMemory || want.MemorySwap != 0 || want.Tmp != want.Memory/4 {
+	if want.Pids != config.DefaultPids || want.Memory <= 0 || !want.SwapAsMemory || want.MemorySwap != 0 || want.Tmp != want.Memory {
 		t.Fatalf("alice's limits with none configured: %+v", want)
 	}
 	const cg = "/sys/fs/cgroup"
@@ -172,7 +172,7 @@ func TestExplainLimitsFrom(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := strings.Join(explainLines(c.Users["alice"]), "\n")
-	for _, want := range []string{"memory=2GiB memory_swap=as-memory pids=50 ptys=64 tmp=512MiB",
+	for _, want := range []string{"memory=2GiB memory_swap=as-memory pids=50 ptys=64 tmp=2GiB",
 		"memory (defaults:)", "pids (users.alice)", "ptys (default)", "memory_swap (default: as much as memory)"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("explain lacks %q:\n%s", want, text)

@@ -1,6 +1,7 @@
 package jail_test
 
 import (
+	"encoding/binary"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -9,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 
 	"github.com/jailgate/jailgate/jail"
 	"github.com/jailgate/jailgate/jail/jailtest"
@@ -90,4 +94,83 @@ func TestNetworkNextToDocker(t *testing.T) {
 			t.Errorf("with the fix, she reaches %s: %v, want %v", c.addr, got, c.want)
 		}
 	}
+}
+
+// TestForwardBlocksHostFirewall: a host's own nftables firewall (not
+// Docker's), a forward chain with policy drop that accepts only replies,
+// is reported with the nft rules to add to that very chain (no iptables
+// form: not iptables' table); an accept of her veths on one port only is
+// not taken for the fix (a rule on a port is passed over); an accept of
+// her veths is.
+func TestForwardBlocksHostFirewall(t *testing.T) {
+	jailtest.RequireRoot(t)
+	name := testNetName()
+	veth := jail.VethPrefix(name)
+	c, err := nftables.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: "jgtest-fw-" + name})
+	t.Cleanup(func() { c.DelTable(tb); c.Flush() })
+	drop := nftables.ChainPolicyDrop
+	fwd := c.AddChain(&nftables.Chain{Name: "forward", Table: tb, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &drop})
+	ifname := func(key expr.MetaKey, op expr.CmpOp) []expr.Any {
+		return []expr.Any{&expr.Meta{Key: key, Register: 1}, &expr.Cmp{Op: op, Register: 1, Data: []byte(veth)}}
+	}
+	accept := &expr.Verdict{Kind: expr.VerdictAccept}
+	add := func(exprs ...[]expr.Any) {
+		var all []expr.Any
+		for _, e := range exprs {
+			all = append(all, e...)
+		}
+		c.AddRule(&nftables.Rule{Table: tb, Chain: fwd, Exprs: append(all, &expr.Counter{}, accept)})
+		if err := c.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The host's other forwarded traffic (other tests' gateways) passes.
+	add(ifname(expr.MetaKeyIIFNAME, expr.CmpOpNeq), ifname(expr.MetaKeyOIFNAME, expr.CmpOpNeq))
+	established := binary.NativeEndian.AppendUint32(nil, expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED)
+	add([]expr.Any{&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: established, Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)}})
+	blocks := func() []jail.ForwardBlock {
+		t.Helper()
+		var mine []jail.ForwardBlock
+		all, err := jail.ForwardBlocks(name, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range all {
+			if b.Table == tb.Name {
+				mine = append(mine, b)
+			}
+		}
+		return mine
+	}
+	got := blocks()
+	if len(got) != 1 || got[0].String() != "inet "+tb.Name+" forward" || got[0].IPTables() != nil ||
+		got[0].NFT()[0] != "nft insert rule inet "+tb.Name+" forward iifname \""+veth+"*\" accept" {
+		t.Fatalf("ForwardBlocks next to a host firewall = %+v (nft %q), want inet %s forward", got, fixes(got), tb.Name)
+	}
+	add(ifname(expr.MetaKeyIIFNAME, expr.CmpOpEq), []expr.Any{ // tcp dport 80
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 80}}})
+	if got := blocks(); len(got) != 1 {
+		t.Errorf("with her veths accepted on port 80 only, ForwardBlocks = %+v, want the chain still", got)
+	}
+	add(ifname(expr.MetaKeyIIFNAME, expr.CmpOpEq))
+	if got := blocks(); len(got) != 0 {
+		t.Errorf("with her veths accepted, ForwardBlocks = %+v, want none", got)
+	}
+}
+
+// fixes is each block's nft fix.
+func fixes(blocks []jail.ForwardBlock) [][]string {
+	var out [][]string
+	for _, b := range blocks {
+		out = append(out, b.NFT())
+	}
+	return out
 }

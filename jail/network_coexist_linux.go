@@ -32,7 +32,9 @@ type ForwardBlock struct {
 	// Docker: the table has Docker's DOCKER-USER chain, the place Docker
 	// keeps an operator's rules across its restarts; the fix goes there.
 	Docker bool
-	Veth   string // the gateway's veth prefix, jgXXXXXX
+	// Veth is the gateway's veth prefix, jgXXXXXX: the fix accepts
+	// interfaces whose name starts with it.
+	Veth string
 }
 
 // String names the chain as nft does: "ip filter FORWARD".
@@ -101,6 +103,10 @@ func ForwardBlocks(name, uplink string) ([]ForwardBlock, error) {
 		return nil, fmt.Errorf("nftables: list chains: %w", err)
 	}
 	w := &chainWalker{conn: c, rules: map[string][]*nftables.Rule{}}
+	her := names.veth + "0" // any of her veths: rules match them by prefix
+	probes := []probe{      // her first packet out, and a reply to her
+		{iif: ifname(her), oif: ifname(uplink), state: expr.CtStateBitNEW},
+		{iif: ifname(uplink), oif: ifname(her), state: expr.CtStateBitESTABLISHED}}
 	var out []ForwardBlock
 	for _, ch := range chains {
 		fam, ok := familyName(ch.Table.Family)
@@ -108,10 +114,6 @@ func ForwardBlocks(name, uplink string) ([]ForwardBlock, error) {
 			ch.Table.Family == nftables.TableFamilyINet && ch.Table.Name == names.table {
 			continue
 		}
-		// Her first packet out, and a reply to her.
-		her := names.veth + "0"
-		probes := []probe{{iif: ifname(her), oif: ifname(uplink), state: expr.CtStateBitNEW},
-			{iif: ifname(uplink), oif: ifname(her), state: expr.CtStateBitESTABLISHED}}
 		for _, p := range probes {
 			if w.base(ch, p) == verdictDrop {
 				out = append(out, ForwardBlock{Family: fam, Table: ch.Table.Name, Chain: ch.Name,

@@ -33,7 +33,8 @@ func TestNetworkNextToDocker(t *testing.T) {
 	name := testNetName()
 	veth := jail.VethPrefix(name)
 	docker := jailtest.FakeDocker(t, veth)
-	logFile, err := os.Create(filepath.Join(t.TempDir(), "log")) // the Network's goroutines write to it too
+	// The Network's goroutines log too: read through a file, not a shared buffer.
+	logFile, err := os.OpenFile(filepath.Join(t.TempDir(), "log"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -124,6 +124,7 @@ func OpenNetwork(opts NetworkOptions) (*Network, error) {
 	if n.drops != nil {
 		go n.drops.run(n.reportDrop)
 	}
+	warnForwardBlocks(opts.Name, n.uplink, n.log) // another table's drop (Docker's) is final: say what to add
 	n.log.Info("network ready", "pool", pool, "uplink", n.uplink, "mtu", n.mtu, "nflog_group", group)
 	return n, nil
 }

@@ -90,6 +90,7 @@ func cmdCheck(args []string, stdout io.Writer) error {
 	if err := checkPool(c); err != nil {
 		return err
 	}
+	c.Warnings = append(c.Warnings, forwardWarnings(c)...)
 	// Valid but weaker than the defaults (a weak SSH algorithm offered):
 	// said, not refused; the exit status stays 0.
 	for _, w := range c.Warnings {
@@ -122,13 +123,7 @@ func cmdCheck(args []string, stdout io.Writer) error {
 // live gateway's own veths do not count. The line is network_pool's, or
 // the first nat tenant's when the pool is the default choice.
 func checkPool(c *config.Config) error {
-	tenant := ""
-	for _, n := range c.Names() {
-		if c.Users[n].Network == jail.NetworkNAT {
-			tenant = n
-			break
-		}
-	}
+	tenant := natTenant(c)
 	if tenant == "" {
 		return nil
 	}
@@ -141,4 +136,31 @@ func checkPool(c *config.Config) error {
 		e.Pos, e.Field = c.Users[tenant].Pos, "users."+tenant+".network"
 	}
 	return &configError{lines: []string{e.Error()}}
+}
+
+// natTenant is the first tenant using nat, "" if none does.
+func natTenant(c *config.Config) string {
+	for _, n := range c.Names() {
+		if c.Users[n].Network == jail.NetworkNAT {
+			return n
+		}
+	}
+	return ""
+}
+
+// forwardWarnings are, when a tenant uses nat, what serve would warn of
+// at start: another table's forward chain (Docker's FORWARD policy drop)
+// that drops her traffic, with the rules to add for the veths of serve's
+// name for the state_dir. None if the rules cannot be read (check run
+// without CAP_NET_ADMIN).
+func forwardWarnings(c *config.Config) []string {
+	if natTenant(c) == "" {
+		return nil
+	}
+	blocks, _ := jail.ForwardBlocks(statedir.New(c.StateDir).Hash(), "")
+	var out []string
+	for _, b := range blocks {
+		out = append(out, b.Warning())
+	}
+	return out
 }

@@ -133,6 +133,13 @@ func (d *daemon) handOver(rep startReport, served <-chan error) {
 				drain(d.srv, d.sigs, d.log)
 			}
 			d.detach()
+			if unix.Kill(rep.PID, 0) != nil {
+				// The new process is gone too (its stop stopped this one):
+				// nothing shares the layers this one mounted any more.
+				if err := d.prov.Detach(); err != nil {
+					d.log.Warn("unmount tenant layers", "err", err)
+				}
+			}
 			d.log.Info("stopped after the upgrade", "new_pid", rep.PID)
 			return
 		case sig := <-d.sigs:

@@ -212,6 +212,10 @@ func (s *Supervisor) adoptNetwork(e *environment, r *EnvRecord) error {
 	if err != nil {
 		return err
 	}
+	if err := setRate(r.Veth, r.Pid, e.spec.Limits.NetRate); err != nil {
+		release()
+		return err
+	}
 	onEnd := e.spec.OnEnd
 	e.spec.OnEnd = func() {
 		release()

@@ -51,6 +51,7 @@ func TestNetworkAdopt(t *testing.T) {
 
 	now := *spec // the current configuration opens a destination for her
 	now.Egress.Allow = []jail.EgressRule{{Prefix: netip.MustParsePrefix(private10 + "/32"), PortLo: 8080, PortHi: 8080}}
+	now.Limits.NetRate = 50_000_000 // none at her start: the adopting side applies the config's now
 	end, err := n2.Adopt(veth, "adopted", addr, nil, &now)
 	if err != nil {
 		t.Fatal(err)
@@ -220,6 +221,7 @@ func TestNetworkAdoptAfterDetach(t *testing.T) {
 	t.Cleanup(func() { s2.Close() })
 	now := *spec
 	now.Egress.Allow = []jail.EgressRule{{Prefix: netip.MustParsePrefix(private10 + "/32"), PortLo: 8080, PortHi: 8080}}
+	now.Limits.NetRate = 50_000_000 // none at her start: the adopting side applies the config's now
 	if n := s2.Adopt(context.Background(), func(context.Context, *jail.EnvRecord) (*jail.EnvSpec, error) {
 		c := now
 		return &c, nil
@@ -227,6 +229,9 @@ func TestNetworkAdoptAfterDetach(t *testing.T) {
 		t.Fatalf("adopted %d environments, want 1", n)
 	}
 	e2 := environment(t, s2, "tenant/gail", &now)
+	if rate := tbfRate(t, veth); rate != 50_000_000/8 {
+		t.Errorf("her veth's tbf rate after adoption: %d bytes/s, want the config's 50Mbit (%d)", rate, 50_000_000/8)
+	}
 	for dst, want := range map[string]bool{upstreamAddr + ":80": true, private10 + ":8080": true,
 		private10 + ":8081": false, metadataAddr + ":80": false} {
 		if got := reaches(e2, dst); got != want {
@@ -241,4 +246,24 @@ func TestNetworkAdoptAfterDetach(t *testing.T) {
 	if got := n2.LeasedPairs(); got != 0 {
 		t.Errorf("%d pairs leased after Close, want 0", got)
 	}
+}
+
+// tbfRate is the rate in bytes per second of the tbf at the root of
+// link's egress, 0 without one.
+func tbfRate(t *testing.T, link string) uint64 {
+	t.Helper()
+	l, err := netlink.LinkByName(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qs, err := netlink.QdiscList(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range qs {
+		if tbf, ok := q.(*netlink.Tbf); ok && q.Attrs().Parent == netlink.HANDLE_ROOT {
+			return tbf.Rate
+		}
+	}
+	return 0
 }

@@ -53,8 +53,37 @@ func addTBF(h netlink.Handle, link netlink.Link, bits int64) error {
 		Limit:      burst + uint32(rate/20), // up to 50 ms queued
 		Buffer:     netlink.Xmittime(rate, burst),
 	}
-	if err := h.QdiscAdd(tbf); err != nil {
+	if err := h.QdiscReplace(tbf); err != nil { // replace: an adopted environment's rate may change
 		return fmt.Errorf("net_rate: tbf on %s: %w", link.Attrs().Name, err)
+	}
+	return nil
+}
+
+// setRate makes her veth's rate bits per second each way, or unlimited
+// with 0: an adopted environment gets the rate the configuration says now.
+func setRate(veth string, pid int, bits int64) error {
+	if bits > 0 {
+		return limitRate(veth, pid, bits)
+	}
+	del := func(h netlink.Handle, link netlink.Link) {
+		h.QdiscDel(&netlink.GenericQdisc{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: link.Attrs().Index,
+			Handle: netlink.MakeHandle(1, 0), Parent: netlink.HANDLE_ROOT}})
+	}
+	if host, err := netlink.LinkByName(veth); err == nil {
+		del(netlink.Handle{}, host)
+	}
+	ns, err := netns.GetFromPid(pid)
+	if err != nil {
+		return fmt.Errorf("net_rate: her network namespace: %w", err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return fmt.Errorf("net_rate: netlink in her namespace: %w", err)
+	}
+	defer h.Close()
+	if eth0, err := h.LinkByName("eth0"); err == nil {
+		del(*h, eth0)
 	}
 	return nil
 }

@@ -25,7 +25,7 @@ func loadConfig(path string) (*config.Config, error) {
 	if err != nil {
 		return nil, &configError{lines: errorLines(err)}
 	}
-	if err := provision.CheckIDs(c, ""); errors.Is(err, config.ErrInvalid) {
+	if err := provision.CheckIDs(c, hostIDs); errors.Is(err, config.ErrInvalid) {
 		return nil, &configError{lines: errorLines(err)}
 	} else if err != nil {
 		return nil, err

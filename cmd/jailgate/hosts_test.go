@@ -113,10 +113,15 @@ func aliceInit(t *testing.T, l *lab) aliceEnv {
 func TestCheckUIDBaseOverlapsPool(t *testing.T) {
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")
-	alice, err := jail.NewIDPool(state, jail.WithRegistry(filepath.Join(dir, "hostids.json"))).Allocate("alice", 0, nil)
+	registry := filepath.Join(dir, "hostids.json")
+	alice, err := jail.NewIDPool(state, jail.WithRegistry(registry)).Allocate("alice", 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// check reads this registry, not the host's, whose other state_dirs
+	// (a bench, another test run) may hold the range past alice's.
+	defer func(old string) { hostIDs = old }(hostIDs)
+	hostIDs = registry
 	path := filepath.Join(dir, "jailgate.yaml")
 	write := func(base uint32) {
 		os.WriteFile(path, []byte(fmt.Sprintf("state_dir: %s\nusers:\n  bob:\n    keys: [%q]\n    rootfs: %s\n    uid_base: %d\n",

@@ -60,6 +60,10 @@ commands:
   version                          print the version
 `
 
+// hostIDs is the host-wide id registry check and reload read: "" is
+// statedir.HostIDs; an in-process test points it at its own.
+var hostIDs = ""
+
 func main() {
 	// An environment's init is this binary re-executed inside its new
 	// namespaces (design.md); it must be dispatched before anything else.

@@ -37,7 +37,7 @@ func (r *reloader) reload() admin.Reply {
 		err = provision.CheckLimits(r.sup, c)
 	}
 	if err == nil {
-		err = provision.CheckIDs(c, "")
+		err = provision.CheckIDs(c, hostIDs)
 	}
 	if err == nil {
 		_, err = provision.CheckDisk(c) // its warnings are logWarnings' (best-effort)

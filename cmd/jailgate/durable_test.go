@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -226,5 +227,47 @@ func TestE2EOrphanGrace(t *testing.T) {
 	jailtest.WaitNoProcs(t, base, 65536, 5*time.Second)
 	if d := time.Since(killed); d < 3*time.Second {
 		t.Errorf("her environment ended %v after the gateway died, before its orphan grace", d)
+	}
+}
+
+// TestE2EEnvStopImageTenant: an image: tenant's layer stays mounted while
+// her environment outlives the stopped server (linger 1h), and `env stop
+// --all` then unmounts it with the rest.
+func TestE2EEnvStopImageTenant(t *testing.T) {
+	g := &e2eGateway{dir: jailtest.SearchableTempDir(t), port: freePort(t), log: &syncBuffer{}}
+	g.stateDir = filepath.Join(g.dir, "state")
+	sshKeygen(t, filepath.Join(g.dir, "carol"))
+	path := filepath.Join(g.dir, "jailgate.yaml")
+	cfg := fmt.Sprintf("listen: 127.0.0.1:%d\nstate_dir: %s\ndefaults:\n  linger: 1h\nusers:\n  carol:\n    keys_file: %s.pub\n    image: base\n",
+		g.port, g.stateDir, filepath.Join(g.dir, "carol"))
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, errOut, code := cli(t, "rootfs", "from-host", "-q", "--image", "base", "--config", path); code != 0 {
+		t.Fatalf("rootfs from-host --image: exit %d %q %q", code, out, errOut)
+	}
+	g.start(t, path)
+	if _, errs, code := g.ssh(t, "carol", "", "nohup sleep 1000 >/dev/null 2>&1 &"); code != 0 {
+		t.Fatalf("carol: exit %d: %s", code, errs)
+	}
+	layers := statedir.New(g.stateDir).LayerMounts()
+	layerMounted := func() bool {
+		m, _ := os.ReadFile("/proc/self/mountinfo")
+		return strings.Contains(string(m), layers+"/")
+	}
+	g.cmd.Process.Signal(os.Interrupt)
+	g.cmd.Process.Signal(os.Interrupt)
+	g.cmd.Wait()
+	if !layerMounted() {
+		t.Fatal("her layer was unmounted at the stop while her environment lives on")
+	}
+	if out, _, _ := cli(t, "env", "list", "--config", path); !strings.Contains(out, "tenant/carol") {
+		t.Fatalf("env list after the stop:\n%s", out)
+	}
+	if out, errs, code := cli(t, "env", "stop", "--all", "--grace", "1s", "--config", path); code != 0 || !strings.Contains(out, "stopped ") {
+		t.Fatalf("env stop --all: exit %d\n%s%s", code, out, errs)
+	}
+	if layerMounted() {
+		t.Errorf("layer mounts left under %s after env stop --all", layers)
 	}
 }

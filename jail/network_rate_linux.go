@@ -16,11 +16,17 @@ import (
 // eth0's qdisc is in her namespace: a tenant given CAP_NET_ADMIN (caps:)
 // could remove it. Both go with the veth.
 func limitRate(veth string, pid int, bits int64) error {
+	return bothEnds(veth, pid, func(h netlink.Handle, link netlink.Link) error { return addTBF(h, link, bits) })
+}
+
+// bothEnds runs f on the host end of her veth and on eth0 in the network
+// namespace of pid, each with a netlink handle of its namespace.
+func bothEnds(veth string, pid int, f func(netlink.Handle, netlink.Link) error) error {
 	host, err := netlink.LinkByName(veth)
 	if err != nil {
 		return fmt.Errorf("net_rate: %s: %w", veth, err)
 	}
-	if err := addTBF(netlink.Handle{}, host, bits); err != nil {
+	if err := f(netlink.Handle{}, host); err != nil {
 		return err
 	}
 	ns, err := netns.GetFromPid(pid)
@@ -37,7 +43,7 @@ func limitRate(veth string, pid int, bits int64) error {
 	if err != nil {
 		return fmt.Errorf("net_rate: eth0: %w", err)
 	}
-	return addTBF(*h, eth0, bits)
+	return f(*h, eth0)
 }
 
 // addTBF puts a token bucket filter of bits per second at the root of
@@ -65,25 +71,10 @@ func setRate(veth string, pid int, bits int64) error {
 	if bits > 0 {
 		return limitRate(veth, pid, bits)
 	}
-	del := func(h netlink.Handle, link netlink.Link) {
+	return bothEnds(veth, pid, func(h netlink.Handle, link netlink.Link) error {
+		// None there (never limited) is what is asked: not an error.
 		h.QdiscDel(&netlink.GenericQdisc{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: link.Attrs().Index,
 			Handle: netlink.MakeHandle(1, 0), Parent: netlink.HANDLE_ROOT}})
-	}
-	if host, err := netlink.LinkByName(veth); err == nil {
-		del(netlink.Handle{}, host)
-	}
-	ns, err := netns.GetFromPid(pid)
-	if err != nil {
-		return fmt.Errorf("net_rate: her network namespace: %w", err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return fmt.Errorf("net_rate: netlink in her namespace: %w", err)
-	}
-	defer h.Close()
-	if eth0, err := h.LinkByName("eth0"); err == nil {
-		del(*h, eth0)
-	}
-	return nil
+		return nil
+	})
 }

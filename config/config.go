@@ -63,6 +63,12 @@ type Config struct {
 	// shutdown does; 0 (default) waits for them however long they last.
 	UpgradeDrain   time.Duration
 	orphanGraceSet bool // orphan_grace was written (0 then means none)
+	// Prestart caps the pool of blank environments kept ready for logins
+	// (namespaces and init started, nobody's yet): the pool follows the
+	// recent login rate up to it (default 4; 0: none, every login starts
+	// its environment cold). jail.Supervisor.Prestart; a reload applies it.
+	Prestart    int
+	prestartSet bool // prestart was written (0 then means none)
 	// NetworkPool holds the point-to-point /31 of every nat environment;
 	// the zero Prefix lets serve pick a free one of jail.DefaultPools.
 	NetworkPool netip.Prefix

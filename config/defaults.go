@@ -34,6 +34,12 @@ const (
 	// gateway to be restarted (systemd's Restart=on-failure, an operator)
 	// and adopt its environments before their linger starts.
 	DefaultOrphanGrace = 10 * time.Minute
+	// DefaultPrestart is prestart: enough for a burst of logins to find a
+	// blank each while the pool refills (each idle one costs an init's
+	// memory, ≈ 2 MiB).
+	DefaultPrestart = 4
+	// MaxPrestart bounds prestart.
+	MaxPrestart = 256
 )
 
 // DefaultMaxChannels is server.max_channels: OpenSSH's MaxSessions 10, and
@@ -69,6 +75,9 @@ func applyTopDefaults(c *Config) {
 	}
 	if c.OrphanGrace == 0 && !c.orphanGraceSet {
 		c.OrphanGrace = DefaultOrphanGrace
+	}
+	if c.Prestart == 0 && !c.prestartSet {
+		c.Prestart = DefaultPrestart
 	}
 	sv := &c.Server
 	if sv.LoginGraceTime == 0 {

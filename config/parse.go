@@ -104,7 +104,7 @@ func join(path, key string) string {
 var (
 	topKeys = []string{"listen", "host_key", "state_dir", "limits_enforcement", "server",
 		"trusted_user_ca_keys", "revoked_keys", "audit_log", "metrics_listen", "log", "revoke", "network_pool", "network_forwarding", "disk_quota",
-		"orphan_grace", "upgrade_drain", "defaults", "users"}
+		"orphan_grace", "upgrade_drain", "prestart", "defaults", "users"}
 	serverKeys = []string{"login_grace_time", "max_auth_tries", "max_startups", "per_source_max_startups",
 		"max_connections", "max_channels", "max_tenant_channels", "client_alive_interval", "client_alive_count_max", "shutdown_grace",
 		"per_source_penalty", "per_source_penalty_exempt", "kex", "ciphers", "macs"}
@@ -192,6 +192,9 @@ func (p *parser) top(c *Config, def *User, key string, v *yaml.Node) {
 		c.orphanGraceSet = true
 	case "upgrade_drain":
 		p.duration(&c.UpgradeDrain, v, key)
+	case "prestart":
+		p.count(&c.Prestart, v, key)
+		c.prestartSet = true
 	case "defaults":
 		p.user(def, v, "defaults", true)
 	}

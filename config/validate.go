@@ -44,6 +44,9 @@ func (p *parser) validate(c *Config) {
 	if c.Revoke != RevokeEndSessions && c.Revoke != RevokeKeepSessions {
 		p.add(p.fieldPos("revoke"), "revoke", "%q is not one of end-sessions, keep-sessions", c.Revoke)
 	}
+	if c.Prestart > MaxPrestart {
+		p.add(p.fieldPos("prestart"), "prestart", "%d is more than %d (each waiting environment holds an init's memory)", c.Prestart, MaxPrestart)
+	}
 	p.haveCAs = len(c.TrustedUserCAKeys) > 0 // certificates can stand in for keys
 	p.stateDir, p.diskQuota = c.StateDir, c.DiskQuota
 	names := c.Names()

@@ -85,7 +85,10 @@ func (s *Supervisor) adopt(ctx context.Context, r *EnvRecord, specFor AdoptFunc)
 
 // adopted is the gateway's side of a recorded environment, before attach.
 func (s *Supervisor) adopted(key string, spec *EnvSpec, r *EnvRecord) *environment {
-	e := &environment{sup: s, key: key, name: r.Name, token: r.Token, state: envStarting,
+	if r.Owner != 0 {
+		s.owners.adopt(r.Owner)
+	}
+	e := &environment{sup: s, key: key, name: r.Name, token: r.Token, owner: r.Owner, state: envStarting,
 		started: make(chan struct{}), done: make(chan struct{}),
 		procs: map[uint64]*process{}, dials: map[uint64]chan dialReply{}, replies: map[uint64]chan *message{}}
 	if spec != nil {

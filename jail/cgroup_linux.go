@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -18,6 +19,8 @@ import (
 //
 // Layout: <prefix>/<tenant> holds the tenant's limits, shared by all her
 // environments; <prefix>/<tenant>/<env> holds one environment's processes.
+// A pool blank is born in <prefix>/<slot>/<env> (poolSlot: a name no
+// tenant can have) with poolLimits, and placed in hers at her login.
 type cgroupManager interface {
 	// Version names the hierarchy for logs: "v1", "v2" or "none".
 	Version() string
@@ -35,6 +38,12 @@ type cgroupManager interface {
 	Release()
 	// Check says precisely what is missing to enforce l, or nil.
 	Check(l Limits) error
+	// Place moves a pool blank's init (pid, born in <slot>/<env>) to
+	// <tenant>/<env> and writes her limits: moveSlot.
+	Place(slot, tenant, env string, pid int, l Limits) (cgroupHandle, error)
+	// RemoveSlot removes a pool slot's cgroup once its environment's is
+	// gone; "" and a slot already renamed are nothing to do.
+	RemoveSlot(slot string)
 }
 
 // cgroupHandle is one environment's cgroup.
@@ -112,6 +121,10 @@ type noCgroups struct{}
 func (noCgroups) Version() string             { return "none" }
 func (noCgroups) Sweep(map[string]bool) error { return nil }
 func (noCgroups) Release()                    {}
+func (noCgroups) RemoveSlot(string)           {}
+func (n noCgroups) Place(_, tenant, env string, _ int, l Limits) (cgroupHandle, error) {
+	return n.Create(tenant, env, l)
+}
 func (noCgroups) Check(l Limits) error {
 	if l != (Limits{}) {
 		return fmt.Errorf("no usable cgroup hierarchy under /sys/fs/cgroup; mount one or unset limits")
@@ -214,4 +227,52 @@ func swapOf(l Limits) int64 {
 		return l.Memory
 	}
 	return l.MemorySwap
+}
+
+// poolSlot names the cgroup of the pool's n-th blank: the dot keeps it out
+// of every tenant's name (config: [a-z_][a-z0-9_-]*).
+func poolSlot(n uint64) string { return fmt.Sprintf("pool.%d", n) }
+
+// placeMu orders the moves of tenant cgroups (moveSlot) against each
+// other: two of her logins at once must not both take her tenant cgroup
+// for absent, nor one remove it empty while the other creates in it.
+var placeMu sync.Mutex
+
+// moveSlot moves a pool blank's init from base/slot/env to
+// base/tenant/env, in one hierarchy, and returns the new env dir. When she
+// has no tenant cgroup (no other environment: the usual cold login), the
+// slot is renamed to hers: the init stays where it is, and no process is
+// migrated, which on v1 costs a write lock on every fork of the host and
+// an RCU grace period (cgroup_threadgroup_rwsem). Rename exists only
+// within one parent, and only on v1 (cgroup1_rename); otherwise the init
+// joins a new env cgroup under hers and the slot is removed.
+func moveSlot(base, slot, tenant, env string, pid int, rename bool) (string, error) {
+	sdir, tdir := filepath.Join(base, slot), filepath.Join(base, tenant)
+	edir := filepath.Join(tdir, env)
+	placeMu.Lock()
+	if rename {
+		err := os.Rename(sdir, tdir)
+		if err != nil && os.Remove(tdir) == nil { // empty, left by her last environment
+			err = os.Rename(sdir, tdir)
+		}
+		if err == nil {
+			placeMu.Unlock()
+			return edir, nil
+		}
+	}
+	err := os.Mkdir(tdir, 0o755)
+	if err == nil || errors.Is(err, fs.ErrExist) {
+		err = os.Mkdir(edir, 0o755)
+	}
+	placeMu.Unlock()
+	if err != nil {
+		return "", fmt.Errorf("create cgroup: %w", err)
+	}
+	if err := writeFile(edir, "cgroup.procs", strconv.Itoa(pid)); err != nil {
+		os.Remove(edir)
+		return "", err
+	}
+	removeCgroup(filepath.Join(sdir, env), nil)
+	os.Remove(sdir)
+	return edir, nil
 }

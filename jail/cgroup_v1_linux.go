@@ -129,14 +129,46 @@ func (m *cgroupV1) make(tenant, env string, l Limits, exists bool) (cgroupHandle
 			return nil, fmt.Errorf("create cgroup: %w", err)
 		}
 		h.dirs = append(h.dirs, edir)
-		switch ctrl {
-		case "freezer":
-			h.freezer = edir
-		case "memory":
-			h.memory = edir
-		}
+		h.name(ctrl, edir)
 	}
 	return h, nil
+}
+
+func (m *cgroupV1) Place(slot, tenant, env string, pid int, l Limits) (cgroupHandle, error) {
+	if err := m.Check(l); err != nil {
+		return nil, err
+	}
+	h := &v1Handle{}
+	moved := map[string]string{} // mount point → env dir: co-mounted controllers (cpu,cpuacct) share one
+	for _, ctrl := range v1Controllers {
+		mnt, ok := m.mounts[ctrl]
+		if !ok {
+			continue
+		}
+		edir, ok := moved[mnt]
+		if !ok {
+			var err error
+			if edir, err = moveSlot(filepath.Join(mnt, m.prefix), slot, tenant, env, pid, true); err != nil {
+				return nil, err
+			}
+			moved[mnt] = edir
+			h.dirs = append(h.dirs, edir)
+		}
+		if err := writeV1Limits(ctrl, filepath.Dir(edir), l); err != nil {
+			return nil, err
+		}
+		h.name(ctrl, edir)
+	}
+	return h, nil
+}
+
+func (m *cgroupV1) RemoveSlot(slot string) {
+	if slot == "" {
+		return
+	}
+	for _, mnt := range m.mounts {
+		os.Remove(filepath.Join(mnt, m.prefix, slot))
+	}
 }
 
 // writeV1Limits writes the limits a controller enforces; 0 clears them.
@@ -210,6 +242,16 @@ type v1Handle struct {
 	dirs    []string // the environment's dir per controller
 	freezer string
 	memory  string // the environment's memory cgroup, if mounted
+}
+
+// name notes the env dir of the controllers a handle reads or writes.
+func (h *v1Handle) name(ctrl, edir string) {
+	switch ctrl {
+	case "freezer":
+		h.freezer = edir
+	case "memory":
+		h.memory = edir
+	}
 }
 
 // OOMKills counts OOM kills in the environment's memory cgroup and in the

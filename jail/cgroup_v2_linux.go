@@ -127,6 +127,21 @@ func (m *cgroupV2) make(tenant, env string, l Limits, exists bool) (cgroupHandle
 	return &v2Handle{dir: edir}, nil
 }
 
+// Place: v2 has no rename (cgroup2 has none), so the init migrates into
+// a new env cgroup under hers (moveSlot), then her limits are written.
+func (m *cgroupV2) Place(slot, tenant, env string, pid int, l Limits) (cgroupHandle, error) {
+	if _, err := moveSlot(filepath.Join(m.root, m.prefix), slot, tenant, env, pid, false); err != nil {
+		return nil, err
+	}
+	return m.make(tenant, env, l, true)
+}
+
+func (m *cgroupV2) RemoveSlot(slot string) {
+	if slot != "" {
+		os.Remove(filepath.Join(m.root, m.prefix, slot))
+	}
+}
+
 func (m *cgroupV2) Sweep(keep map[string]bool) error {
 	var errs []error
 	for _, d := range staleEnvDirs(filepath.Join(m.root, m.prefix), keep) {

@@ -2,14 +2,18 @@ package jail
 
 // The control protocol between the gateway and an environment's init.
 //
-//	gateway (jail.Supervisor, start)               init (PID 1 of the environment, setup)
-//	   │ spec, rootfs O_PATH fd, socketpair(SOCK_SEQPACKET), cgroup
-//	   │ clone: control socket fd 3, rootfs fd 4 ─────►│ (new namespaces, already in the cgroup)
+//	gateway (jail.Supervisor)                      init (PID 1 of the environment)
+//	   │ makeBlank: socketpair(SOCK_SEQPACKET), owner uid, cgroup (a pool slot's, or hers)
+//	   │ clone as the owner: control socket fd 3 ────►│ (new namespaces, unmapped, every capability ambient)
+//	   │── prepare {caps} ───────────────────────────►│ bounding set cut to caps, spare threads
+//	   │◄──────────────────────────────────── ready   │ (blank: waits here, in the pool or not)
+//	   │ start: id maps written, cgroup placed,        │
 //	   │ network: the mode's setup from outside        │
-//	   │── config {rootfs, hostname, caps, network…} ─►│ bounding set, mounts, masks, pivot_root,
-//	   │                                               │ hostname, network (lo up), close fds,
-//	   │                                               │ rlimits, dumpable=0, caps, no_new_privs,
-//	   │                                               │ seccomp
+//	   │── config {rootfs, hostname, caps, network…}   │
+//	   │   [+ rootfs O_PATH fd, listening socket] ────►│ setresuid 0, her bounding set, mounts, masks,
+//	   │                                               │ pivot_root, cgroup namespace, hostname, network
+//	   │                                               │ (lo up), close fds, rlimits, dumpable=0, caps,
+//	   │                                               │ no_new_privs, seccomp
 //	   │◄──────────────────────────── ready | failed {StepError}
 //	   │── spawn {id, proc} [+ stdin, stdout, stderr] ►│ fork/exec (pipes handed in by the gateway)
 //	   │◄──────────────── spawned {id, pid} [+ PTY master] | spawned {id, err}
@@ -41,6 +45,7 @@ import (
 
 // Message operations.
 const (
+	opPrepare = "prepare" // a blank's first message: the bounding set it may keep (Config.Caps); answered ready
 	opConfig  = "config"
 	opReady   = "ready"
 	opFailed  = "failed"

@@ -22,6 +22,8 @@ type Supervisor struct {
 	envs   map[string]*environment
 	ending sync.WaitGroup // environments being torn down
 	found  []*EnvRecord   // live environments recorded at New, for Adopt
+	owners owners         // the uids that create environments' user namespaces
+	pool   *pool          // blank inits ready for logins (Prestart)
 }
 
 // New returns a Supervisor. It picks the cgroup hierarchy and sweeps the
@@ -46,7 +48,9 @@ func New(opts Options) (*Supervisor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cgroups: %w", err)
 	}
-	s := &Supervisor{opts: opts, log: opts.Logger, cg: cg, envs: map[string]*environment{}}
+	s := &Supervisor{opts: opts, log: opts.Logger, cg: cg, envs: map[string]*environment{},
+		owners: owners{dir: opts.RecordDir}}
+	s.pool = &pool{s: s}
 	// Live environments a crashed or upgrading gateway left are adopted
 	// (Adopt), never swept.
 	keep := map[string]bool{}
@@ -55,10 +59,13 @@ func New(opts Options) (*Supervisor, error) {
 		for _, err := range errs {
 			s.log.Warn("environment record skipped and removed", "err", err)
 		}
+		live := map[uint32]bool{}
 		for _, r := range recs {
 			keep[r.Name] = true
+			live[r.Owner] = true
 		}
 		s.found = recs
+		sweepOwners(opts.RecordDir, live)
 	}
 	if err := cg.Sweep(keep); err != nil {
 		s.log.Warn("sweep stale cgroups", "err", err)
@@ -140,7 +147,7 @@ func (s *Supervisor) Environment(ctx context.Context, key string, spec *EnvSpec)
 	close(e.started)
 	s.mu.Unlock()
 	if !joined {
-		s.log.Info("environment start", "tenant", spec.Tenant, "env", e.name, "duration", time.Since(t0))
+		s.log.Info("environment start", "tenant", spec.Tenant, "env", e.name, "duration", time.Since(t0), "pooled", e.pooled)
 	}
 	go e.readLoop()
 	return &handle{environment: e}, nil
@@ -197,6 +204,7 @@ func (s *Supervisor) join(ctx context.Context, key string, linger time.Duration)
 // the gateway leaves cleanly and follows its own linger from now on (a
 // stop, or the old side of an upgrade). Close, by contrast, ends them all.
 func (s *Supervisor) Detach() error {
+	s.pool.stop()
 	s.mu.Lock()
 	var all []*environment
 	for _, e := range s.envs {
@@ -220,6 +228,7 @@ func (s *Supervisor) Detach() error {
 
 // Close ends every environment.
 func (s *Supervisor) Close() error {
+	s.pool.stop()
 	s.mu.Lock()
 	var all []*environment
 	for _, e := range s.envs {
@@ -265,7 +274,9 @@ type environment struct {
 	cg   cgroupHandle
 	sent sync.Mutex // one request datagram at a time
 
-	token string // what an adopting gateway's hello shows the init (EnvRecord.Token)
+	token  string // what an adopting gateway's hello shows the init (EnvRecord.Token)
+	owner  uint32 // the host uid that created its user namespace (owners_linux.go)
+	pooled bool   // it was a pool blank: the login did not wait for its namespaces
 
 	// Guarded by sup.mu.
 	state    int

@@ -69,13 +69,15 @@ func lastCap() uintptr {
 	return uintptr(n)
 }
 
-// dropBoundingSet cuts the capability bounding set to the tenant's caps
-// and clears the ambient set. Neither changes what the init may do now
-// (its effective set), so it runs first, before the init makes its spare
-// threads: every AllThreadsSyscall is a signal round trip to each thread,
-// one per dropped capability, and a thread made later inherits the cut
-// sets from the thread that cloned it. On 19 threads this step alone was a
-// quarter of an environment's start-up CPU.
+// dropBoundingSet cuts the capability bounding set to cfg.Caps and clears
+// the ambient set. Neither changes what the init may do now (its effective
+// set), so it runs while the init is blank (prepare), to the set any tenant
+// it may serve keeps, before the init makes its spare threads: every
+// AllThreadsSyscall is a signal round trip to each thread, one per dropped
+// capability, and a thread made later inherits the cut sets from the
+// thread that cloned it (on 19 threads this step alone was a quarter of an
+// environment's start-up CPU). At identity it runs again with her caps,
+// dropping only what is left (usually nothing).
 //
 // In a cgo build it waits for dropPrivileges instead: psx lists the
 // threads in /proc/self/task and signals them by those ids, and until
@@ -98,6 +100,10 @@ func cutBoundingSet(cfg *initConfig) *StepError {
 	last := lastCap()
 	for c := uintptr(0); c <= last; c++ {
 		if keep&(1<<c) != 0 {
+			continue
+		}
+		// Cut already (prepare): every thread's set is the same.
+		if in, err := unix.PrctlRetInt(unix.PR_CAPBSET_READ, c, 0, 0, 0); err == nil && in == 0 {
 			continue
 		}
 		if err := allThreads(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, c, 0); err != nil {

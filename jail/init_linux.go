@@ -12,14 +12,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Fds the init inherits from the gateway (ExtraFiles order).
-const (
-	initCtlFd    = 3 // the control socket
-	initRootfsFd = 4 // the tenant's rootfs, O_PATH
+// initCtlFd is the control socket, the one fd the init inherits. Its
+// rootfs (O_PATH) and, for an adoptable environment, its listening
+// socket arrive with its config (SCM_RIGHTS).
+const initCtlFd = 3
+
+// initName is the init's command name, NUL-terminated for prctl; a blank
+// one (no tenant's yet) is blankName.
+var (
+	initName  = []byte("jailgate-init\x00")
+	blankName = []byte("jailgate-blank\x00")
 )
 
-// initName is the init's command name, NUL-terminated for prctl.
-var initName = []byte("jailgate-init\x00")
+// rootfsDir is the tenant's rootfs, O_PATH, as the gateway opened it.
+var rootfsDir *os.File
 
 // IsInit reports whether this process was started as an environment's init
 // (or as the jail's SFTP server, which the init starts the same way).
@@ -33,7 +39,7 @@ func IsInit() bool {
 		return false
 	}
 	switch os.Getenv("_JAILGATE_INIT") {
-	case stageStart, stageMaps, stageInit:
+	case stageStart, stageInit:
 		return true
 	}
 	return false
@@ -65,7 +71,7 @@ func InitMain() {
 	runtime.LockOSThread()
 	// Shown as the command of PID 1 in the tenant's ps and top (the kernel
 	// would otherwise say "exe", after /proc/self/exe).
-	unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&initName[0])), 0, 0, 0)
+	setComm(blankName)
 	// A tenant may signal PID 1 from inside; catch and drop what would
 	// otherwise end it (SIGKILL and SIGSTOP from inside the namespace are
 	// dropped by the kernel). Caught, not ignored: an ignored disposition
@@ -76,9 +82,7 @@ func InitMain() {
 		for range drop {
 		}
 	}()
-	listen := inheritedListener() // before closeFds makes it close-on-exec
 	os.Unsetenv("_JAILGATE_INIT")
-	os.Unsetenv("_JAILGATE_LISTEN")
 	os.Unsetenv("GOMAXPROCS")
 
 	ctl, err := newCtlConn(os.NewFile(initCtlFd, "control"))
@@ -86,20 +90,17 @@ func InitMain() {
 		fmt.Fprintln(os.Stderr, "jailgate init:", err)
 		os.Exit(1)
 	}
-	m, _, err := ctl.recv()
-	if err != nil || m.Op != opConfig || m.Config == nil {
-		fmt.Fprintln(os.Stderr, "jailgate init: no configuration on the control socket")
+	prepare(ctl)
+	cfg, listen := awaitIdentity(ctl)
+	setComm(initName)
+	if serr := becomeRoot(); serr != nil {
+		ctl.send(&message{Op: opFailed, Step: serr})
 		os.Exit(1)
 	}
-	cfg := m.Config
 	if serr := dropBoundingSet(cfg); serr != nil {
 		ctl.send(&message{Op: opFailed, Step: serr})
 		os.Exit(1)
 	}
-	// Before setup, so that the threads exist when their /proc entries are
-	// masked (initPrivate); after dropBoundingSet, which is cheaper with
-	// few threads.
-	prewarmThreads(initThreads)
 	if serr := setup(cfg); serr != nil {
 		ctl.send(&message{Op: opFailed, Step: serr})
 		os.Exit(1)
@@ -110,30 +111,76 @@ func InitMain() {
 	serve(ctl, listen, cfg)
 }
 
-// inheritedListener is the listening control socket at initListenFd, or
-// nil when the gateway passed none (no Options.RecordDir).
-func inheritedListener() *net.UnixListener {
-	if !hasListener() {
-		return nil
+// prepare does, blank, what no tenant's identity changes: it cuts the
+// bounding set to what any tenant it may serve keeps (the gateway sends
+// that set; her own cut at identity is then usually nothing), makes the
+// init's spare threads, after the cut, which is a signal round trip to
+// every thread per capability, and mounts proc and sys with their masks
+// (prepareMounts), after the threads, whose /proc entries it masks.
+func prepare(ctl *ctlConn) {
+	m, files, err := ctl.recv()
+	closeAll(files)
+	if err != nil {
+		os.Exit(0) // the gateway let go of it before it was ready
 	}
-	f := os.NewFile(initListenFd, "listen")
-	l, err := net.FileListener(f)
-	f.Close()
+	if m.Op != opPrepare || m.Config == nil {
+		fmt.Fprintln(os.Stderr, "jailgate init: no prepare message on the control socket")
+		os.Exit(1)
+	}
+	if serr := dropBoundingSet(m.Config); serr != nil {
+		ctl.send(&message{Op: opFailed, Step: serr})
+		os.Exit(1)
+	}
+	prewarmThreads(initThreads)
+	if serr := prepareMounts(); serr != nil { // after prewarm: it masks their /proc entries
+		ctl.send(&message{Op: opFailed, Step: serr})
+		os.Exit(1)
+	}
+	if err := ctl.send(&message{Op: opReady}); err != nil {
+		os.Exit(0)
+	}
+}
+
+// awaitIdentity waits, blank, for the config that makes the init hers:
+// the gateway has written her id maps by then, and sends her rootfs and,
+// for an adoptable environment, the listening control socket with it. A
+// blank the pool lets go of sees EOF and exits quietly.
+func awaitIdentity(ctl *ctlConn) (*initConfig, *net.UnixListener) {
+	m, files, err := ctl.recv()
+	if err != nil {
+		os.Exit(0) // nothing of anyone's ran here; the gateway logs its side
+	}
+	if m.Op != opConfig || m.Config == nil || len(files) == 0 {
+		fmt.Fprintln(os.Stderr, "jailgate init: no configuration on the control socket")
+		os.Exit(1)
+	}
+	rootfsDir = files[0]
+	if len(files) < 2 {
+		return m.Config, nil
+	}
+	l, err := net.FileListener(files[1])
+	files[1].Close()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "jailgate init: listening socket:", err)
-		return nil
+		return m.Config, nil
 	}
 	ul, _ := l.(*net.UnixListener)
-	return ul
+	return m.Config, ul
+}
+
+// setComm sets the init's command name (prctl PR_SET_NAME, this thread:
+// PID 1's is the one ps shows).
+func setComm(name []byte) {
+	unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&name[0])), 0, 0, 0)
 }
 
 // setup runs every step that turns a process in fresh namespaces into a
 // jail, in order. Each step returns a StepError naming what failed.
 func setup(cfg *initConfig) *StepError {
 	steps := []func(*initConfig) *StepError{
-		mountRootfs,    // rslave /, bind the rootfs, proc, sys, dev, devpts, shm, tmp
-		maskPaths,      // hide and freeze the dangerous parts of /proc and /sys
+		mountRootfs,    // bind the rootfs, move proc and sys in (masked: prepareMounts), dev, devpts, shm, tmp
 		pivotRoot,      // no path to the host remains
+		newCgroupNS,    // her view of cgroups rooted at hers, where the gateway placed the init
 		setHostname,    // UTS namespace
 		networkUp,      // the network mode's inside: lo up (none has nothing more)
 		closeFds,       // nothing of the gateway's stays open (CVE-2024-21626)
@@ -168,7 +215,7 @@ func closeFds(*initConfig) *StepError {
 	// so every fd past the control socket becomes close-on-exec rather than
 	// closed; the rootfs fd is closed outright. Spawned processes get 0-2
 	// explicitly and nothing else.
-	unix.Close(initRootfsFd)
+	rootfsDir.Close()
 	if err := unix.CloseRange(initCtlFd+1, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
 		return stepErr("fds", "close_range", "", err)
 	}
@@ -181,7 +228,7 @@ func closeFds(*initConfig) *StepError {
 // one (a goroutine blocked in a syscall) and would die (newosproc), taking
 // her environment with it. Threads it made earlier stay parked and are
 // reused, so it keeps serving her (and can still end the bomb).
-const initThreads = 12
+const initThreads = 4
 
 // prewarmThreads makes the runtime create n threads: each of n goroutines
 // holds its own thread (LockOSThread) until all are up, then lets go; the

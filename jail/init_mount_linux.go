@@ -8,10 +8,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// stagingDir is where the init binds the tenant's rootfs before pivot_root.
-// It is a host directory every uid can search; the bind happens in the
+// A blank init mounts its proc and sysfs, masked, over the host's /proc
+// and /sys before it knows whose they will be (prepareMounts), in the
 // environment's own mount namespace (made rslave first), so the host never
-// sees it.
+// sees them; nothing of the blank's may create a file there (its uid is
+// not mapped yet: EOVERFLOW), so they go on directories that exist.
+// stagingDir is where the init binds the tenant's rootfs before
+// pivot_root (a host directory every uid can search); proc and sys then
+// move into her tree.
 const stagingDir = "/tmp"
 
 // rootFd is the staged rootfs, opened once mountRootfs has bound it.
@@ -52,30 +56,43 @@ func openInRoot(rel string, mkdir bool) (int, error) {
 // directory mount point must be a directory, a file one a regular file.
 func mountIn(rel string, dir bool, source, fstype string, flags uintptr, data string) *StepError {
 	op := fmt.Sprintf("mount %s on /%s (%s)", describeSource(source, fstype), rel, mountFlags(flags))
-	fd, err := openInRoot(rel, dir)
-	if err != nil {
-		return stepErr("mount", op, "/"+rel, err)
+	fd, serr := openMountPoint(rel, dir, op)
+	if serr != nil {
+		return serr
 	}
 	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return stepErr("mount", op, "/"+rel, err)
-	}
-	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
-		return stepErr("mount", op, "/"+rel, errSymlink)
-	}
-	isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
-	if dir != isDir {
-		want := "a directory"
-		if !dir {
-			want = "a regular file"
-		}
-		return stepErr("mount", op, "/"+rel, fmt.Errorf("mount point is not %s", want))
-	}
 	if err := unix.Mount(source, procFdPath(fd), fstype, flags, data); err != nil {
 		return stepErr("mount", op, "/"+rel, err)
 	}
 	return nil
+}
+
+// openMountPoint opens rel inside the tenant's tree (see openInRoot) as a
+// mount point for op: a directory if dir, else a regular file; never a
+// symlink.
+func openMountPoint(rel string, dir bool, op string) (int, *StepError) {
+	fd, err := openInRoot(rel, dir)
+	if err != nil {
+		return -1, stepErr("mount", op, "/"+rel, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, stepErr("mount", op, "/"+rel, err)
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		unix.Close(fd)
+		return -1, stepErr("mount", op, "/"+rel, errSymlink)
+	}
+	if isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR; dir != isDir {
+		want := "a directory"
+		if !dir {
+			want = "a regular file"
+		}
+		unix.Close(fd)
+		return -1, stepErr("mount", op, "/"+rel, fmt.Errorf("mount point is not %s", want))
+	}
+	return fd, nil
 }
 
 // describeSource names a mount source for messages.
@@ -93,7 +110,7 @@ func mountFlags(flags uintptr) string {
 		n string
 	}{{unix.MS_BIND, "MS_BIND"}, {unix.MS_REC, "MS_REC"}, {unix.MS_RDONLY, "MS_RDONLY"},
 		{unix.MS_NOSUID, "MS_NOSUID"}, {unix.MS_NODEV, "MS_NODEV"}, {unix.MS_NOEXEC, "MS_NOEXEC"},
-		{unix.MS_REMOUNT, "MS_REMOUNT"}}
+		{unix.MS_REMOUNT, "MS_REMOUNT"}, {unix.MS_MOVE, "MS_MOVE"}}
 	s := ""
 	for _, n := range names {
 		if flags&n.f != 0 {
@@ -131,15 +148,37 @@ func tmpData(size int64) string {
 	return "mode=1777"
 }
 
-// mountRootfs builds the tenant's tree: the rootfs bound at the staging
-// dir, then proc, sys, dev, devpts, shm and tmp inside it. proc is mounted
-// while the host's /proc is still attached: the kernel allows a new proc in
-// a user namespace only where a fully visible one exists (mount_too_revealing).
-func mountRootfs(cfg *initConfig) *StepError {
+// prepareMounts is the part of her tree that does not depend on her: proc
+// and sysfs of the environment's own namespaces, with their masks
+// (maskPaths), mounted over /proc and /sys while the init is blank. They are
+// mounted while the host's /proc is still attached: the kernel allows a
+// new proc in a user namespace only where a fully visible one exists
+// (mount_too_revealing). mountRootfs moves them into her tree.
+func prepareMounts() *StepError {
 	// Nothing we mount may propagate to the host (runsc setUpChroot).
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
 		return stepErr("mount", "make / rslave (MS_REC|MS_SLAVE)", "/", err)
 	}
+	fd, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return stepErr("mount", "open", "/", err)
+	}
+	rootFd = fd
+	defer func() { unix.Close(fd); rootFd = -1 }()
+	const nsd = unix.MS_NOSUID | unix.MS_NODEV
+	if serr := mountIn("proc", true, "proc", "proc", nsd|unix.MS_NOEXEC, ""); serr != nil {
+		return serr
+	}
+	if serr := mountIn("sys", true, "sysfs", "sysfs", nsd|unix.MS_NOEXEC|unix.MS_RDONLY, ""); serr != nil {
+		return serr
+	}
+	return maskPaths()
+}
+
+// mountRootfs builds the tenant's tree: the rootfs bound at the staging
+// dir, then proc and sys moved in from /proc and /sys, dev, devpts, shm
+// and tmp.
+func mountRootfs(cfg *initConfig) *StepError {
 	// The bind source must be a path in this mount namespace (a bind from
 	// the gateway's fd would name a mount of the host's namespace: EINVAL).
 	// The fd the gateway opened then proves it is the same directory.
@@ -150,7 +189,7 @@ func mountRootfs(cfg *initConfig) *StepError {
 		return stepErr("mount", "chdir", stagingDir, err)
 	}
 	var want, got unix.Stat_t
-	if err := unix.Fstat(initRootfsFd, &want); err != nil {
+	if err := unix.Fstat(int(rootfsDir.Fd()), &want); err != nil {
 		return stepErr("mount", "fstat rootfs fd", cfg.Rootfs, err)
 	}
 	if err := unix.Stat(".", &got); err != nil || got.Dev != want.Dev || got.Ino != want.Ino {
@@ -161,14 +200,16 @@ func mountRootfs(cfg *initConfig) *StepError {
 		return stepErr("mount", "open rootfs", stagingDir, err)
 	}
 	rootFd = fd
+	if serr := moveProc(); serr != nil {
+		return serr
+	}
 	const nsd = unix.MS_NOSUID | unix.MS_NODEV
 	steps := []struct {
 		rel, source, fstype string
 		flags               uintptr
 		data                string
 	}{
-		{"proc", "proc", "proc", nsd | unix.MS_NOEXEC, ""},
-		{"sys", "sysfs", "sysfs", nsd | unix.MS_NOEXEC | unix.MS_RDONLY, ""},
+		{"sys", "/sys", "", unix.MS_MOVE, ""},
 		{"dev", "tmpfs", "tmpfs", unix.MS_NOSUID | unix.MS_NOEXEC, "mode=755,size=64k"},
 		{"dev/pts", "devpts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, devptsData(cfg.PTYs)},
 		{"dev/shm", "shm", "tmpfs", nsd, tmpData(cfg.Tmp)},
@@ -183,6 +224,30 @@ func mountRootfs(cfg *initConfig) *StepError {
 				return err
 			}
 		}
+	}
+	return nil
+}
+
+// moveProc moves the environment's proc (prepareMounts: over /proc) into
+// her tree. Its /proc/self/fd is masked, so procFdPath cannot name the
+// target: the move goes onto ".", after fchdir to it. Once moved, /proc is
+// the host's again and procFdPath works for the mounts after it.
+func moveProc() *StepError {
+	const op = "mount /proc on /proc (MS_MOVE)"
+	fd, serr := openMountPoint("proc", true, op)
+	if serr != nil {
+		return serr
+	}
+	defer unix.Close(fd)
+	if err := unix.Fchdir(fd); err != nil {
+		return stepErr("mount", op, "/proc", err)
+	}
+	err := unix.Mount("/proc", ".", "", unix.MS_MOVE, "")
+	if cerr := unix.Fchdir(rootFd); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return stepErr("mount", op, "/proc", err)
 	}
 	return nil
 }
@@ -242,8 +307,8 @@ var readonlyPaths = []string{"proc/bus", "proc/fs", "proc/irq", "proc/sys", "pro
 // thread, but looks it up by number, and its fd table is the init's (issue
 // 16). A thread the Go runtime makes after setup is not masked.
 func initPrivate() []string {
-	paths := []string{"proc/1/fd", "proc/1/fdinfo", "proc/1/map_files", "proc/1/environ"}
-	tasks, _ := os.ReadDir(stagingDir + "/proc/1/task")
+	paths := []string{"proc/1/fdinfo", "proc/1/map_files", "proc/1/environ"} // and proc/1/fd: maskPaths
+	tasks, _ := os.ReadDir("/proc/1/task")
 	for _, t := range tasks {
 		for _, sub := range []string{"fd", "fdinfo", "map_files", "environ"} {
 			paths = append(paths, "proc/1/task/"+t.Name()+"/"+sub)
@@ -255,32 +320,11 @@ func initPrivate() []string {
 	return paths
 }
 
-// maskPaths hides maskedPaths and the init's own entries, and freezes
-// readonlyPaths.
-func maskPaths(*initConfig) *StepError {
+// maskPaths freezes readonlyPaths and hides maskedPaths and the init's
+// own entries, in the blank's own proc and sys (prepareMounts), in an
+// order that keeps procFdPath working until the last mount.
+func maskPaths() *StepError {
 	const procFlags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
-	for _, rel := range append(append([]string(nil), maskedPaths...), initPrivate()...) {
-		fd, err := openInRoot(rel, false)
-		if errors.Is(err, unix.ENOENT) {
-			continue
-		}
-		if err != nil {
-			return stepErr("mask", "open", "/"+rel, err)
-		}
-		var st unix.Stat_t
-		err = unix.Fstat(fd, &st)
-		if err == nil {
-			if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-				err = unix.Mount("tmpfs", procFdPath(fd), "tmpfs", unix.MS_RDONLY|procFlags, "size=0")
-			} else {
-				err = unix.Mount("/dev/null", procFdPath(fd), "", unix.MS_BIND, "")
-			}
-		}
-		unix.Close(fd)
-		if err != nil {
-			return stepErr("mask", "mount over", "/"+rel, err)
-		}
-	}
 	for _, rel := range readonlyPaths {
 		fd, err := openInRoot(rel, false)
 		if errors.Is(err, unix.ENOENT) {
@@ -303,6 +347,29 @@ func maskPaths(*initConfig) *StepError {
 		}
 		if err != nil {
 			return stepErr("readonly", "bind-remount read-only", "/"+rel, err)
+		}
+	}
+	// proc/1/fd last: masked, it hides /proc/self/fd, which procFdPath names.
+	for _, rel := range append(append(append([]string(nil), maskedPaths...), initPrivate()...), "proc/1/fd") {
+		fd, err := openInRoot(rel, false)
+		if errors.Is(err, unix.ENOENT) {
+			continue
+		}
+		if err != nil {
+			return stepErr("mask", "open", "/"+rel, err)
+		}
+		var st unix.Stat_t
+		err = unix.Fstat(fd, &st)
+		if err == nil {
+			if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+				err = unix.Mount("tmpfs", procFdPath(fd), "tmpfs", unix.MS_RDONLY|procFlags, "size=0")
+			} else {
+				err = unix.Mount("/dev/null", procFdPath(fd), "", unix.MS_BIND, "")
+			}
+		}
+		unix.Close(fd)
+		if err != nil {
+			return stepErr("mask", "mount over", "/"+rel, err)
 		}
 	}
 	return nil
@@ -329,6 +396,28 @@ func pivotRoot(*initConfig) *StepError {
 	// runc verifyCwd: the cwd must be inside the new root.
 	if wd, err := os.Getwd(); err != nil || wd != "/" {
 		return stepErr("pivot_root", "verify cwd", wd, fmt.Errorf("cwd outside the new root: %v", err))
+	}
+	return nil
+}
+
+// newCgroupNS gives the environment a cgroup namespace rooted at the
+// cgroup the gateway placed the init in (her environment's), so that she
+// sees "/" there and nothing of the host's tree (cgroup_namespaces(7)). It
+// is made now rather than at clone because a blank init is born in a pool
+// cgroup. unshare(2) changes only the calling thread; every other thread
+// of the init then joins the same namespace (setns on all threads), so
+// whichever thread forks her processes gives them this one.
+func newCgroupNS(*initConfig) *StepError {
+	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+		return stepErr("cgroupns", "unshare CLONE_NEWCGROUP", "", err)
+	}
+	fd, err := unix.Open("/proc/thread-self/ns/cgroup", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return stepErr("cgroupns", "open", "/proc/thread-self/ns/cgroup", err)
+	}
+	defer unix.Close(fd)
+	if err := allThreads(unix.SYS_SETNS, uintptr(fd), unix.CLONE_NEWCGROUP, 0); err != nil {
+		return stepErr("cgroupns", "setns CLONE_NEWCGROUP on every thread", "", err)
 	}
 	return nil
 }

@@ -11,11 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// initListenFd is the init's listening control socket (a SOCK_SEQPACKET
-// unix socket bound under Options.RecordDir on the host, 0700 root), when
-// the environment can be adopted: a later gateway connects there.
-const initListenFd = 6
-
 // helloTimeout bounds how long an accepted connection may take to say hello.
 const helloTimeout = 5 * time.Second
 

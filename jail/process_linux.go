@@ -83,6 +83,7 @@ func (e *environment) teardown() {
 	if err := e.cg.Destroy(); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		s.log.Warn("environment cgroup", "tenant", e.spec.Tenant, "env", e.name, "err", err)
 	}
+	s.owners.release(e.owner)
 	e.failPending()
 	s.log.Info("environment end", "tenant", e.spec.Tenant, "env", e.name)
 	if e.spec.OnEnd != nil {

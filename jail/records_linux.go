@@ -38,8 +38,9 @@ type EnvRecord struct {
 	Token   string    `json:"token"`
 	Created time.Time `json:"created"`
 	Network string    `json:"network"`
-	NAT     *natNet   `json:"nat,omitempty"`  // NetworkNAT: her eth0
-	Veth    string    `json:"veth,omitempty"` // NetworkNAT: the host end
+	NAT     *natNet   `json:"nat,omitempty"`   // NetworkNAT: her eth0
+	Veth    string    `json:"veth,omitempty"`  // NetworkNAT: the host end
+	Owner   uint32    `json:"owner,omitempty"` // the host uid that created its user namespace (owners_linux.go)
 }
 
 // maxRecord bounds a record file: anything larger is not one of ours.
@@ -87,15 +88,6 @@ func listenControl(s *starting) error {
 	return nil
 }
 
-// extraFiles are the init's fds from 3 on; the listener only if there is one.
-func extraFiles(child, rootfs, maps, listen *os.File) []*os.File {
-	files := []*os.File{child, rootfs, maps}
-	if listen != nil {
-		files = append(files, listen)
-	}
-	return files
-}
-
 // writeRecord writes the environment's record once it is ready.
 func writeRecord(s *starting) error {
 	e := s.e
@@ -109,7 +101,7 @@ func writeRecord(s *starting) error {
 		return err
 	}
 	r := &EnvRecord{Name: e.name, Tenant: e.spec.Tenant, Key: e.key, IDMap: e.spec.IDMap, Spec: e.spec.hash(),
-		Pid: pid, Start: start, Token: e.token, Created: time.Now().UTC(), Network: s.network, NAT: s.nat, Veth: s.veth}
+		Pid: pid, Start: start, Token: e.token, Created: time.Now().UTC(), Network: s.network, NAT: s.nat, Veth: s.veth, Owner: e.owner}
 	b, err := json.Marshal(r)
 	if err != nil {
 		return err

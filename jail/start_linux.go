@@ -3,19 +3,12 @@ package jail
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -31,9 +24,9 @@ type starting struct {
 	e       *environment
 	network string   // the spec's network mode, "" made NetworkNone
 	nat     *natNet  // NetworkNAT: eth0 as the network step made it
-	rootfs  *os.File // the rootfs, O_PATH: fd 4 in the init
-	child   *os.File // the init's end of the control socket: fd 3 in the init
-	listen  *os.File // the socket later gateways reach it on: fd 6 in the init (nil: not adoptable)
+	rootfs  *os.File // the rootfs, O_PATH: sent to the init with its config
+	blank   *blank   // the init it becomes
+	listen  *os.File // the socket later gateways reach it on, sent with the config (nil: not adoptable)
 	veth    string   // NetworkNAT: the host end's name, for the record
 	undo    []func() // each step's cleanup, run last first if a later step fails
 }
@@ -44,26 +37,25 @@ type startStep struct {
 	run  func(*starting) error
 }
 
-// start re-executes the gateway binary as the environment's init in fresh
-// namespaces (design.md: "How an environment starts") and waits until it is
-// ready or says which step failed. These are the gateway's steps; the
-// init's are setup()'s. A failure is a *StepError naming its step: one of
-// these, or the init's.
+// start turns a blank init (blank_linux.go: fresh namespaces, its runtime
+// up, nobody's yet; from the pool, or made now) into her environment
+// (design.md: "How an environment starts") and waits until it is ready or
+// says which step failed. These are the gateway's steps; the init's are
+// setup()'s. With a pooled blank only what depends on her is left on the
+// login's path: maps, cgroup, network, config and the init's setup. A
+// failure is a *StepError naming its step: one of these, or the init's.
 func (e *environment) start(ctx context.Context) error {
-	var rnd [4]byte
-	rand.Read(rnd[:])
-	e.name = envName(time.Now(), hex.EncodeToString(rnd[:]))
 	steps := []startStep{
-		{"spec", checkSpec},       // refuse what cannot start: no id range, an unknown network mode
-		{"rootfs", openRootfs},    // pin the tenant's tree by fd: a later rename cannot swap it
-		{"control", openControl},  // the socketpair the init is driven over
-		{"cgroup", createCgroup},  // her limits exist before any of her code runs
-		{"clone", cloneInit},      // the init, in fresh namespaces and already in the cgroup
-		{"oom", resetOOMScore},    // her processes are the OOM killer's to take, not the gateway's -1000
-		{"network", setupNetwork}, // the mode's setup from outside the new netns (none: nothing)
-		{"config", sendConfig},    // what the init needs to build the jail from inside
-		{"ready", awaitReady},     // the init's setup() ran, or it names the step that failed
-		{"record", writeRecord},   // what a later gateway adopts it by (records_linux.go)
+		{"spec", checkSpec},        // refuse what cannot start: no id range, an unknown network mode
+		{"rootfs", openRootfs},     // pin the tenant's tree by fd: a later rename cannot swap it
+		{"init", takeBlank},        // a blank init from the pool, or one made now in her cgroup
+		{"maps", writeMaps},        // her ids: root inside is her base uid on the host
+		{"cgroup", placeBlank},     // a pooled one moves into her cgroup, with her limits
+		{"control", listenControl}, // the socket later gateways reach it on (records_linux.go)
+		{"network", setupNetwork},  // the mode's setup from outside the netns (none: nothing)
+		{"config", sendConfig},     // what the init needs to build the jail from inside
+		{"ready", awaitReady},      // the init's setup() ran, or it names the step that failed
+		{"record", writeRecord},    // what a later gateway adopts it by (records_linux.go)
 	}
 	s := &starting{ctx: ctx, e: e}
 	defer s.closeFiles()
@@ -88,9 +80,9 @@ func asStepError(step string, err error) *StepError {
 	return &StepError{Step: step, Err: err.Error(), Cause: err}
 }
 
-// closeFiles closes the gateway's copies of what the init inherits.
+// closeFiles closes the gateway's copies of what the init was sent.
 func (s *starting) closeFiles() {
-	for _, f := range []*os.File{s.rootfs, s.child, s.listen} {
+	for _, f := range []*os.File{s.rootfs, s.listen} {
 		if f != nil {
 			f.Close()
 		}
@@ -132,164 +124,50 @@ func openRootfs(s *starting) error {
 	return nil
 }
 
-// openControl makes the control socket (control_linux.go): SOCK_SEQPACKET,
-// so each message is one datagram with its fds on it.
-func openControl(s *starting) error {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("socketpair: %w", err)
-	}
-	parent := os.NewFile(uintptr(fds[0]), "control")
-	s.child = os.NewFile(uintptr(fds[1]), "control")
-	unix.SetNonblock(fds[0], true)
-	ctl, err := newCtlConn(parent)
-	if err != nil {
-		return err
-	}
-	s.e.ctl = ctl
-	s.undo = append(s.undo, func() { ctl.close() })
-	return listenControl(s)
-}
-
-// createCgroup makes the environment's cgroup with the tenant's limits,
-// less those this host cannot enforce under limits_enforcement: best-effort.
-func createCgroup(s *starting) error {
+// takeBlank takes a blank init from the pool, or makes one now, born in
+// her cgroup with her limits (the cold path: the pool is empty or off).
+func takeBlank(s *starting) error {
 	e := s.e
-	limits := e.spec.Limits
-	if e.sup.opts.BestEffort {
-		limits = e.sup.enforceable(e.spec.Tenant, limits)
+	caps := e.spec.Caps
+	if caps == nil {
+		caps = DefaultCaps
 	}
-	cg, err := e.sup.cg.Create(e.spec.Tenant, e.name, limits)
+	mask, err := CapMask(caps)
 	if err != nil {
 		return err
 	}
-	e.cg = cg
-	s.undo = append(s.undo, func() { cg.Destroy() })
-	return nil
-}
-
-// cloneInit starts the init in fresh namespaces created by her own host
-// uid (init_stage_linux.go: the kernel charges her inotify, mqueue and
-// namespace counts to their creator), placed in the cgroup before it runs
-// (style b.4), and writes its id maps before it execs as her root.
-func cloneInit(s *starting) error {
-	e := s.e
-	var p stagePipes
-	defer p.close()
-	if err := p.open(e); err != nil {
-		return err
+	b, pooled := e.sup.pool.take(mask), true
+	if b == nil {
+		pooled = false
+		if b, err = e.sup.makeBlank(e.spec.Tenant, e.limits(), e.spec.IDMap.UID, caps); err != nil {
+			return err
+		}
 	}
-	starter := starterCmd(e, s.child, s.rootfs, s.listen, &p)
-	if err := e.cg.Start(starter); err != nil {
-		return fmt.Errorf("start init: %w", err)
-	}
-	// The starter waits on its stdin (holdW) until it is in her cgroup:
-	// the init it clones, and its cgroup namespace, must be born there.
-	p.holdR.Close()
-	p.holdR = nil
-	if err := e.cg.Adopt(starter.Process.Pid); err != nil {
-		starter.Process.Kill()
-		starter.Wait()
-		return fmt.Errorf("join cgroup: %w", err)
-	}
-	p.holdW.Close()
-	p.holdW = nil
-	// Only the init may hold its end: ours would hide its exit (EOF).
-	s.child.Close()
-	s.child = nil
-	p.closeChildEnds()
-	pid, err := p.readPid(starter)
-	if err != nil {
-		return err
-	}
-	proc, err := os.FindProcess(pid)
-	if err != nil {
-		return fmt.Errorf("init %d: %w", pid, err)
-	}
-	pidfd, err := unix.PidfdOpen(pid, 0) // before the maps: it is stopped until then, never gone
-	if err != nil {
-		proc.Kill()
-		return fmt.Errorf("init %d: pidfd: %w", pid, err)
-	}
-	e.cmd = &initProc{Process: proc, child: true, pidfd: pidfd}
+	b.log.setTenant(e.spec.Tenant)
+	e.name, e.ctl, e.cmd, e.cg, e.owner, e.pooled = b.name, b.ctl, b.cmd, b.cg, b.owner, pooled
+	s.blank = b
 	s.undo = append(s.undo, func() {
-		e.cmd.Process.Kill()
-		e.cmd.Wait()
+		b.cg = e.cg // placed: her cgroup now
+		b.discard(e.sup)
 	})
-	return writeIDMaps(pid, e.spec.IDMap)
-}
-
-// stagePipes are the pipes between the gateway and the init's stages.
-type stagePipes struct {
-	holdR, holdW *os.File // the starter's stdin: closed once it is in her cgroup
-	pidR, pidW   *os.File // the starter's stdout: the init's pid
-	mapsR, mapsW *os.File // initMapsFd: closed by the gateway once the maps are written
-	errW         *os.File // stderr of the starter and the init, copied into the log
-}
-
-func (p *stagePipes) open(e *environment) error {
-	var err error
-	if p.holdR, p.holdW, err = os.Pipe(); err != nil {
-		return err
-	}
-	if p.pidR, p.pidW, err = os.Pipe(); err != nil {
-		return err
-	}
-	if p.mapsR, p.mapsW, err = os.Pipe(); err != nil {
-		return err
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	p.errW = errW
-	go func() {
-		io.Copy(&logWriter{log: e.sup.log, tenant: e.spec.Tenant, env: e.name}, errR)
-		errR.Close()
-	}()
 	return nil
 }
 
-// closeChildEnds closes the gateway's copies of what the stages hold.
-func (p *stagePipes) closeChildEnds() {
-	for _, f := range []**os.File{&p.pidW, &p.mapsR, &p.errW} {
-		if *f != nil {
-			(*f).Close()
-			*f = nil
-		}
+// limits are her limits, less those this host cannot enforce under
+// limits_enforcement: best-effort.
+func (e *environment) limits() Limits {
+	if e.sup.opts.BestEffort {
+		return e.sup.enforceable(e.spec.Tenant, e.spec.Limits)
 	}
+	return e.spec.Limits
 }
 
-// close closes every pipe end still open: mapsW last of all, which tells
-// the init the maps are written (or, on a failure, that none will come).
-func (p *stagePipes) close() {
-	p.closeChildEnds()
-	for _, f := range []*os.File{p.holdR, p.holdW, p.pidR, p.mapsW} {
-		if f != nil {
-			f.Close()
-		}
-	}
-}
-
-// readPid reads the init's pid from the starter, which then exits.
-func (p *stagePipes) readPid(starter *exec.Cmd) (int, error) {
-	out, rerr := io.ReadAll(io.LimitReader(p.pidR, 32))
-	werr := starter.Wait()
-	if werr != nil {
-		return 0, fmt.Errorf("init starter: %w", werr)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
-	if rerr != nil || err != nil || pid <= 0 {
-		return 0, fmt.Errorf("init starter said %q instead of a pid", out)
-	}
-	return pid, nil
-}
-
-// writeIDMaps maps her namespace's ids 0… to her host range. The gateway
+// writeMaps maps her namespace's ids 0… to her host range. The gateway
 // is root on the host, which user_namespaces(7) requires to map more than
 // the writer's own id; setgroups stays allowed, since only root wrote the
 // maps (a group the host relies on cannot be dropped by her).
-func writeIDMaps(pid int, m IDMap) error {
+func writeMaps(s *starting) error {
+	pid, m := s.e.cmd.Process.Pid, s.e.spec.IDMap
 	for _, f := range []struct {
 		name string
 		host uint32
@@ -302,55 +180,22 @@ func writeIDMaps(pid int, m IDMap) error {
 	return nil
 }
 
-// resetOOMScore sets the init's oom_score_adj to 0 before it starts
-// anything: a child inherits its parent's score, and the gateway runs at
-// -1000 (as sshd's listener does) so that the OOM killer never takes the
-// door. A tenant at -1000 would be the one thing neither the host's nor her
-// cgroup's OOM killer may kill (proc(5): oom_score_adj).
-func resetOOMScore(s *starting) error {
-	p := fmt.Sprintf("/proc/%d/oom_score_adj", s.e.cmd.Process.Pid)
-	if err := os.WriteFile(p, []byte("0"), 0); err != nil {
-		return fmt.Errorf("write %s: %w", p, err)
+// placeBlank moves a pooled init into her cgroup with her limits: her
+// tenant cgroup is the pool slot renamed when she has none yet (no process
+// moves), else the init joins a new one under hers (cgroupManager.Place);
+// and it runs at normal priority from now on. A cold init was born there.
+func placeBlank(s *starting) error {
+	e, b := s.e, s.blank
+	if b.slot == "" {
+		return nil
 	}
+	cg, err := e.sup.cg.Place(b.slot, e.spec.Tenant, e.name, e.cmd.Process.Pid, e.limits())
+	if err != nil {
+		return err
+	}
+	e.cg = cg
+	renice(e.cmd.Process.Pid)
 	return nil
-}
-
-// starterCmd is the init's first stage (init_stage_linux.go): the gateway
-// binary (or the sealed init) on the host as her base uid and gid, with no
-// supplementary groups, with the control socket, the rootfs and the maps
-// pipe as fds 3, 4 and 5. It keeps CAP_SYS_ADMIN, and nothing else, for its
-// one clone: hosts that refuse user namespaces to unprivileged users
-// (Ubuntu's kernel.apparmor_restrict_unprivileged_userns, Debian's
-// kernel.unprivileged_userns_clone=0) allow them to a holder of it, and in
-// the new namespace it means nothing on the host. The creator's euid, not
-// its capabilities, is what the kernel charges her counts to.
-func starterCmd(e *environment, child, rootfs, listen *os.File, p *stagePipes) *exec.Cmd {
-	spec := &e.spec
-	return &exec.Cmd{
-		Path: e.sup.opts.InitPath,
-		Args: []string{"jailgate", "init"},
-		// One P: the init mostly waits, and each P costs it heap caches
-		// and a GC worker (≈ 250 KiB of its resident memory).
-		Env:        starterEnv(listen != nil),
-		ExtraFiles: extraFiles(child, rootfs, p.mapsR, listen), // fds 3, 4, 5 and 6
-		Stdin:      p.holdR,
-		Stdout:     p.pidW,
-		Stderr:     p.errW,
-		SysProcAttr: &unix.SysProcAttr{
-			Credential:  &syscall.Credential{Uid: spec.IDMap.UID, Gid: spec.IDMap.GID, Groups: []uint32{}},
-			AmbientCaps: []uintptr{unix.CAP_SYS_ADMIN},
-		},
-	}
-}
-
-// starterEnv is the starter's environment; adoptable says fd 6 is the
-// listening control socket.
-func starterEnv(adoptable bool) []string {
-	env := []string{"_JAILGATE_INIT=" + stageStart, "GOMAXPROCS=1"}
-	if adoptable {
-		env = append(env, listenEnv)
-	}
-	return env
 }
 
 // sendConfig gives the init what it needs to build the jail from inside.
@@ -364,7 +209,11 @@ func sendConfig(s *starting) error {
 		KillGrace: e.sup.opts.KillGrace.Milliseconds(), Seccomp: e.spec.Seccomp,
 		Rlimits: e.spec.Rlimits, Network: s.network, NAT: s.nat, PTYs: e.spec.Limits.PTYs, Tmp: e.spec.Limits.Tmp,
 		Token: e.token, Linger: e.spec.Linger.Milliseconds(), Orphan: e.sup.orphanGrace().Milliseconds()}
-	if err := e.ctl.send(&message{Op: opConfig, Config: cfg}); err != nil {
+	fds := []int{int(s.rootfs.Fd())}
+	if s.listen != nil {
+		fds = append(fds, int(s.listen.Fd()))
+	}
+	if err := e.ctl.send(&message{Op: opConfig, Config: cfg}, fds...); err != nil {
 		return fmt.Errorf("send config: %w", err)
 	}
 	return nil
@@ -372,27 +221,39 @@ func sendConfig(s *starting) error {
 
 // awaitReady waits for the init to say ready, or which of its steps failed.
 func awaitReady(s *starting) error {
+	if err := awaitInit(s.ctx, s.e.ctl, "setup"); err != nil {
+		return err
+	}
+	if s.blank.slot != "" {
+		renice(s.e.cmd.Process.Pid) // the threads its setup made too
+	}
+	return nil
+}
+
+// awaitInit waits for the init's answer to what it was asked to do: ready,
+// or failed with the StepError that says where.
+func awaitInit(ctx context.Context, ctl *ctlConn, what string) error {
 	type result struct {
 		m   *message
 		err error
 	}
 	rc := make(chan result, 1)
 	go func() {
-		m, files, err := s.e.ctl.recv()
+		m, files, err := ctl.recv()
 		closeAll(files)
 		rc <- result{m, err}
 	}()
 	var r result
 	select {
 	case r = <-rc:
-	case <-s.ctx.Done():
-		return s.ctx.Err()
+	case <-ctx.Done():
+		return ctx.Err()
 	case <-time.After(startReadyTimeout):
-		return fmt.Errorf("init did not become ready within %v", startReadyTimeout)
+		return fmt.Errorf("init did not finish its %s within %v", what, startReadyTimeout)
 	}
 	switch {
 	case r.err != nil:
-		return fmt.Errorf("init exited during setup: %w", r.err)
+		return fmt.Errorf("init exited during its %s: %w", what, r.err)
 	case r.m.Op == opFailed && r.m.Step != nil:
 		return r.m.Step
 	case r.m.Op != opReady:
@@ -422,9 +283,16 @@ func searchable(rootfs string) error {
 // logWriter turns an init's stderr (Go panics, fatal errors) into log lines.
 type logWriter struct {
 	log         *slog.Logger
-	tenant, env string
+	tenant, env string // guarded by mu
 	mu          sync.Mutex
 	buf         []byte
+}
+
+// setTenant names the tenant a blank init became.
+func (w *logWriter) setTenant(tenant string) {
+	w.mu.Lock()
+	w.tenant = tenant
+	w.mu.Unlock()
 }
 
 func (w *logWriter) Write(p []byte) (int, error) {

@@ -147,20 +147,40 @@ func (p *Provisioner) idMap(u *config.User) (jail.IDMap, error) {
 	}
 	base := u.UIDBase
 	if base == 0 {
-		var reserved []jail.Reserved
-		if p.current != nil {
-			for _, o := range p.current().Users {
-				if o.UIDBase != 0 {
-					reserved = append(reserved, jail.Reserved{Tenant: o.Name, Base: o.UIDBase, Size: o.IDRange})
-				}
-			}
-		}
 		var err error
-		if base, err = p.pool.Allocate(u.Name, size, reserved); err != nil {
+		if base, err = p.pool.Allocate(u.Name, size, p.reserved()); err != nil {
 			return jail.IDMap{}, err
 		}
 	}
 	return jail.IDMap{UID: base, GID: base, Size: size}, nil
+}
+
+// reserved are the tenants' explicit uid_base ranges, which the pool
+// never hands out.
+func (p *Provisioner) reserved() []jail.Reserved {
+	var reserved []jail.Reserved
+	if p.current != nil {
+		for _, o := range p.current().Users {
+			if o.UIDBase != 0 {
+				reserved = append(reserved, jail.Reserved{Tenant: o.Name, Base: o.UIDBase, Size: o.IDRange})
+			}
+		}
+	}
+	return reserved
+}
+
+// OwnersName is the id pool's entry for the uids that create
+// environments' user namespaces: no tenant can have it (config's names
+// start with a letter or _).
+const OwnersName = "@owners"
+
+// Owners is the range of host uids that create environments' user
+// namespaces (jail.Supervisor.Prestart): one per live environment, kept
+// in the id pool and the host registry like a tenant's, so no tenant of
+// any state_dir on the host ever has one of them.
+func (p *Provisioner) Owners() (base, size uint32, err error) {
+	base, err = p.pool.Allocate(OwnersName, jail.DefaultSize, p.reserved())
+	return base, jail.DefaultSize, err
 }
 
 // Detach unmounts the tenants' layers no environment uses, and leaves the

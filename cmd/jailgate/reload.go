@@ -59,6 +59,11 @@ func (r *reloader) reload() admin.Reply {
 	changes := diffConfigs(old, c)
 	if r.prov != nil {
 		changes = append(changes, applyDisk(r.prov, c, r.log)...)
+		if err := applyPrestart(r.prov, r.sup, c); err != nil {
+			changes = append(changes, fmt.Sprintf("prestart: not applied: %v", err))
+		} else if c.Prestart != old.Prestart {
+			changes = append(changes, fmt.Sprintf("prestart: %d -> %d (now)", old.Prestart, c.Prestart))
+		}
 	}
 	for _, l := range changes {
 		r.log.Info("reload change: " + l)

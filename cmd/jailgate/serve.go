@@ -61,6 +61,7 @@ func cmdServe(args []string, stderr io.Writer) (err error) {
 		d.newProvisioner, // tenant -> ids -> rootfs or layer -> EnvSpec
 		d.newGateway,     // the SSH server
 		d.adopt,          // the environments that outlived the last gateway (adopt.go)
+		d.prestart,       // blank environments ready for logins, once the adopted ones' owner uids are known
 		d.serveAdmin,     // jailgate reload reaches the reloader from here
 		d.listen,         // the SSH port
 		d.serveMetrics,   // metrics_listen, if set
@@ -72,6 +73,34 @@ func cmdServe(args []string, stderr io.Writer) (err error) {
 		}
 	}
 	return d.run()
+}
+
+// prestart starts the pool of blank environments (config prestart:),
+// created by owner uids from the id pool (provision.Provisioner.Owners).
+func (d *daemon) prestart() error { return applyPrestart(d.prov, d.sup, d.cfg) }
+
+// applyPrestart gives the Supervisor its owner uids, the pool's size and
+// the capabilities of c's tenants.
+func applyPrestart(prov *provision.Provisioner, sup *jail.Supervisor, c *config.Config) error {
+	base, size, err := prov.Owners()
+	if err != nil {
+		return fmt.Errorf("prestart: %w", err)
+	}
+	seen := map[string]bool{}
+	var caps []string
+	for _, u := range c.Users {
+		uc := u.Caps
+		if uc == nil {
+			uc = jail.DefaultCaps
+		}
+		for _, name := range uc {
+			if !seen[strings.ToUpper(name)] {
+				seen[strings.ToUpper(name)] = true
+				caps = append(caps, name)
+			}
+		}
+	}
+	return sup.Prestart(jail.PoolOptions{Size: c.Prestart, OwnerBase: base, OwnerSize: size, Caps: caps})
 }
 
 // daemon is what cmdServe has built so far. Each step adds one piece and

@@ -179,11 +179,11 @@ func prepareMounts() *StepError {
 // dir, then proc and sys moved in from /proc and /sys, dev, devpts, shm
 // and tmp.
 func mountRootfs(cfg *initConfig) *StepError {
-	// The bind source must be a path in this mount namespace (a bind from
-	// the gateway's fd would name a mount of the host's namespace: EINVAL).
-	// The fd the gateway opened then proves it is the same directory.
-	if err := unix.Mount(cfg.Rootfs, stagingDir, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return stepErr("mount", "bind rootfs on "+stagingDir+" (MS_BIND|MS_REC)", cfg.Rootfs, err)
+	// Her rootfs comes as a detached mount tree the gateway cloned (a bind
+	// of it and what is mounted under it): attached here, it is the very
+	// directory the gateway opened, whatever her path names now.
+	if err := unix.MoveMount(int(rootfsDir.Fd()), "", unix.AT_FDCWD, stagingDir, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return stepErr("mount", "move_mount rootfs on "+stagingDir, cfg.Rootfs, err)
 	}
 	if err := unix.Chdir(stagingDir); err != nil {
 		return stepErr("mount", "chdir", stagingDir, err)

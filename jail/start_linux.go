@@ -107,10 +107,10 @@ func checkSpec(s *starting) error {
 	return nil
 }
 
-// openRootfs checks the tenant's ids can reach her rootfs and opens it. The
-// init binds the rootfs by path, then checks it is this very directory (the
-// fd): a rename after this point cannot swap it. Its last component must
-// not be a symlink.
+// openRootfs checks the tenant's ids can reach her rootfs and clones it as
+// a detached mount tree (open_tree), which the init attaches: a rename
+// after this point cannot swap it. Its last component must not be a
+// symlink.
 func openRootfs(s *starting) error {
 	root := s.e.spec.Rootfs
 	if err := searchable(root); err != nil {
@@ -120,7 +120,16 @@ func openRootfs(s *starting) error {
 	if err != nil {
 		return &os.PathError{Op: "open rootfs", Path: root, Err: err}
 	}
-	s.rootfs = os.NewFile(uintptr(fd), root)
+	defer unix.Close(fd)
+	// A detached copy of the mounts at and under it (a bind, not yet
+	// attached anywhere): the init attaches it in its own mount namespace,
+	// which, for a pool blank, was copied from the host's before her layer
+	// was mounted; a path would name nothing there.
+	tree, err := unix.OpenTree(fd, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH|unix.AT_RECURSIVE)
+	if err != nil {
+		return &os.PathError{Op: "open_tree rootfs", Path: root, Err: err}
+	}
+	s.rootfs = os.NewFile(uintptr(tree), root)
 	return nil
 }
 

@@ -110,11 +110,19 @@ func cutBoundingSet(cfg *initConfig) *StepError {
 			return stepErr("caps", fmt.Sprintf("prctl PR_CAPBSET_DROP %d", c), "", err)
 		}
 	}
+	if ambientCleared {
+		return nil // by prepare: nothing raises it again (a uid change to 0 does not)
+	}
 	if err := allThreads(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); err != nil {
 		return stepErr("caps", "prctl PR_CAP_AMBIENT_CLEAR_ALL", "", err)
 	}
+	ambientCleared = true
 	return nil
 }
+
+// ambientCleared says every thread's ambient set is empty: the threads
+// made since inherit it.
+var ambientCleared bool
 
 // dropPrivileges leaves the init with no more than the tenant's own root
 // has, so that everything it starts inherits that and nothing more:

@@ -73,23 +73,23 @@ const nsGetOwnerUID = 0xb704
 // view is what a tenant sees of her environment, and what the host sees of
 // its init, in the parts a pool blank could carry over.
 type view struct {
-	id, uidMap, gidMap, hostname, cgroup, env, mounts, userns string
-	hostCgroup                                                string
-	owner                                                     uint32
+	id, uidMap, gidMap, hostname, cgroup, env, mounts, userns, caps string
+	hostCgroup                                                      string
+	owner                                                           uint32
 }
 
 const viewScript = `id; echo; cat /proc/self/uid_map; echo; cat /proc/self/gid_map; echo; hostname; echo;
 cat /proc/self/cgroup; echo; env | sort; echo; while read -r _ _ _ root mnt _; do echo "$root $mnt"; done < /proc/self/mountinfo | sort; echo;
-readlink /proc/self/ns/user`
+readlink /proc/self/ns/user; echo; grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status`
 
 func viewOf(t *testing.T, env jail.Env) view {
 	t.Helper()
 	parts := strings.Split(sh(t, env, viewScript), "\n\n")
-	if len(parts) != 8 {
+	if len(parts) != 9 {
 		t.Fatalf("view: %d parts: %q", len(parts), parts)
 	}
 	v := view{id: parts[0], uidMap: parts[1], gidMap: parts[2], hostname: parts[3], cgroup: parts[4],
-		env: parts[5], mounts: parts[6], userns: strings.TrimSpace(parts[7])}
+		env: parts[5], mounts: parts[6], userns: strings.TrimSpace(parts[7]), caps: parts[8]}
 	pid := jail.InitPid(env)
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 	if err != nil {
@@ -145,6 +145,10 @@ func TestPooledCarriesNothing(t *testing.T) {
 	same("alice's hostname", pooledAlice.hostname, coldAlice.hostname)
 	same("alice's cgroup view", pooledAlice.cgroup, coldAlice.cgroup)
 	same("alice's environment variables", pooledAlice.env, coldAlice.env)
+	same("alice's capabilities, no_new_privs and seccomp", pooledAlice.caps, coldAlice.caps)
+	if !strings.Contains(pooledAlice.caps, "CapAmb:\t0000000000000000") {
+		t.Errorf("the ambient set a blank init starts with reached her process:\n%s", pooledAlice.caps)
+	}
 	same("alice's mounts", perThread.ReplaceAllString(pooledAlice.mounts, ""), perThread.ReplaceAllString(coldAlice.mounts, ""))
 	for _, line := range strings.Split(strings.TrimSpace(pooledAlice.cgroup), "\n") {
 		if !strings.HasSuffix(line, ":/") {

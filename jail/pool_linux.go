@@ -21,6 +21,8 @@ type pool struct {
 	ready  []*blank    // oldest first
 	starts []time.Time // environment starts within poolWindow
 	slots  uint64      // pool slots made so far (poolSlot)
+	pooled uint64      // starts that took a blank
+	cold   uint64      // starts that found none
 	kick   chan struct{}
 	quit   chan struct{}
 	done   chan struct{}
@@ -87,6 +89,11 @@ func (p *pool) take(caps uint64) *blank {
 			p.ready = append(p.ready[:i:i], p.ready[i+1:]...)
 			break
 		}
+	}
+	if b != nil {
+		p.pooled++
+	} else {
+		p.cold++
 	}
 	p.mu.Unlock()
 	p.poke()
@@ -213,4 +220,12 @@ func (s *Supervisor) Ready() int {
 	s.pool.mu.Lock()
 	defer s.pool.mu.Unlock()
 	return len(s.pool.ready)
+}
+
+// Starts counts the environment starts that took a pool blank and those
+// that started cold.
+func (s *Supervisor) Starts() (pooled, cold uint64) {
+	s.pool.mu.Lock()
+	defer s.pool.mu.Unlock()
+	return s.pool.pooled, s.pool.cold
 }

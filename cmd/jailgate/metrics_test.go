@@ -72,4 +72,11 @@ func TestE2EMetrics(t *testing.T) {
 	if v := get("jailgate_tenant_environments", "tenant", "alice"); v != 1 {
 		t.Errorf("alice's environments = %v, want 1", v)
 	}
+	pooled, cold := get("jailgate_environment_starts_total", "path", "pooled"), get("jailgate_environment_starts_total", "path", "cold")
+	if pooled+cold != 1 || pooled < 0 || cold < 0 {
+		t.Errorf("environment starts: pooled %v + cold %v, want one start in all", pooled, cold)
+	}
+	if fams["jailgate_prestart_ready"] == nil {
+		t.Error("no jailgate_prestart_ready gauge")
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -73,6 +74,25 @@ func cmdServe(args []string, stderr io.Writer) (err error) {
 		}
 	}
 	return d.run()
+}
+
+// poolMetrics show the pool of blank environments: how many wait, and how
+// many starts took one (pooled) or made their own (cold).
+func poolMetrics(sup *jail.Supervisor) []prometheus.Collector {
+	ready := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jailgate_prestart_ready",
+		Help: "Blank environments waiting in the pool (prestart:)."}, func() float64 { return float64(sup.Ready()) })
+	starts := func(path string, pooled bool) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "jailgate_environment_starts_total",
+			Help:        "Environment starts: pooled (from a blank in the pool) or cold (namespaces made for the login).",
+			ConstLabels: prometheus.Labels{"path": path}}, func() float64 {
+			p, c := sup.Starts()
+			if pooled {
+				return float64(p)
+			}
+			return float64(c)
+		})
+	}
+	return []prometheus.Collector{ready, starts("pooled", true), starts("cold", false)}
 }
 
 // prestart starts the pool of blank environments (config prestart:),
@@ -338,6 +358,7 @@ func (d *daemon) newGateway() (err error) {
 	})
 	d.watchDisk()
 	d.metrics.Registry.MustRegister(d.up.total, collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	d.metrics.Registry.MustRegister(poolMetrics(d.sup)...)
 	d.srv, err = gateway.New(gateway.Options{
 		Config: d.cfg, Manager: d.sup, HostKey: d.signer, Logger: d.log, Provision: d.prov.Provision, Metrics: d.metrics,
 		DiskUsage: d.diskUsage,

@@ -55,6 +55,8 @@ type testbed struct {
 	metricsPort int // jailgate's /metrics
 	jgPort      int
 	jgConfig    string
+	jgs         jgState // what the config says besides the options
+	poolShown   bool    // the pool overhead row is in the report
 	userCreated bool
 	runSSHD     bool   // /run/sshd was created by us
 	ipForward   []byte // net.ipv4.ip_forward before the run, put back at the end
@@ -163,6 +165,14 @@ func (tb *testbed) makeRootfs() error {
 	rootfs := []string{tenantCold, tenantWarm, tenantSess, "chroot"}
 	if tb.o.want("network") {
 		rootfs = append(rootfs, tenantNAT)
+	}
+	if tb.o.want("sessions") {
+		rootfs = append(rootfs, tenantSessK)
+	}
+	if tb.o.want("morning") {
+		if err := tb.makeImage(); err != nil {
+			return err
+		}
 	}
 	for _, t := range rootfs {
 		if err := runCmd(tb.o.jailgate, "rootfs", "from-host", "-q", "--minimal", filepath.Join(tb.dir, "rootfs", t)); err != nil {

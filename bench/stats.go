@@ -248,3 +248,65 @@ func (h histogram) count() float64 {
 	}
 	return h.cum[len(h.cum)-1]
 }
+
+// blankComm is the comm of a pre-started blank init of the gateway's pool
+// (a child of serve not yet any tenant's); an assigned init has another.
+const blankComm = "jailgate-blank"
+
+// splitInits returns serve's children: tenants' inits, and the pool's
+// blank ones.
+func splitInits(t map[int]proc, serve int) (inits, blank []int) {
+	for _, c := range children(t, serve) {
+		if t[c].comm == blankComm {
+			blank = append(blank, c)
+		} else {
+			inits = append(inits, c)
+		}
+	}
+	return inits, blank
+}
+
+// poolSettle waits, after settle, until the gateway's pool stops changing
+// (the same number of blank inits three reads in a row, 100 ms apart; at
+// most 5 s), so that the refills a block of logins caused are charged to
+// that block. Without a pool it returns after the settle.
+func (s *server) poolSettle() {
+	settle()
+	if s.name != "jailgate" {
+		return
+	}
+	last, same := -1, 0
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end) && same < 3; time.Sleep(100 * time.Millisecond) {
+		_, blank := splitInits(procTable(), s.cmd.Process.Pid)
+		if len(blank) == last {
+			same++
+		} else {
+			last, same = len(blank), 1
+		}
+	}
+}
+
+// threadsFDs reads a process's thread count (/proc/PID/status Threads)
+// and open file descriptors (/proc/PID/fd).
+func threadsFDs(pid int) (threads, fds int) {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "Threads:"); ok {
+			threads, _ = strconv.Atoi(strings.TrimSpace(rest))
+		}
+	}
+	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	return threads, len(ents)
+}
+
+// slabBytes is the kernel's slab memory (/proc/meminfo Slab).
+func slabBytes() int64 {
+	b, _ := os.ReadFile("/proc/meminfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "Slab:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -227,14 +228,19 @@ type holdResult struct {
 	cpu        int64         // server CPU from the launch to back at baseline (ns)
 	loginWhile time.Duration // one more ssh true while they were held
 	cleanup    time.Duration // from killing the clients to the server back at its baseline
+	fails      string        // why the sessions that never got ready ended (the commonest)
+	complaints string        // the gateway's commonest warnings and errors meanwhile
 }
 
 // hold opens K sessions at once running `echo ready; exec sleep 600`,
 // waits for them (bounded), measures memory (and one more login if the
 // spec says), then kills the clients and waits for the server to let go
 // of them (bounded). The CPU counted is all of it, launch to baseline.
-func (tb *testbed) hold(ctx context.Context, s *server, k int, spec holdSpec) (holdResult, error) {
-	var res holdResult
+func (tb *testbed) hold(ctx context.Context, s *server, k int, spec holdSpec) (res holdResult, err error) {
+	logFrom := tb.logSize()
+	if s == tb.jg {
+		defer func() { res.complaints = "; the gateway said: " + logComplaints(s.logPath, logFrom) }()
+	}
 	s.poolSettle()
 	res.before = snapshot(s)
 	slab0 := slabBytes()
@@ -242,14 +248,20 @@ func (tb *testbed) hold(ctx context.Context, s *server, k int, spec holdSpec) (h
 	cctx, kill := context.WithCancel(ctx)
 	defer kill()
 	readyAt := make(chan time.Duration, k)
+	fails := &failures{n: map[string]int{}}
 	var wg sync.WaitGroup
 	t0 := time.Now()
 	for i := 0; i < k; i++ {
 		cmd := tb.ssh(cctx, s, spec.user(i), pinned, false, "echo ready; exec sleep 600")
+		// Say why a session ends early: a server closing the connection is
+		// only told at INFO (the first -o wins).
+		cmd.Args = slices.Insert(cmd.Args, 1, "-o", "LogLevel=INFO")
 		out, err := cmd.StdoutPipe()
 		if err != nil {
 			return res, err
 		}
+		var errb bytes.Buffer
+		cmd.Stderr = &errb
 		if err := cmd.Start(); err != nil {
 			return res, fmt.Errorf("start client %d: %w", i, err)
 		}
@@ -257,11 +269,15 @@ func (tb *testbed) hold(ctx context.Context, s *server, k int, spec holdSpec) (h
 		go func() {
 			defer wg.Done()
 			br := bufio.NewReader(out)
-			if line, _ := br.ReadString('\n'); strings.TrimSpace(line) == "ready" {
+			line, _ := br.ReadString('\n')
+			ok := strings.TrimSpace(line) == "ready"
+			if ok {
 				readyAt <- time.Since(t0)
 			}
 			io.Copy(io.Discard, br)
-			cmd.Wait()
+			if err := cmd.Wait(); !ok {
+				fails.add(fmt.Sprintf("%v: %s", err, tail(bytes.TrimSpace(errb.Bytes()), 200)))
+			}
 		}()
 	}
 	res.ready, res.last = waitReady(ctx, readyAt, k)
@@ -282,6 +298,7 @@ func (tb *testbed) hold(ctx context.Context, s *server, k int, spec holdSpec) (h
 	go func() { wg.Wait(); close(waited) }()
 	select {
 	case <-waited:
+		res.fails = fails.String()
 	case <-time.After(30 * time.Second):
 		return res, fmt.Errorf("%d clients still running 30s after SIGKILL", k)
 	}
@@ -359,7 +376,8 @@ func measureConcurrency(ctx context.Context, tb *testbed, r *report) error {
 				r.note("concurrency K=%d %s: %v", k, sc.label, err)
 			}
 			if h.ready < k {
-				r.note("concurrency K=%d %s: %d of %d sessions established", k, sc.label, h.ready, k)
+				r.note("concurrency K=%d %s: %d of %d sessions established; the others: %s%s",
+					k, sc.label, h.ready, k, h.fails, h.complaints)
 			}
 			r.note("concurrency K=%d %s: server back to baseline %.1fs after the clients were killed", k, sc.label, h.cleanup.Seconds())
 			res[sc.label] = h

@@ -67,6 +67,9 @@ func measureMorning(ctx context.Context, tb *testbed, r *report) error {
 		if err != nil {
 			r.note("morning %s: %v", sc.label, err)
 		}
+		if h.ready < n {
+			r.note("morning %s: %d of %d established; the others: %s%s", sc.label, h.ready, n, h.fails, h.complaints)
+		}
 		res[sc.label] = h
 	}
 	jg, ref := res["jailgate"], res["openssh"]
@@ -169,6 +172,9 @@ func (tb *testbed) sessionsAt(ctx context.Context, r *report, k int, osFirst boo
 		h, err := tb.hold(ctx, sc.s, k, spec)
 		if err != nil {
 			r.note("sessions K=%d %s: %v", k, sc.label, err)
+		}
+		if h.ready < k {
+			r.note("sessions K=%d %s: %d of %d established; the others: %s%s", k, sc.label, h.ready, k, h.fails, h.complaints)
 		}
 		r.note("sessions K=%d %s: server back to baseline %.1fs after the clients were killed", k, sc.label, h.cleanup.Seconds())
 		res[sc.label] = h

@@ -32,10 +32,10 @@ func freePort() (int, error) {
 }
 
 // newGroup creates the harness's cpuacct and memory cgroups for a server
-// (reusing empty ones a killed run left) and returns their dirs.
+// (this run's: see groupName) and returns their dirs.
 func newGroup(name string) (cpu, mem string, err error) {
-	cpu = filepath.Join(cgroupRoot, "cpuacct", benchCgroup+name)
-	mem = filepath.Join(cgroupRoot, "memory", benchCgroup+name)
+	cpu = filepath.Join(cgroupRoot, "cpuacct", groupName(name))
+	mem = filepath.Join(cgroupRoot, "memory", groupName(name))
 	for _, d := range []string{cpu, mem} {
 		if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 			return "", "", err

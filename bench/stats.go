@@ -3,8 +3,10 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"os"
@@ -12,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -309,4 +312,62 @@ func slabBytes() int64 {
 		}
 	}
 	return 0
+}
+
+// failures counts the clients' errors by message.
+type failures struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+// add counts one more client that ended with msg.
+func (f *failures) add(msg string) {
+	f.mu.Lock()
+	f.n[msg]++
+	f.mu.Unlock()
+}
+
+// String lists the three commonest messages with their counts.
+func (f *failures) String() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	msgs := slices.SortedFunc(maps.Keys(f.n), func(a, b string) int { return f.n[b] - f.n[a] })
+	var out []string
+	for _, m := range msgs[:min(3, len(msgs))] {
+		out = append(out, fmt.Sprintf("%d× %q", f.n[m], m))
+	}
+	return strings.Join(out, "; ")
+}
+
+// logComplaints lists the commonest warnings and errors of the gateway's
+// JSON log from byte offset from on, by message and reason.
+func logComplaints(path string, from int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	if _, err := f.Seek(from, io.SeekStart); err != nil {
+		return err.Error()
+	}
+	fails := &failures{n: map[string]int{}}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<16), 1<<20)
+	for sc.Scan() {
+		var l struct {
+			Level, Msg, Reason, Err string
+		}
+		if json.Unmarshal(sc.Bytes(), &l) != nil || l.Level == "INFO" || l.Level == "DEBUG" {
+			continue
+		}
+		m := l.Level + " " + l.Msg
+		if why := l.Reason + l.Err; why != "" {
+			m += ": " + string(tail([]byte(why), 120))
+		}
+		fails.add(m)
+	}
+	if len(fails.n) == 0 {
+		return "nothing"
+	}
+	return fails.String()
 }

@@ -80,7 +80,7 @@ func (s *server) stop() []error {
 		}
 	}
 	for _, ctrl := range []string{"cpuacct", "memory"} {
-		if err := os.Remove(filepath.Join(cgroupRoot, ctrl, benchCgroup+s.group)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := os.Remove(filepath.Join(cgroupRoot, ctrl, groupName(s.group))); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -339,8 +340,13 @@ func (f *failures) String() string {
 	return strings.Join(out, "; ")
 }
 
-// logComplaints lists the commonest warnings and errors of the gateway's
-// JSON log from byte offset from on, by message and reason.
+// admissionMsg matches the gateway's INFO lines about a connection held
+// back or closed before its login (admission's queue and evictions).
+var admissionMsg = regexp.MustCompile(`(?i)evict|refus|reject|waiting|grace|timeout|fail`)
+
+// logComplaints lists the commonest warnings, errors and admission lines
+// of the gateway's JSON log from byte offset from on, by message and
+// reason.
 func logComplaints(path string, from int64) string {
 	f, err := os.Open(path)
 	if err != nil {
@@ -357,7 +363,7 @@ func logComplaints(path string, from int64) string {
 		var l struct {
 			Level, Msg, Reason, Err string
 		}
-		if json.Unmarshal(sc.Bytes(), &l) != nil || l.Level == "INFO" || l.Level == "DEBUG" {
+		if json.Unmarshal(sc.Bytes(), &l) != nil || l.Level == "DEBUG" || l.Level == "INFO" && !admissionMsg.MatchString(l.Msg) {
 			continue
 		}
 		m := l.Level + " " + l.Msg

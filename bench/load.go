@@ -211,8 +211,9 @@ type holdSpec struct {
 	user  func(i int) string // the login name of client i
 	extra string             // log in once more as this user while the sessions are held ("": no)
 	// during runs once every session is ready (or the wait gave up),
-	// before the memory snapshot.
-	during func()
+	// before the memory snapshot; sample every 100ms from the launch
+	// until then.
+	during, sample func()
 }
 
 // sameUser is a holdSpec.user for K sessions of one user.
@@ -247,41 +248,19 @@ func (tb *testbed) hold(ctx context.Context, s *server, k int, spec holdSpec) (r
 	c0 := s.cpuNanos()
 	cctx, kill := context.WithCancel(ctx)
 	defer kill()
-	readyAt := make(chan time.Duration, k)
-	fails := &failures{n: map[string]int{}}
-	var wg sync.WaitGroup
-	t0 := time.Now()
-	for i := 0; i < k; i++ {
-		cmd := tb.ssh(cctx, s, spec.user(i), pinned, false, "echo ready; exec sleep 600")
-		// Say why a session ends early: a server closing the connection is
-		// only told at INFO (the first -o wins).
-		cmd.Args = slices.Insert(cmd.Args, 1, "-o", "LogLevel=INFO")
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			return res, err
-		}
-		var errb bytes.Buffer
-		cmd.Stderr = &errb
-		if err := cmd.Start(); err != nil {
-			return res, fmt.Errorf("start client %d: %w", i, err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			br := bufio.NewReader(out)
-			line, _ := br.ReadString('\n')
-			ok := strings.TrimSpace(line) == "ready"
-			if ok {
-				readyAt <- time.Since(t0)
-			}
-			io.Copy(io.Discard, br)
-			if err := cmd.Wait(); !ok {
-				fails.add(fmt.Sprintf("%v: %s", err, tail(bytes.TrimSpace(errb.Bytes()), 200)))
-			}
-		}()
+	bound := 30*time.Second + time.Duration(k)*100*time.Millisecond
+	stopSampling := func() {}
+	if spec.sample != nil {
+		stopSampling = sampleEvery(100*time.Millisecond, spec.sample)
 	}
-	res.ready, res.last = waitReady(ctx, readyAt, k)
+	defer stopSampling()
+	cl, err := tb.launch(cctx, s, k, spec.user, bound)
+	if err != nil {
+		return res, err
+	}
+	res.ready, res.last = waitReady(ctx, cl.readyAt, k, bound)
 	time.Sleep(time.Second) // let the server finish what it does after "ready"
+	stopSampling()
 	if spec.during != nil {
 		spec.during()
 	}
@@ -295,10 +274,10 @@ func (tb *testbed) hold(ctx context.Context, s *server, k int, spec holdSpec) (r
 	t1 := time.Now()
 	kill()
 	waited := make(chan struct{})
-	go func() { wg.Wait(); close(waited) }()
+	go func() { cl.wg.Wait(); close(waited) }()
 	select {
 	case <-waited:
-		res.fails = fails.String()
+		res.fails = cl.fails.String()
 	case <-time.After(30 * time.Second):
 		return res, fmt.Errorf("%d clients still running 30s after SIGKILL", k)
 	}
@@ -314,34 +293,50 @@ func (tb *testbed) hold(ctx context.Context, s *server, k int, spec holdSpec) (r
 	return res, fmt.Errorf("%s still has extra session processes 60s after the clients ended", s.name)
 }
 
-// waitReady counts the ready sessions until all k are, or a bound of 30s
-// plus 100ms a session passed, and returns them with the time of the last.
-func waitReady(ctx context.Context, readyAt <-chan time.Duration, k int) (ready int, last time.Duration) {
-	deadline := time.After(30*time.Second + time.Duration(k)*100*time.Millisecond)
-	for ready < k {
-		select {
-		case d := <-readyAt:
-			ready++
-			last = d
-		case <-deadline:
-			return ready, last
-		case <-ctx.Done():
-			return ready, last
-		}
-	}
-	return ready, last
+// clients are the ssh clients of one hold.
+type clients struct {
+	readyAt chan time.Duration // launch to "ready", per client that printed it
+	wg      sync.WaitGroup     // their reader goroutines, done when they ended
+	fails   *failures          // why those that never printed "ready" ended
 }
 
-// poolRow adds, once per report, the pool's blank inits as their own row
-// (the gateway's overhead while idle; no target).
-func (tb *testbed) poolRow(r *report) {
-	if tb.poolShown {
-		return
+// launch starts k clients on s at once (client i as user(i)), each
+// running `echo ready; exec sleep 600` until ctx ends.
+func (tb *testbed) launch(ctx context.Context, s *server, k int, user func(int) string, bound time.Duration) (*clients, error) {
+	cl := &clients{readyAt: make(chan time.Duration, k), fails: &failures{n: map[string]int{}}}
+	t0 := time.Now()
+	for i := 0; i < k; i++ {
+		cmd := tb.ssh(ctx, s, user(i), pinned, false, "echo ready; exec sleep 600")
+		// Say why a session ends early (a server closing the connection is
+		// only told at INFO), and wait for the banner as long as the hold
+		// waits, as a client without ConnectTimeout does, for a server
+		// that queues connections (the first -o wins).
+		cmd.Args = slices.Insert(cmd.Args, 1, "-o", "LogLevel=INFO", "-o", fmt.Sprintf("ConnectTimeout=%d", int(bound.Seconds())))
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return cl, err
+		}
+		var errb bytes.Buffer
+		cmd.Stderr = &errb
+		if err := cmd.Start(); err != nil {
+			return cl, fmt.Errorf("start client %d: %w", i, err)
+		}
+		cl.wg.Add(1)
+		go func() {
+			defer cl.wg.Done()
+			br := bufio.NewReader(out)
+			line, _ := br.ReadString('\n')
+			ok := strings.TrimSpace(line) == "ready"
+			if ok {
+				cl.readyAt <- time.Since(t0)
+			}
+			io.Copy(io.Discard, br)
+			if err := cmd.Wait(); !ok {
+				cl.fails.add(fmt.Sprintf("%v: %s", err, tail(bytes.TrimSpace(errb.Bytes()), 200)))
+			}
+		}()
 	}
-	tb.jg.poolSettle()
-	m := snapshot(tb.jg)
-	tb.poolShown = true
-	r.add(fmt.Sprintf("pool overhead: %d blank inits, PSS total", m.nBlank), "KiB", float64(m.blank)/1024, math.NaN(), nil)
+	return cl, nil
 }
 
 // measureConcurrency holds K sessions for each K: jailgate with one live

@@ -135,7 +135,7 @@ func parseFlags() (*options, error) {
 		"parent `dir` of the run's work dir; every ancestor must be root-owned and not group/world-writable (sshd's ChrootDirectory rule, which /var/tmp fails)")
 	flag.StringVar(&o.outDir, "out", "bench/results", "results `dir`")
 	flag.StringVar(&only, "only", "", "run only these `parts`: "+strings.Join(parts, ",")+" (default all)")
-	flag.DurationVar(&o.timeout, "timeout", 45*time.Minute, "bound on the whole run")
+	flag.DurationVar(&o.timeout, "timeout", 90*time.Minute, "bound on the whole run (the morning and sessions parts take ~20 min of it on 2 cores)")
 	flag.StringVar(&o.user, "user", "jgbench", "sshd test `user` (created if missing, removed at the end if created)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work dir at the end (debugging)")
 	flag.Func("note", "a `text` to record in the report's notes (repeatable), e.g. what differs about this run", func(s string) error {

@@ -110,7 +110,10 @@ func newReport(o *options) *report {
 				"to K+16 (reload) and " + tenantSessK + " has limits.pids " + fmt.Sprint(sessPids) + " (the defaults, 128 and " +
 				"1024, would refuse the rest); nothing else is raised. CPU: launch to back at baseline / established; memory: " +
 				"the cgroups' growth / established; env start: the log's lines between the launch and all ready; gateway " +
-				"threads and fds: /proc/<serve>/status Threads and /proc/<serve>/fd with all held. The bench raises its own " +
+				"threads: /proc/<serve>/status Threads, the most of samples every 100 ms from the launch to all held, and with all " +
+				"held; fds: /proc/<serve>/fd with all held. Hold clients wait for the banner as long as the hold waits " +
+				"(ConnectTimeout = 30s + 100ms a session: a client without ConnectTimeout waits for a server that queues " +
+				"connections, as jailgate's admission does). The bench raises its own " +
 				"RLIMIT_NOFILE (soft and hard) for the clients and servers it starts; no host tuning",
 			"network": "nat rows: " + tenantNAT + " (network: nat, linger 0: an environment per transfer, started before the sink times it) sends " + fmt.Sprint(o.netMiB) +
 				" MiB with bash's /dev/tcp and head -c from /dev/zero to a sink in a network namespace behind a veth " +

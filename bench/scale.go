@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jailgate/jailgate/statedir"
@@ -151,9 +152,13 @@ func measureSessions(ctx context.Context, tb *testbed, r *report) error {
 func (tb *testbed) sessionsAt(ctx context.Context, r *report, k int, osFirst bool) ([2]sessCost, error) {
 	var from, to int64
 	var threads, fds int
+	var maxThreads int
 	jgSpec := holdSpec{user: sameUser(tenantSessK), during: func() {
 		to = tb.logSize()
 		threads, fds = threadsFDs(tb.jg.cmd.Process.Pid)
+	}, sample: func() {
+		t, _ := threadsFDs(tb.jg.cmd.Process.Pid)
+		maxThreads = max(maxThreads, t)
 	}}
 	scs := []scenario{{"jailgate", tb.jg, tenantSessK, false}, {"openssh", tb.ossh, tb.o.user, false}}
 	if osFirst {
@@ -199,7 +204,59 @@ func (tb *testbed) sessionsAt(ctx context.Context, r *report, k int, osFirst boo
 	r.add(p+": env start under that load, median", "ms", percentile(starts.d, .5), math.NaN(), nil)
 	r.add(p+": env start under that load, p95", "ms", percentile(starts.d, .95), math.NaN(), absLE(200))
 	starts.note(r, fmt.Sprintf("sessions K=%d", k))
-	r.add(p+": gateway threads", "threads", float64(threads), math.NaN(), absLE(64))
+	r.add(p+": gateway threads, most while they start", "threads", float64(maxThreads), math.NaN(), absLE(64))
+	r.add(p+": gateway threads, all held", "threads", float64(threads), math.NaN(), nil)
 	r.add(p+": gateway open fds", "fds", float64(fds), math.NaN(), nil)
 	return c, nil
+}
+
+// sampleEvery calls f every d until the returned stop is called (which
+// waits for a call in progress; a second stop does nothing).
+func sampleEvery(d time.Duration, f func()) (stop func()) {
+	done, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			f()
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(done); <-exited }) }
+}
+
+// waitReady counts the ready sessions until all k are, or bound passed,
+// and returns them with the time of the last.
+func waitReady(ctx context.Context, readyAt <-chan time.Duration, k int, bound time.Duration) (ready int, last time.Duration) {
+	deadline := time.After(bound)
+	for ready < k {
+		select {
+		case d := <-readyAt:
+			ready++
+			last = d
+		case <-deadline:
+			return ready, last
+		case <-ctx.Done():
+			return ready, last
+		}
+	}
+	return ready, last
+}
+
+// poolRow adds, once per report, the pool's blank inits as their own row
+// (the gateway's overhead while idle; no target).
+func (tb *testbed) poolRow(r *report) {
+	if tb.poolShown {
+		return
+	}
+	tb.jg.poolSettle()
+	m := snapshot(tb.jg)
+	tb.poolShown = true
+	r.add(fmt.Sprintf("pool overhead: %d blank inits, PSS total", m.nBlank), "KiB", float64(m.blank)/1024, math.NaN(), nil)
 }

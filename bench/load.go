@@ -312,6 +312,9 @@ func (tb *testbed) launch(ctx context.Context, s *server, k int, user func(int) 
 		// waits, as a client without ConnectTimeout does, for a server
 		// that queues connections (the first -o wins).
 		cmd.Args = slices.Insert(cmd.Args, 1, "-o", "LogLevel=INFO", "-o", fmt.Sprintf("ConnectTimeout=%d", int(bound.Seconds())))
+		if n := tb.o.sources; n > 1 {
+			cmd.Args = slices.Insert(cmd.Args, 1, "-b", fmt.Sprintf("127.0.0.%d", 2+i%n))
+		}
 		out, err := cmd.StdoutPipe()
 		if err != nil {
 			return cl, err

@@ -42,6 +42,7 @@ type options struct {
 	ks         []int  // concurrency levels
 	ksess      int    // the sessions part's K (beside 500)
 	morning    int    // tenants of the morning part
+	sources    int    // loopback source addresses the hold clients spread over
 	jailgate   string // the jailgate binary
 	workBase   string // parent of the run's work dir
 	outDir     string // where results/<date>.json goes
@@ -129,6 +130,7 @@ func parseFlags() (*options, error) {
 	flag.StringVar(&ks, "k", "50,200", "concurrency `levels`, comma-separated")
 	flag.BoolVar(&k1000, "k1000", false, "also hold 1000 simultaneous sessions")
 	flag.IntVar(&o.ksess, "ksess", 1000, "the sessions part's `K`: simultaneous sessions of one environment: session tenant, held beside 500")
+	flag.IntVar(&o.sources, "sources", 1, "loopback source `addresses` (127.0.0.2…) the clients of the concurrency, morning and sessions parts spread over; 1: all from 127.0.0.1, as a lab behind one NAT")
 	flag.IntVar(&o.morning, "morning", 200, "the morning part's `tenants`, each logging in once at the same time")
 	flag.StringVar(&o.jailgate, "jailgate", "bin/jailgate", "the jailgate `binary` (make build)")
 	flag.StringVar(&o.workBase, "workdir", "/var/lib/jailgate-bench",
@@ -149,8 +151,8 @@ func parseFlags() (*options, error) {
 	if o.n < o.rounds {
 		return nil, fmt.Errorf("-n %d: at least one login per round (-rounds %d)", o.n, o.rounds)
 	}
-	if o.ksess < 1 || o.ksess > 2000 || o.morning < 1 || o.morning > 1000 {
-		return nil, fmt.Errorf("-ksess %d: want 1..2000; -morning %d: want 1..1000", o.ksess, o.morning)
+	if o.ksess < 1 || o.ksess > 2000 || o.morning < 1 || o.morning > 1000 || o.sources < 1 || o.sources > 250 {
+		return nil, fmt.Errorf("-ksess %d: want 1..2000; -morning %d: want 1..1000; -sources %d: want 1..250", o.ksess, o.morning, o.sources)
 	}
 	if o.sizeMiB < 1 || o.netMiB < 1 || o.prompts < 1 || o.tputRounds < 1 {
 		return nil, fmt.Errorf("-size, -net-size, -prompts and -tput-rounds must be positive")

@@ -75,7 +75,7 @@ func newReport(o *options) *report {
 		Host: map[string]string{"hostname": host, "kernel": strings.TrimSpace(string(kernel)),
 			"cpus": fmt.Sprint(runtime.NumCPU()), "go": runtime.Version()},
 		Params: map[string]any{"logins": o.n, "rounds": o.rounds, "prompts": o.prompts, "size_mib": o.sizeMiB,
-			"tput_rounds": o.tputRounds, "k": o.ks, "ksess": o.ksess, "morning": o.morning},
+			"tput_rounds": o.tputRounds, "k": o.ks, "ksess": o.ksess, "morning": o.morning, "sources": o.sources},
 		Methods: map[string]string{
 			"client": "OpenSSH ssh -F none, ed25519 user key, both servers with an ed25519 host key; " +
 				"'chacha20' rows and every latency/prompt/concurrency row pin -o KexAlgorithms=curve25519-sha256 " +
@@ -113,7 +113,9 @@ func newReport(o *options) *report {
 				"threads: /proc/<serve>/status Threads, the most of samples every 100 ms from the launch to all held, and with all " +
 				"held; fds: /proc/<serve>/fd with all held. Hold clients wait for the banner as long as the hold waits " +
 				"(ConnectTimeout = 30s + 100ms a session: a client without ConnectTimeout waits for a server that queues " +
-				"connections, as jailgate's admission does). The bench raises its own " +
+				"connections, as jailgate's admission does). Hold clients (concurrency, morning, sessions) all connect from " +
+				"127.0.0.1 (a lab behind one NAT: per-source startup caps apply) unless -sources N spreads them over " +
+				"127.0.0.2… The bench raises its own " +
 				"RLIMIT_NOFILE (soft and hard) for the clients and servers it starts; no host tuning",
 			"network": "nat rows: " + tenantNAT + " (network: nat, linger 0: an environment per transfer, started before the sink times it) sends " + fmt.Sprint(o.netMiB) +
 				" MiB with bash's /dev/tcp and head -c from /dev/zero to a sink in a network namespace behind a veth " +

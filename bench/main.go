@@ -18,11 +18,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -38,6 +40,9 @@ type options struct {
 	netMiB     int    // network (nat) transfer size
 	tputRounds int    // throughput repetitions per server, direction and mode
 	ks         []int  // concurrency levels
+	ksess      int    // the sessions part's K (beside 500)
+	morning    int    // tenants of the morning part
+	sources    int    // loopback source addresses the hold clients spread over
 	jailgate   string // the jailgate binary
 	workBase   string // parent of the run's work dir
 	outDir     string // where results/<date>.json goes
@@ -62,6 +67,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench: must run as root (namespaces, cgroups, a private sshd with ChrootDirectory)")
 		os.Exit(2)
 	}
+	if err := raiseNofile(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
@@ -74,6 +83,37 @@ func main() {
 	stop()
 	cancel()
 	os.Exit(code)
+}
+
+// raiseNofile raises this process's open-file limit (soft and hard, as
+// root) to what 1000 ssh clients and a gateway holding their sessions
+// need, so that no host tuning is needed: sshd, jailgate serve and the
+// clients inherit it (Go gives children the original soft limit back
+// unless the program set it itself, as here).
+func raiseNofile() error {
+	const want = 1 << 18
+	var r syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
+		return err
+	}
+	limit := uint64(want)
+	if b, err := os.ReadFile("/proc/sys/fs/nr_open"); err == nil {
+		if n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil {
+			limit = min(limit, n)
+		}
+	}
+	hard := r.Max
+	r.Max = max(r.Max, limit)
+	r.Cur = r.Max
+	err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r)
+	if errors.Is(err, syscall.EPERM) { // no CAP_SYS_RESOURCE (a container): the hard limit it has
+		r.Max, r.Cur = hard, hard
+		err = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r)
+	}
+	if err != nil {
+		return fmt.Errorf("raise the open-file limit to %d: %w", r.Max, err)
+	}
+	return nil
 }
 
 // parseFlags reads the command line into options.
@@ -89,12 +129,15 @@ func parseFlags() (*options, error) {
 	flag.IntVar(&o.tputRounds, "tput-rounds", 3, "throughput repetitions per server, direction and cipher mode")
 	flag.StringVar(&ks, "k", "50,200", "concurrency `levels`, comma-separated")
 	flag.BoolVar(&k1000, "k1000", false, "also hold 1000 simultaneous sessions")
+	flag.IntVar(&o.ksess, "ksess", 1000, "the sessions part's `K`: simultaneous sessions of one environment: session tenant, held beside 500")
+	flag.IntVar(&o.sources, "sources", 1, "loopback source `addresses` (127.0.0.2…) the clients of the concurrency, morning and sessions parts spread over; 1: all from 127.0.0.1, as a lab behind one NAT")
+	flag.IntVar(&o.morning, "morning", 200, "the morning part's `tenants`, each logging in once at the same time")
 	flag.StringVar(&o.jailgate, "jailgate", "bin/jailgate", "the jailgate `binary` (make build)")
 	flag.StringVar(&o.workBase, "workdir", "/var/lib/jailgate-bench",
 		"parent `dir` of the run's work dir; every ancestor must be root-owned and not group/world-writable (sshd's ChrootDirectory rule, which /var/tmp fails)")
 	flag.StringVar(&o.outDir, "out", "bench/results", "results `dir`")
-	flag.StringVar(&only, "only", "", "run only these `parts`: latency,prompt,throughput,concurrency,network (default all)")
-	flag.DurationVar(&o.timeout, "timeout", 45*time.Minute, "bound on the whole run")
+	flag.StringVar(&only, "only", "", "run only these `parts`: "+strings.Join(parts, ",")+" (default all)")
+	flag.DurationVar(&o.timeout, "timeout", 90*time.Minute, "bound on the whole run (the morning and sessions parts take ~20 min of it on 2 cores)")
 	flag.StringVar(&o.user, "user", "jgbench", "sshd test `user` (created if missing, removed at the end if created)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work dir at the end (debugging)")
 	flag.Func("note", "a `text` to record in the report's notes (repeatable), e.g. what differs about this run", func(s string) error {
@@ -107,6 +150,9 @@ func parseFlags() (*options, error) {
 	}
 	if o.n < o.rounds {
 		return nil, fmt.Errorf("-n %d: at least one login per round (-rounds %d)", o.n, o.rounds)
+	}
+	if o.ksess < 1 || o.ksess > 2000 || o.morning < 1 || o.morning > 1000 || o.sources < 1 || o.sources > 250 {
+		return nil, fmt.Errorf("-ksess %d: want 1..2000; -morning %d: want 1..1000; -sources %d: want 1..250", o.ksess, o.morning, o.sources)
 	}
 	if o.sizeMiB < 1 || o.netMiB < 1 || o.prompts < 1 || o.tputRounds < 1 {
 		return nil, fmt.Errorf("-size, -net-size, -prompts and -tput-rounds must be positive")
@@ -127,12 +173,10 @@ func parseFlags() (*options, error) {
 	if only != "" {
 		o.only = map[string]bool{}
 		for _, p := range strings.Split(only, ",") {
-			switch p = strings.TrimSpace(p); p {
-			case "latency", "prompt", "throughput", "concurrency", "network":
-				o.only[p] = true
-			default:
-				return nil, fmt.Errorf("-only %q: unknown part", p)
+			if p = strings.TrimSpace(p); !slices.Contains(parts, p) {
+				return nil, fmt.Errorf("-only %q: unknown part (want %s)", p, strings.Join(parts, ","))
 			}
+			o.only[p] = true
 		}
 	}
 	abs, err := filepath.Abs(o.jailgate)
@@ -142,6 +186,9 @@ func parseFlags() (*options, error) {
 	o.jailgate = abs
 	return o, nil
 }
+
+// parts are the -only names, in the order they run.
+var parts = []string{"throughput", "latency", "prompt", "concurrency", "morning", "sessions", "network"}
 
 // want reports whether part is to be run.
 func (o *options) want(part string) bool { return o.only == nil || o.only[part] }
@@ -173,6 +220,8 @@ func run(ctx context.Context, o *options) (err error) {
 		{"prompt", measurePrompt},
 		{"throughput", measureThroughput},
 		{"concurrency", measureConcurrency},
+		{"morning", measureMorning},
+		{"sessions", measureSessions},
 		{"network", measureNetwork},
 	}
 	for _, s := range steps {

@@ -124,7 +124,7 @@ func (u *upstream) stop() {
 	exec.Command("ip", "netns", "del", u.ns).Run()
 	for _, g := range []string{"netsink", "nethost"} {
 		for _, ctrl := range []string{"cpuacct", "memory"} {
-			os.Remove(filepath.Join(cgroupRoot, ctrl, benchCgroup+g))
+			os.Remove(filepath.Join(cgroupRoot, ctrl, groupName(g)))
 		}
 	}
 }

@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jailgate/jailgate/config"
 	"github.com/jailgate/jailgate/jail"
 	"github.com/jailgate/jailgate/statedir"
 )
@@ -33,10 +32,10 @@ func freePort() (int, error) {
 }
 
 // newGroup creates the harness's cpuacct and memory cgroups for a server
-// (reusing empty ones a killed run left) and returns their dirs.
+// (this run's: see groupName) and returns their dirs.
 func newGroup(name string) (cpu, mem string, err error) {
-	cpu = filepath.Join(cgroupRoot, "cpuacct", benchCgroup+name)
-	mem = filepath.Join(cgroupRoot, "memory", benchCgroup+name)
+	cpu = filepath.Join(cgroupRoot, "cpuacct", groupName(name))
+	mem = filepath.Join(cgroupRoot, "memory", groupName(name))
 	for _, d := range []string{cpu, mem} {
 		if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 			return "", "", err
@@ -143,10 +142,9 @@ Match User %s
 	return tb.ossh.start(ctx, cpu, mem)
 }
 
-// startJailgate writes a config with the three test tenants (no limits,
-// the defaults otherwise, JSON log, metrics on loopback), checks it and
-// runs jailgate serve. It offers chacha20-poly1305 on top of the default
-// ciphers, as the pinned runs need; offerChacha takes it away again.
+// startJailgate writes a config with the test tenants (no limits but the
+// sessions tenant's pids, the defaults otherwise, JSON log, metrics on
+// loopback), checks it and runs jailgate serve.
 func (tb *testbed) startJailgate(ctx context.Context) error {
 	port, err := freePort()
 	if err != nil {
@@ -156,11 +154,12 @@ func (tb *testbed) startJailgate(ctx context.Context) error {
 		return err
 	}
 	d := filepath.Join(tb.dir, "jailgate")
-	if err := os.Mkdir(d, 0o755); err != nil {
+	if err := os.MkdirAll(d, 0o755); err != nil { // the morning image may have made it
 		return err
 	}
 	tb.jgPort, tb.jgConfig = port, filepath.Join(d, "jailgate.yaml") // state_dir: its dir's state/
-	if err := tb.writeJailgateConfig(true); err != nil {
+	tb.jgs.chacha = true
+	if err := tb.writeJailgateConfig(); err != nil {
 		return err
 	}
 	if err := runCmd(tb.o.jailgate, "check", "--config", tb.jgConfig); err != nil {
@@ -170,58 +169,15 @@ func (tb *testbed) startJailgate(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Its own group (serve, and an init until the gateway moves it) and
+	// the whole state_dir prefix: every tenant's <prefix>/<tenant>/<env>
+	// and the pool's <prefix>/pool-<n>/<env>, live or removed. The two are
+	// disjoint, so nothing is counted twice.
 	tb.jg = &server{name: "jailgate", port: port, logPath: filepath.Join(d, "serve.log"),
 		cmd:     exec.Command(tb.o.jailgate, "serve", "--config", tb.jgConfig),
-		cpuDirs: []string{cpu}, memDirs: []string{mem}, group: "jg"}
-	for _, t := range []string{tenantCold, tenantWarm, tenantSess} {
-		tb.jg.cpuDirs = append(tb.jg.cpuDirs, filepath.Join(cgroupRoot, "cpuacct", tb.jgCgroup(), t))
-		tb.jg.memDirs = append(tb.jg.memDirs, filepath.Join(cgroupRoot, "memory", tb.jgCgroup(), t))
-	}
+		cpuDirs: []string{cpu, filepath.Join(cgroupRoot, "cpuacct", tb.jgCgroup())},
+		memDirs: []string{mem, filepath.Join(cgroupRoot, "memory", tb.jgCgroup())}, group: "jg"}
 	return tb.jg.start(ctx, cpu, mem)
-}
-
-// writeJailgateConfig writes the jailgate config; chacha adds
-// chacha20-poly1305@openssh.com to the ciphers offered.
-func (tb *testbed) writeJailgateConfig(chacha bool) error {
-	var users strings.Builder
-	tenants := []struct{ name, extra string }{
-		{tenantCold, ""}, {tenantWarm, "    linger: 60s\n"}, {tenantSess, "    environment: session\n"},
-	}
-	top := ""
-	if tb.o.want("network") {
-		tenants = append(tenants, struct{ name, extra string }{tenantNAT, "    network: nat\n"})
-		top = "network_forwarding: auto\n"
-	}
-	for _, t := range tenants {
-		fmt.Fprintf(&users, "  %s:\n    keys_file: %s.pub\n    rootfs: %s\n%s", t.name, tb.key,
-			filepath.Join(tb.dir, "rootfs", t.name), t.extra)
-	}
-	ciphers := strings.Join(config.DefaultCiphers, ", ")
-	if chacha {
-		ciphers += ", chacha20-poly1305@openssh.com"
-	}
-	cfg := fmt.Sprintf("# Written by jailgate's bench: the defaults, no limits, on loopback.\n"+
-		"listen: 127.0.0.1:%d\nstate_dir: %s/state\nmetrics_listen: 127.0.0.1:%d\nlog: { format: json, level: info }\n"+
-		"server: { ciphers: [%s] }\n%susers:\n%s", tb.jgPort, filepath.Dir(tb.jgConfig), tb.metricsPort, ciphers, top, users.String())
-	return os.WriteFile(tb.jgConfig, []byte(cfg), 0o600)
-}
-
-// offerChacha reloads jailgate (SIGHUP) with or without chacha20-poly1305
-// among its ciphers and waits until a pinned login shows it took effect.
-func (tb *testbed) offerChacha(ctx context.Context, on bool) error {
-	if err := tb.writeJailgateConfig(on); err != nil {
-		return err
-	}
-	if err := tb.jg.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		return err
-	}
-	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		err := tb.ssh(ctx, tb.jg, tenantWarm, pinned, false, "true").Run()
-		if (err == nil) == on {
-			return nil
-		}
-	}
-	return fmt.Errorf("jailgate did not reload to chacha20 offered=%v within 10s", on)
 }
 
 // probe logs in once to each server and tenant, so that a broken setup
@@ -230,7 +186,10 @@ func (tb *testbed) probe(ctx context.Context) error {
 	for _, t := range []struct {
 		s    *server
 		user string
-	}{{tb.ossh, tb.o.user}, {tb.jg, tenantCold}, {tb.jg, tenantWarm}, {tb.jg, tenantSess}} {
+	}{{tb.ossh, tb.o.user}, {tb.jg, tenantCold}, {tb.jg, tenantWarm}, {tb.jg, tenantSess}, {tb.jg, tenantSessK}} {
+		if t.user == tenantSessK && !tb.o.want("sessions") {
+			continue
+		}
 		out, err := tb.ssh(ctx, t.s, t.user, pinned, false, "echo ok").CombinedOutput()
 		if err != nil || strings.TrimSpace(string(out)) != "ok" {
 			log, _ := os.ReadFile(t.s.logPath)
@@ -295,5 +254,5 @@ func (tb *testbed) userOf(s *server, tenant string) string {
 // jgCgroup is the cgroup prefix of the benchmarked gateway: one per
 // state_dir (statedir.Layout.Cgroup), its config's dir/state.
 func (tb *testbed) jgCgroup() string {
-	return statedir.New(filepath.Join(filepath.Dir(tb.jgConfig), "state")).Cgroup()
+	return statedir.New(tb.jgStateDir()).Cgroup()
 }

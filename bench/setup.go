@@ -23,8 +23,29 @@ const (
 	tenantSess = "jgbsess" // environment: session: one environment per session
 )
 
-// benchCgroup names the cgroups the harness puts each server in.
+// benchCgroup names the cgroups the harness puts each server in:
+// benchCgroup<name>-<run>, <run> the work dir's suffix, so that two runs
+// at once (a helper's partial run beside another's) never share one.
 const benchCgroup = "jailgate-bench-"
+
+// runTag is this run's suffix of its cgroup names (setup sets it).
+var runTag string
+
+// groupName is the harness's cgroup name for name in this run.
+func groupName(name string) string { return benchCgroup + name + "-" + runTag }
+
+// sweepGroups removes the empty harness cgroups of runs whose work dir is
+// gone (a run killed before its teardown); a group still in use, or of a
+// run still going, stays.
+func sweepGroups(workBase string) {
+	dirs, _ := filepath.Glob(filepath.Join(cgroupRoot, "*", benchCgroup+"*-*"))
+	for _, d := range dirs {
+		tag := d[strings.LastIndexByte(d, '-')+1:]
+		if _, err := os.Stat(filepath.Join(workBase, "run-"+tag)); errors.Is(err, os.ErrNotExist) {
+			os.Remove(d)
+		}
+	}
+}
 
 // cgroupRoot is the v1 hierarchy the harness reads; cpuacct and memory.
 const cgroupRoot = "/sys/fs/cgroup"
@@ -55,6 +76,8 @@ type testbed struct {
 	metricsPort int // jailgate's /metrics
 	jgPort      int
 	jgConfig    string
+	jgs         jgState // what the config says besides the options
+	poolShown   bool    // the pool overhead row is in the report
 	userCreated bool
 	runSSHD     bool   // /run/sshd was created by us
 	ipForward   []byte // net.ipv4.ip_forward before the run, put back at the end
@@ -86,6 +109,8 @@ func setup(ctx context.Context, o *options) (*testbed, error) {
 		return nil, err
 	}
 	tb := &testbed{o: o, dir: dir}
+	runTag = strings.TrimPrefix(filepath.Base(dir), "run-")
+	sweepGroups(o.workBase)
 	tb.ipForward, _ = os.ReadFile(ipForwardPath) // network_forwarding: auto may turn it on
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return tb, err
@@ -163,6 +188,14 @@ func (tb *testbed) makeRootfs() error {
 	rootfs := []string{tenantCold, tenantWarm, tenantSess, "chroot"}
 	if tb.o.want("network") {
 		rootfs = append(rootfs, tenantNAT)
+	}
+	if tb.o.want("sessions") {
+		rootfs = append(rootfs, tenantSessK)
+	}
+	if tb.o.want("morning") {
+		if err := tb.makeImage(); err != nil {
+			return err
+		}
 	}
 	for _, t := range rootfs {
 		if err := runCmd(tb.o.jailgate, "rootfs", "from-host", "-q", "--minimal", filepath.Join(tb.dir, "rootfs", t)); err != nil {

@@ -3,15 +3,19 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -247,4 +251,129 @@ func (h histogram) count() float64 {
 		return 0
 	}
 	return h.cum[len(h.cum)-1]
+}
+
+// blankComm is the comm of a pre-started blank init of the gateway's pool
+// (a child of serve not yet any tenant's); an assigned init has another.
+const blankComm = "jailgate-blank"
+
+// splitInits returns serve's children: tenants' inits, and the pool's
+// blank ones.
+func splitInits(t map[int]proc, serve int) (inits, blank []int) {
+	for _, c := range children(t, serve) {
+		if t[c].comm == blankComm {
+			blank = append(blank, c)
+		} else {
+			inits = append(inits, c)
+		}
+	}
+	return inits, blank
+}
+
+// poolSettle waits, after settle, until the gateway's pool stops changing
+// (the same number of blank inits three reads in a row, 100 ms apart; at
+// most 5 s), so that the refills a block of logins caused are charged to
+// that block. Without a pool it returns after the settle.
+func (s *server) poolSettle() {
+	settle()
+	if s.name != "jailgate" {
+		return
+	}
+	last, same := -1, 0
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end) && same < 3; time.Sleep(100 * time.Millisecond) {
+		_, blank := splitInits(procTable(), s.cmd.Process.Pid)
+		if len(blank) == last {
+			same++
+		} else {
+			last, same = len(blank), 1
+		}
+	}
+}
+
+// threadsFDs reads a process's thread count (/proc/PID/status Threads)
+// and open file descriptors (/proc/PID/fd).
+func threadsFDs(pid int) (threads, fds int) {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "Threads:"); ok {
+			threads, _ = strconv.Atoi(strings.TrimSpace(rest))
+		}
+	}
+	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	return threads, len(ents)
+}
+
+// slabBytes is the kernel's slab memory (/proc/meminfo Slab).
+func slabBytes() int64 {
+	b, _ := os.ReadFile("/proc/meminfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "Slab:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// failures counts the clients' errors by message.
+type failures struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+// add counts one more client that ended with msg.
+func (f *failures) add(msg string) {
+	f.mu.Lock()
+	f.n[msg]++
+	f.mu.Unlock()
+}
+
+// String lists the three commonest messages with their counts.
+func (f *failures) String() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	msgs := slices.SortedFunc(maps.Keys(f.n), func(a, b string) int { return f.n[b] - f.n[a] })
+	var out []string
+	for _, m := range msgs[:min(3, len(msgs))] {
+		out = append(out, fmt.Sprintf("%d× %q", f.n[m], m))
+	}
+	return strings.Join(out, "; ")
+}
+
+// admissionMsg matches the gateway's INFO lines about a connection held
+// back or closed before its login (admission's queue and evictions).
+var admissionMsg = regexp.MustCompile(`(?i)evict|refus|reject|waiting|grace|timeout|fail`)
+
+// logComplaints lists the commonest warnings, errors and admission lines
+// of the gateway's JSON log from byte offset from on, by message and
+// reason.
+func logComplaints(path string, from int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	if _, err := f.Seek(from, io.SeekStart); err != nil {
+		return err.Error()
+	}
+	fails := &failures{n: map[string]int{}}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<16), 1<<20)
+	for sc.Scan() {
+		var l struct {
+			Level, Msg, Reason, Err string
+		}
+		if json.Unmarshal(sc.Bytes(), &l) != nil || l.Level == "DEBUG" || l.Level == "INFO" && !admissionMsg.MatchString(l.Msg) {
+			continue
+		}
+		m := l.Level + " " + l.Msg
+		if why := l.Reason + l.Err; why != "" {
+			m += ": " + string(tail([]byte(why), 120))
+		}
+		fails.add(m)
+	}
+	if len(fails.n) == 0 {
+		return "nothing"
+	}
+	return fails.String()
 }

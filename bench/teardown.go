@@ -3,12 +3,14 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/jailgate/jailgate/jail"
+	"github.com/jailgate/jailgate/statedir"
 )
 
 // teardown stops both servers and every process left in their cgroups,
@@ -29,7 +31,14 @@ func (tb *testbed) teardown() []error {
 		if err := runCmd(tb.o.jailgate, "env", "stop", "--all", "--grace", "2s", "--config", tb.jgConfig); err != nil {
 			errs = append(errs, err)
 		}
-		errs = append(errs, removeTenantGroups(tb.jgCgroup())...)
+		errs = append(errs, removePrefixGroups(tb.jgCgroup())...)
+		// The gateway's runtime dirs of this state_dir, if it left them
+		// empty (never their content: a layer still mounted stays, and is
+		// reported by the next run's checks).
+		st := statedir.New(tb.jgStateDir())
+		for _, d := range []string{st.LayerMounts(), st.Environments()} {
+			os.Remove(d)
+		}
 	}
 	if tb.dir != "" && !tb.o.keep {
 		if err := os.RemoveAll(tb.dir); err != nil {
@@ -71,7 +80,7 @@ func (s *server) stop() []error {
 		}
 	}
 	for _, ctrl := range []string{"cpuacct", "memory"} {
-		if err := os.Remove(filepath.Join(cgroupRoot, ctrl, benchCgroup+s.group)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := os.Remove(filepath.Join(cgroupRoot, ctrl, groupName(s.group))); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
 	}
@@ -97,34 +106,43 @@ func killGroup(d string) error {
 	}
 }
 
-// removeTenantGroups removes the test tenants' cgroups under prefix in every v1
-// hierarchy jailgate uses, with the environment dirs a killed gateway left
-// in them, waiting up to 5s each for them to empty.
-func removeTenantGroups(prefix string) []error {
+// removePrefixGroups removes the benchmarked gateway's cgroup prefix
+// (its state_dir's own: no other gateway's) in every v1 hierarchy, with
+// what a gateway left below it: tenant groups, environment groups a
+// killed gateway left, the pool's groups. Deepest first, waiting up to 5s
+// for each to empty.
+func removePrefixGroups(prefix string) []error {
 	var errs []error
-	for _, ctrl := range []string{"memory", "pids", "cpu", "cpuacct", "freezer", "blkio"} {
-		for _, t := range []string{tenantCold, tenantWarm, tenantSess, tenantNAT} {
-			d := filepath.Join(cgroupRoot, ctrl, prefix, t)
-			if ents, err := os.ReadDir(d); err == nil { // env dirs a killed gateway left
-				for _, e := range ents {
-					if e.IsDir() {
-						os.Remove(filepath.Join(d, e.Name()))
-					}
-				}
+	roots, _ := filepath.Glob(filepath.Join(cgroupRoot, "*", prefix))
+	for _, root := range roots {
+		var dirs []string
+		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
 			}
-			deadline := time.Now().Add(5 * time.Second)
-			for {
-				err := os.Remove(d)
-				if err == nil || errors.Is(err, os.ErrNotExist) {
-					break
-				}
-				if time.Now().After(deadline) {
-					errs = append(errs, err)
-					break
-				}
-				time.Sleep(50 * time.Millisecond)
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- { // children after their parent in walk order
+			if err := removeGroup(dirs[i]); err != nil {
+				errs = append(errs, err)
 			}
 		}
 	}
 	return errs
+}
+
+// removeGroup removes an empty cgroup dir, retrying for up to 5s while
+// its last processes exit.
+func removeGroup(d string) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := os.Remove(d)
+		if err == nil || errors.Is(err, os.ErrNotExist) || time.Now().After(deadline) {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -74,25 +74,42 @@ type startup struct {
 	src   string
 	since time.Time
 	kex   atomic.Bool // its key exchange finished (the first auth request came)
+	heard atomic.Bool // the client has sent something (its version line comes first)
 	over  atomic.Bool // out of the counts
 	evict func()      // closes the connection
 }
 
-// evictFloor is how long a startup is safe from eviction: a real client
-// finishes its key exchange well within it, even over a slow link, so a
-// flood can only evict connections that are stale, not ones that are slow.
-const evictFloor = time.Second
+// evictFloor is how long a startup whose client has sent nothing is safe
+// from eviction: a real client sends its version line at once, so a flood
+// can only evict connections that are stale. evictHeardFloor is the same
+// for a client that has spoken but not finished its key exchange: under a
+// burst that saturates the CPU (a class of 200 logging in behind one NAT)
+// a real handshake takes seconds, and evicting it after one lost logins
+// that were merely slow (issue 20's morning bench lost 2-4 of 200).
+const (
+	evictFloor      = time.Second
+	evictHeardFloor = 10 * time.Second
+)
+
+// evictable says whether s may make room for a new connection at now.
+func (s *startup) evictable(now time.Time) bool {
+	floor := evictFloor
+	if s.heard.Load() {
+		floor = evictHeardFloor
+	}
+	return !s.kex.Load() && now.Sub(s.since) >= floor
+}
 
 // evictStale makes room for a new connection from src (called under a.mu,
 // after tryAdmit found the startup caps full): it evicts the oldest startup
-// that has not finished its key exchange and is older than evictFloor, from
+// that has not finished its key exchange and is evictable (stale), from
 // src if per_source_max_startups is what is full, else from any source.
 // It reports whether it evicted one.
 func (a *admission) evictStale(cfg *config.Config, src string, now time.Time) bool {
 	sameSrc := cfg.Server.PerSourceMaxStartups > 0 && a.unauthBySrc[src] >= cfg.Server.PerSourceMaxStartups
 	var oldest *startup
 	for s := range a.startups {
-		if s.kex.Load() || now.Sub(s.since) < evictFloor || (sameSrc && s.src != src) {
+		if !s.evictable(now) || (sameSrc && s.src != src) {
 			continue
 		}
 		if oldest == nil || s.since.Before(oldest.since) {

@@ -73,6 +73,16 @@ type graceConn struct {
 	startup   *startup // its place in admission's unauthenticated counts
 }
 
+// Read marks its startup heard once the client has sent something: from
+// then on it is slow, not stale (evictHeardFloor).
+func (c *graceConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && c.startup != nil && !c.startup.heard.Load() {
+		c.startup.heard.Store(true)
+	}
+	return n, err
+}
+
 // authenticated stops the login grace timer and the connection's count as
 // a startup. If the timer already fired, the connection is being closed
 // anyway.
@@ -129,14 +139,14 @@ func (s *Server) connCallback(ctx ssh.Context, nc net.Conn) net.Conn {
 	if s.isClosing() {
 		return nil
 	}
-	// Time spent waiting for a startup slot counts against the grace.
+	// A connection may wait for a startup slot up to login_grace_time,
+	// unread; its own login_grace_time starts when it has one, since only
+	// then does its handshake begin (a burst behind one NAT waits its turn
+	// instead of timing out in the queue).
 	su, why := s.adm.admit(cfg, gc.src, gc.start.Add(grace), func() { nc.Close() })
 	if why != "" {
 		s.log.Warn("connection refused", "remote", remote, "reason", why)
 		return nil
-	}
-	if waited := time.Since(gc.start); waited > time.Millisecond {
-		grace = max(grace-waited, time.Millisecond)
 	}
 	gc.startup = su
 	gc.timer = time.AfterFunc(grace, func() {

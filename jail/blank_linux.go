@@ -108,6 +108,24 @@ func (b *blank) prepare(caps []string) error {
 	return awaitInit(context.Background(), b.ctl, "prepare")
 }
 
+// coldBlank makes a blank in her cgroup for a login that found none in the
+// pool, at most coldStarts at a time: each start blocks a gateway thread
+// in exec, wait and cgroup writes, and a burst (1000 session-mode logins)
+// made the gateway grow a thread per start while the two CPUs thrashed.
+// The pool's refill does not wait here: it never holds a login back.
+func (s *Supervisor) coldBlank(ctx context.Context, tenant string, limits Limits, base uint32, caps []string) (*blank, error) {
+	select {
+	case s.cold <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-s.cold }()
+	return s.makeBlank(tenant, limits, base, caps)
+}
+
+// coldStarts bounds the cold starts under way (coldBlank).
+const coldStarts = 8
+
 // poolLimits bound a blank init until it is hers: it runs nothing but its
 // own runtime.
 var poolLimits = Limits{Pids: 64, Memory: 256 << 20}

@@ -24,6 +24,7 @@ type Supervisor struct {
 	found  []*EnvRecord   // live environments recorded at New, for Adopt
 	owners owners         // the uids that create environments' user namespaces
 	pool   *pool          // blank inits ready for logins (Prestart)
+	cold   chan struct{}  // cold starts under way (coldBlank)
 }
 
 // New returns a Supervisor. It picks the cgroup hierarchy and sweeps the
@@ -49,7 +50,7 @@ func New(opts Options) (*Supervisor, error) {
 		return nil, fmt.Errorf("cgroups: %w", err)
 	}
 	s := &Supervisor{opts: opts, log: opts.Logger, cg: cg, envs: map[string]*environment{},
-		owners: owners{dir: opts.RecordDir}}
+		owners: owners{dir: opts.RecordDir}, cold: make(chan struct{}, coldStarts)}
 	s.pool = &pool{s: s}
 	// Live environments a crashed or upgrading gateway left are adopted
 	// (Adopt), never swept.

@@ -148,7 +148,7 @@ func takeBlank(s *starting) error {
 	b, pooled := e.sup.pool.take(mask), true
 	if b == nil {
 		pooled = false
-		if b, err = e.sup.makeBlank(e.spec.Tenant, e.limits(), e.spec.IDMap.UID, caps); err != nil {
+		if b, err = e.sup.coldBlank(s.ctx, e.spec.Tenant, e.limits(), e.spec.IDMap.UID, caps); err != nil {
 			return err
 		}
 	}

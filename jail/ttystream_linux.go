@@ -15,9 +15,9 @@ import (
 // stdout ends (io.EOF) at EIO, when every slave fd is closed, or at a read
 // deadline, which callers set once the process has exited.
 func TTYStreams(master *os.File) (io.WriteCloser, io.ReadCloser) {
-	out := ttyOutput{f: master}
+	out := &ttyOutput{f: master}
 	if rc, err := master.SyscallConn(); err == nil && nonblocking(rc) {
-		out.rc = rc
+		out.rc, out.fill = rc, out.gather
 	}
 	return ttyInput{master}, out
 }
@@ -44,37 +44,27 @@ func (t ttyInput) Close() error                { return nil }
 // channel sends one 32 KiB packet (one encryption, 3 socket writes) instead
 // of eight (16). It never waits for more once it has a byte: a keystroke's
 // echo goes out at once. rc is nil when f is blocking: one read(2) per Read.
+// The fields below rc are one Read's, for gather, bound once to fill so
+// that a Read allocates nothing: Reads must not overlap (attach has one
+// reader).
 type ttyOutput struct {
-	f  *os.File
-	rc syscall.RawConn
+	f    *os.File
+	rc   syscall.RawConn
+	fill func(fd uintptr) bool // t.gather
+	b    []byte
+	n    int
+	err  error
 }
 
-func (t ttyOutput) Read(b []byte) (int, error) {
+func (t *ttyOutput) Read(b []byte) (int, error) {
 	if t.rc == nil || len(b) == 0 {
 		n, err := t.f.Read(b)
 		return n, ttyErr(err)
 	}
-	n := 0
-	var rerr error
-	err := t.rc.Read(func(fd uintptr) bool {
-		for n < len(b) {
-			m, err := unix.Read(int(fd), b[n:])
-			switch {
-			case err == unix.EINTR:
-				continue
-			case err == unix.EAGAIN:
-				return n > 0 // with nothing yet, wait until the master is readable
-			case err != nil:
-				rerr = &os.PathError{Op: "read", Path: t.f.Name(), Err: err}
-				return true
-			case m == 0:
-				rerr = io.EOF
-				return true
-			}
-			n += m
-		}
-		return true
-	})
+	t.b, t.n, t.err = b, 0, nil
+	err := t.rc.Read(t.fill)
+	n, rerr := t.n, t.err
+	t.b = nil
 	if n > 0 {
 		return n, nil // an error after some bytes comes again at the next Read
 	}
@@ -82,6 +72,29 @@ func (t ttyOutput) Read(b []byte) (int, error) {
 		err = rerr
 	}
 	return 0, ttyErr(err)
+}
+
+// gather reads fd into t.b until it is full or the terminal has nothing
+// more now; with nothing at all it returns false, and the poller waits
+// until the master is readable (or its read deadline).
+func (t *ttyOutput) gather(fd uintptr) bool {
+	for t.n < len(t.b) {
+		m, err := unix.Read(int(fd), t.b[t.n:])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return t.n > 0
+		case err != nil:
+			t.err = &os.PathError{Op: "read", Path: t.f.Name(), Err: err}
+			return true
+		case m == 0:
+			t.err = io.EOF
+			return true
+		}
+		t.n += m
+	}
+	return true
 }
 
 // ttyErr makes the master's end of output io.EOF: EIO (no slave fd left)
@@ -93,4 +106,4 @@ func ttyErr(err error) error {
 	return err
 }
 
-func (t ttyOutput) Close() error { return t.f.Close() }
+func (t *ttyOutput) Close() error { return t.f.Close() }

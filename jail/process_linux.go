@@ -389,29 +389,3 @@ func (p *process) Kill() error {
 	})
 	return nil
 }
-
-// TTYStreams wraps a PTY master as a process's stdin and stdout. Closing
-// the stdin does nothing, because the master also carries the output (a
-// client's EOF on a terminal session is not a hangup, as with sshd). The
-// stdout ends (io.EOF) at EIO, when every slave fd is closed, or at a read
-// deadline, which callers set once the process has exited.
-func TTYStreams(master *os.File) (io.WriteCloser, io.ReadCloser) {
-	return ttyInput{master}, ttyOutput{master}
-}
-
-type ttyInput struct{ f *os.File }
-
-func (t ttyInput) Write(b []byte) (int, error) { return t.f.Write(b) }
-func (t ttyInput) Close() error                { return nil }
-
-type ttyOutput struct{ f *os.File }
-
-func (t ttyOutput) Read(b []byte) (int, error) {
-	n, err := t.f.Read(b)
-	if err != nil && (errors.Is(err, unix.EIO) || errors.Is(err, os.ErrDeadlineExceeded)) {
-		err = io.EOF
-	}
-	return n, err
-}
-
-func (t ttyOutput) Close() error { return t.f.Close() }

@@ -349,6 +349,13 @@ func maskPaths() *StepError {
 			return stepErr("readonly", "bind-remount read-only", "/"+rel, err)
 		}
 	}
+	// One empty read-only tmpfs, mounted over the first directory it masks,
+	// is bound over every other: a tmpfs instance per masked directory (60
+	// of them with the init's threads) was a superblock each, and every
+	// memory-aware superblock on the host grows the shrinker table each new
+	// memory cgroup allocates (≈ 520 B per 64 of them per cgroup), so the
+	// cost of an environment grew with the number of environments (issue 20).
+	empty := ""
 	// proc/1/fd last: masked, it hides /proc/self/fd, which procFdPath names.
 	for _, rel := range append(append(append([]string(nil), maskedPaths...), initPrivate()...), "proc/1/fd") {
 		fd, err := openInRoot(rel, false)
@@ -361,9 +368,13 @@ func maskPaths() *StepError {
 		var st unix.Stat_t
 		err = unix.Fstat(fd, &st)
 		if err == nil {
-			if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			switch {
+			case st.Mode&unix.S_IFMT == unix.S_IFDIR && empty == "":
 				err = unix.Mount("tmpfs", procFdPath(fd), "tmpfs", unix.MS_RDONLY|procFlags, "size=0")
-			} else {
+				empty = "/" + rel
+			case st.Mode&unix.S_IFMT == unix.S_IFDIR: // read-only: its superblock is
+				err = unix.Mount(empty, procFdPath(fd), "", unix.MS_BIND, "")
+			default:
 				err = unix.Mount("/dev/null", procFdPath(fd), "", unix.MS_BIND, "")
 			}
 		}

@@ -139,11 +139,11 @@ func (s *Server) connCallback(ctx ssh.Context, nc net.Conn) net.Conn {
 	if s.isClosing() {
 		return nil
 	}
-	// A connection may wait for a startup slot up to login_grace_time,
-	// unread; its own login_grace_time starts when it has one, since only
-	// then does its handshake begin (a burst behind one NAT waits its turn
-	// instead of timing out in the queue).
-	su, why := s.adm.admit(cfg, gc.src, gc.start.Add(grace), func() { nc.Close() })
+	// A connection may wait for a startup slot up to startupQueueGrace ×
+	// login_grace_time, unread; its own login_grace_time starts when it has
+	// one, since only then does its handshake begin (a burst behind one NAT
+	// waits its turn instead of timing out in the queue).
+	su, why := s.adm.admit(cfg, gc.src, gc.start.Add(startupQueueGrace*grace), func() { nc.Close() })
 	if why != "" {
 		s.log.Warn("connection refused", "remote", remote, "reason", why)
 		return nil

@@ -62,7 +62,7 @@ func (s *Supervisor) makeBlank(tenant string, limits Limits, base uint32, caps [
 		return nil, fmt.Errorf("socketpair: %w", err)
 	}
 	child := os.NewFile(uintptr(fds[1]), "control")
-	defer child.Close()
+	defer child.Close() // on a failure before clone
 	unix.SetNonblock(fds[0], true)
 	if b.ctl, err = newCtlConn(os.NewFile(uintptr(fds[0]), "control")); err != nil {
 		return nil, err
@@ -85,7 +85,12 @@ func (s *Supervisor) makeBlank(tenant string, limits Limits, base uint32, caps [
 		return nil, err
 	}
 	undo = append(undo, func() { b.cg.Destroy(); s.cg.RemoveSlot(b.slot) })
-	if err := b.clone(s, child); err != nil {
+	err = b.clone(s, child)
+	// Only the init may hold its end: ours would hide its exit (EOF), and a
+	// prepare that fails (her pids limit reached: the runtime cannot make
+	// its threads) would wait out startReadyTimeout.
+	child.Close()
+	if err != nil {
 		return nil, err
 	}
 	undo = append(undo, func() { b.cmd.Process.Kill(); b.cmd.Wait() })
